@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny configs, tiny data, and isolated run/export folders."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import tfkit
+
+POSITIVE = ["great taste, will buy again", "delicious and fresh", "love it, my kids love it",
+            "excellent coffee, rich flavour", "best snack ever", "wonderful tea, great price"]
+NEGATIVE = ["stale and bland", "awful taste, do not buy", "arrived broken, waste of money",
+            "too salty, not good", "terrible smell", "bad quality, never again"]
+
+
+def tiny_texts(n=48, seed=0):
+    """A small two-class text set with real signal (positive vs negative phrases)."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        pool = POSITIVE if label == 0 else NEGATIVE
+        texts.append(" ".join(rng.choice(pool, size=rng.integers(1, 4))))
+        labels.append(["good", "bad"][label])
+    return texts, labels
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Runs each test in its own folder, so runs/ and saved_models/ never leak."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_csv(workdir):
+    import csv
+
+    texts, labels = tiny_texts(60)
+    path = workdir / "reviews.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(zip(texts, labels))
+    return path
+
+
+def tiny_overrides(csv_path=None, model="text_lstm", extra=()):
+    """--set overrides that make any preset train in a few seconds."""
+    sets = [f"model.name={model}", "model.params={}", "train.epochs=1", "train.batch_size=8",
+            "data.max_tokens=200", "data.max_len=16", "train.verbose=0"]
+    if csv_path is not None:
+        sets += ["data.source=csv", f"data.path={csv_path}", "data.text_column=review",
+                 "data.label_column=sentiment"]
+    else:
+        sets += ["data.limit=64"]
+    return sets + list(extra)
+
+
+@pytest.fixture
+def tiny_config(tiny_csv):
+    return tfkit.load_config(None, tiny_overrides(tiny_csv))

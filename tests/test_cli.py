@@ -1,0 +1,134 @@
+"""The CLI end to end on a tiny config, through the same entry point as `tfkit`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfkit.cli import main
+
+from conftest import tiny_overrides
+
+
+def sets(overrides):
+    return [arg for value in overrides for arg in ("--set", value)]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def finished_runs(root="runs"):
+    return [p.parent for p in Path(root).glob("*/*/status.json")
+            if json.loads(p.read_text())["state"] == "finished"]
+
+
+def test_train_export_predict_evaluate(tiny_csv, capsys):
+    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv)))
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    run_dir = Path(summary["run_dir"])
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",
+                 "checkpoints/best.keras"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["label_names"] == ["bad", "good"]
+    assert Path(summary["export_path"]) == Path("saved_models/fine_foods_text_lstm/1").resolve() \
+        or summary["export_path"].endswith("saved_models/fine_foods_text_lstm/1")
+
+    code, out, err = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm",
+                             "delicious and fresh", "")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert [line["input"] for line in lines] == ["delicious and fresh", ""]
+    for line in lines:
+        assert set(line["probabilities"]) == {"bad", "good"}
+        assert abs(sum(line["probabilities"].values()) - 1) < 1e-4
+        assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
+
+    Path("in.jsonl").write_text('{"text": "stale"}\n{"text": "love it"}\n')
+    code, out, _ = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm/1",
+                           "--input", "in.jsonl")
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    Path("in.csv").write_text("review\nstale\n")
+    code, out, _ = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm",
+                           "--input", "in.csv", "--column", "review")
+    assert code == 0 and json.loads(out)["input"] == "stale"
+
+    code, out, err = run_cli(capsys, "export", str(run_dir))
+    assert code == 0, err
+    assert json.loads(out)["export_path"].endswith(os.path.join("fine_foods_text_lstm", "2"))
+
+    code, out, err = run_cli(capsys, "evaluate", str(run_dir))
+    assert code == 0, err
+    assert abs(json.loads(out)["test_accuracy"] - summary["test_accuracy"]) < 1e-6
+
+
+def test_run_directories_are_never_reused(tiny_csv, capsys):
+    for _ in range(2):
+        code, _, err = run_cli(capsys, "train", *sets(tiny_overrides(
+            tiny_csv, extra=["export.enabled=false"])))
+        assert code == 0, err
+    assert len(finished_runs()) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epocs=1", "Did you mean 'epochs'"),
+    ("data.text_column=body", "has no column 'body'"),
+    ("data.path=nowhere.csv", "'nowhere.csv' does not exist"),
+    ("model.params.unit=4", "Did you mean 'units'"),
+])
+def test_bad_input_exits_nonzero_and_leaves_no_run(tiny_csv, capsys, override, message):
+    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv) + [override]))
+    assert code == 2
+    assert message in err and err.startswith("tfkit: error:")
+    assert not Path("runs").exists() or not finished_runs()
+    assert not Path("saved_models").exists()
+
+
+def test_one_class_label_column(workdir, capsys):
+    Path("one.csv").write_text("text,label\n" + "\n".join(f"w{i},same" for i in range(20)))
+    code, _, err = run_cli(capsys, "train", "--set", "data.source=csv", "--set",
+                           "data.path=one.csv")
+    assert code == 2 and "at least 2 classes" in err
+    assert not Path("runs").exists()
+
+
+def test_export_refuses_an_unfinished_run(workdir, capsys):
+    run = Path("runs/x/1")
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "running"}')
+    code, _, err = run_cli(capsys, "export", str(run))
+    assert code == 2 and "not a finished tfkit run (state: running)" in err
+
+
+def test_predict_errors(workdir, capsys):
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "text")
+    assert code == 2 and "No SavedModel" in err
+
+
+def test_models_lists_registry(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    for name in ("text_lstm", "text_bilstm", "text_gru", "text_cnn", "stacked_lstm"):
+        assert name in out
+
+
+def test_console_script_is_installed(workdir):
+    """The installed `tfkit` entry point runs and exits non-zero on a bad config."""
+    exe = Path(sys.executable).with_name("tfkit")
+    assert exe.exists(), "pip install did not create the tfkit console script"
+    result = subprocess.run([str(exe), "train", "--set", "train.bogus=1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "Unknown config key 'train.bogus'" in result.stderr

@@ -1,0 +1,93 @@
+import pytest
+import yaml
+
+import tfkit
+from tfkit.config import ConfigError, config_from_dict, load_config, save_config
+
+
+def test_default_preset_is_the_seed_model_on_fine_foods():
+    config = load_config()
+    assert config.model.name == "text_lstm"
+    assert config.data.source == "fine_foods"
+
+
+def test_unknown_key_names_it_and_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"train\.epocs.*Did you mean 'epochs'"):
+        config_from_dict({"train": {"epocs": 3}})
+
+
+def test_unknown_section_is_an_error():
+    with pytest.raises(ConfigError, match=r"Unknown config key 'trian'.*'train'"):
+        config_from_dict({"trian": {}})
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"train\.epochs must be int, got str 'three'"):
+        config_from_dict({"train": {"epochs": "three"}})
+    with pytest.raises(ConfigError, match=r"data\.bucket_by_length must be bool"):
+        config_from_dict({"data": {"bucket_by_length": 1}})
+
+
+def test_int_is_accepted_for_float():
+    assert config_from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
+
+
+def test_model_params_checked_against_builder_signature():
+    with pytest.raises(ConfigError, match=r"model\.params\.unit .*Did you mean 'units'"):
+        config_from_dict({"model": {"name": "text_lstm", "params": {"unit": 3}}})
+    with pytest.raises(ConfigError, match=r"vocab_size is set from the data"):
+        config_from_dict({"model": {"params": {"vocab_size": 3}}})
+    with pytest.raises(ConfigError, match=r"Unknown model 'text_lstn'.*'text_lstm'"):
+        config_from_dict({"model": {"name": "text_lstn"}})
+
+
+def test_bad_choices_and_ranges():
+    with pytest.raises(ConfigError, match=r"train\.optimizer .*Did you mean 'adam'"):
+        config_from_dict({"train": {"optimizer": "adma"}})
+    with pytest.raises(ConfigError, match=r"train\.strategy"):
+        config_from_dict({"train": {"strategy": "gpu"}})
+    with pytest.raises(ConfigError, match=r"data\.validation_fraction must be in"):
+        config_from_dict({"data": {"validation_fraction": 1.5}})
+
+
+def test_set_overrides_are_yaml_typed():
+    config = load_config(None, ["train.epochs=2", "model.params.units=8",
+                                "export.enabled=false", "data.limit=null"])
+    assert config.train.epochs == 2 and config.model.params["units"] == 8
+    assert config.export.enabled is False and config.data.limit is None
+
+
+def test_set_override_errors():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match=r"train\.epochz"):
+        load_config(None, ["train.epochz=2"])
+
+
+def test_missing_file_lists_presets(tmp_path):
+    with pytest.raises(ConfigError, match=r"does not exist.*fine_foods_text_lstm"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    file = tmp_path / "evil.yaml"
+    file.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(file)
+
+
+def test_round_trip(tmp_path):
+    config = load_config(None, ["train.epochs=7", "model.params.units=5"])
+    save_config(config, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == config
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["train"]["epochs"] == 7
+
+
+def test_every_preset_loads():
+    from tfkit.config import CONFIGS_DIR
+
+    presets = sorted(CONFIGS_DIR.glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        assert isinstance(tfkit.load_config(preset), tfkit.Config)

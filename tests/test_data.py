@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkit
+from tfkit.config import DataConfig
+from tfkit.data import DataError, bucket_boundaries, load_data
+
+from conftest import tiny_texts
+
+
+def test_fine_foods_is_the_real_embedded_set():
+    data = load_data(DataConfig(source="fine_foods"))
+    assert data.label_names == ["great", "other"]
+    assert len(data.train) + len(data.validation) == 4000 and len(data.test) == 1000
+    assert len(data.validation) == 400
+    assert isinstance(data.train.x[0], str) and len(data.train.x[0]) > 0
+    again = load_data(DataConfig(source="fine_foods"))
+    assert list(again.validation.x[:5]) == list(data.validation.x[:5])  # fixed seed
+
+
+def test_csv_source_string_labels(tiny_csv):
+    data = load_data(DataConfig(source="csv", path=str(tiny_csv), text_column="review",
+                                label_column="sentiment", validation_fraction=0.25))
+    assert data.label_names == ["bad", "good"]
+    assert len(data.train) + len(data.validation) + len(data.test) == 60
+
+
+def test_csv_int_labels_multiclass_with_test_file(workdir):
+    (workdir / "a.csv").write_text("text,label\n" + "\n".join(f"t{i} word,{i % 3}" for i in range(30)))
+    (workdir / "b.csv").write_text("text,label\nw,0\nx,2\n")
+    data = load_data(DataConfig(source="csv", path="a.csv", test_path="b.csv"))
+    assert data.label_names == ["0", "1", "2"]
+    assert data.test.y.tolist() == [0, 2]
+
+
+def test_csv_errors_name_the_problem(workdir, tiny_csv):
+    with pytest.raises(DataError, match=r"no column 'text'.*\['review', 'sentiment'\]"):
+        load_data(DataConfig(source="csv", path=str(tiny_csv)))
+    with pytest.raises(DataError, match="'missing.csv' does not exist"):
+        load_data(DataConfig(source="csv", path="missing.csv"))
+    (workdir / "one.csv").write_text("text,label\na,x\nb,x\nc,x\n")
+    with pytest.raises(DataError, match="at least 2 classes.*'x'"):
+        load_data(DataConfig(source="csv", path="one.csv"))
+    (workdir / "empty.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="has no rows"):
+        load_data(DataConfig(source="csv", path="empty.csv"))
+    (workdir / "nolabel.csv").write_text("text,label\na,x\nb,\nc,y\n")
+    with pytest.raises(DataError, match="row 2 has no label"):
+        load_data(DataConfig(source="csv", path="nolabel.csv"))
+    (workdir / "t.csv").write_text("text,label\na,x\nb,z\n")
+    (workdir / "train.csv").write_text("text,label\na,x\nb,y\n")
+    with pytest.raises(DataError, match=r"labels \['z'\] do not occur in the training split"):
+        load_data(DataConfig(source="csv", path="train.csv", test_path="t.csv"))
+
+
+def test_directory_source(workdir):
+    texts, labels = tiny_texts(20)
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        folder = workdir / "docs" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text(text)
+    data = load_data(DataConfig(source="directory", path="docs", test_fraction=0.25,
+                                validation_fraction=0.2))
+    assert data.label_names == ["bad", "good"]
+    assert len(data.train) + len(data.validation) + len(data.test) == 20
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(DataConfig(source="directory", path="nowhere"))
+
+
+def test_tfds_source_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=24):
+        data = load_data(DataConfig(source="tfds", name="imdb_reviews", validation_fraction=0.25))
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.train) == 18 and len(data.validation) == 6 and len(data.test) == 24
+    assert all(isinstance(t, str) for t in data.train.x)
+
+
+def test_tfds_errors():
+    with pytest.raises(DataError, match="data.name must name"):
+        load_data(DataConfig(source="tfds"))
+    with pytest.raises(DataError, match="no dataset 'no_such_dataset'"):
+        load_data(DataConfig(source="tfds", name="no_such_dataset"))
+
+
+def test_unknown_source():
+    with pytest.raises(DataError, match="Unknown data.source 'sql'"):
+        load_data(DataConfig(source="sql"))
+
+
+def test_preprocessor_right_pads_and_never_emits_empty_rows():
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=6)
+    pre.adapt(["good food", "bad food", "good tea"])
+    ids = pre(tf.constant(["good food", "", "!!! ...", "zzz qqq", "good " * 100,
+                           "GOOD<br />food", "Très bon café 美味しい"])).numpy()
+    assert ids.shape == (7, 6)
+    for row in ids:
+        length = int((row != 0).sum())
+        assert length >= 1
+        assert (row[:length] != 0).all() and (row[length:] == 0).all()  # right padded
+    assert ids[1].tolist() == [1, 0, 0, 0, 0, 0]  # empty -> one OOV token
+    assert ids[4].tolist() == [ids[0][0]] * 6  # truncated to max_len
+    assert ids[5].tolist() == ids[0].tolist()  # lower-cased, <br /> removed
+
+
+def test_preprocessor_save_load(tmp_path):
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=6)
+    pre.adapt(["good food", "bad food"])
+    pre.save(tmp_path)
+    again = tfkit.load_preprocessor(tmp_path)
+    probe = tf.constant(["good bad food", "new"])
+    assert again.vocab_size == pre.vocab_size
+    np.testing.assert_array_equal(again(probe).numpy(), pre(probe).numpy())
+
+
+def test_token_dataset_buckets_by_length():
+    texts = ["a " * n for n in (1, 2, 3, 20, 21, 40, 60)] * 4
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=64)
+    pre.adapt(texts)
+    labels = np.zeros(len(texts), np.int32)
+    widths = {x.shape[1] for x, _ in tfkit.token_dataset(texts, labels, pre, 4, bucket=True)}
+    assert widths <= set(bucket_boundaries(64) + [64]) and len(widths) > 1
+    fixed = {x.shape[1] for x, _ in tfkit.token_dataset(texts, labels, pre, 4, bucket=False)}
+    assert fixed == {64}
+    total = sum(len(y) for _, y in tfkit.token_dataset(texts, labels, pre, 4, bucket=True))
+    assert total == len(texts)

@@ -1,0 +1,151 @@
+"""The SavedModel contract: raw strings in, TF Serving layout, validate-then-publish."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkit
+from tfkit.export import ExportError, export_for_serving, next_version
+
+from conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    """One tiny finished run (CSV data), shared by the tests below."""
+    root = tmp_path_factory.mktemp("export")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        from conftest import tiny_texts
+        import csv
+        texts, labels = tiny_texts(60)
+        with open("reviews.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+        result = tfkit.train(None, tiny_overrides("reviews.csv", extra=["train.epochs=2"]))
+    finally:
+        os.chdir(old)
+    return result
+
+
+def test_layout_and_signature(trained):
+    path = trained.export_path
+    assert path.name == "1" and (path / "saved_model.pb").is_file()
+    assert (path / "variables").is_dir()
+    assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".")] == ["1"]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".export-")]
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    assert list(inputs) == ["text"]
+    assert inputs["text"].dtype == tf.string and inputs["text"].shape.as_list() == [None]
+    assert set(signature.structured_outputs) == {"probabilities", "class_id", "label"}
+    assert [n.decode() for n in loaded.label_names[0].numpy()] == ["bad", "good"]
+    facts = json.loads((path / "assets.extra" / "tfkit.json").read_text())
+    assert facts["label_names"] == ["bad", "good"]
+
+
+def test_raw_strings_including_empty_and_very_long(trained):
+    _, signature, _ = tfkit.load_serving(trained.export_path)
+    texts = ["delicious and fresh", "", "stale and bland " * 3000, "Très bon 美味しい", "!!!"]
+    out = signature(text=tf.constant(texts))
+    probs = out["probabilities"].numpy()
+    assert probs.shape == (5, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    expected = trained.model(trained.preprocessor(tf.constant(texts))).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert out["class_id"].numpy().tolist() == expected.argmax(axis=1).tolist()
+    assert {s.decode() for s in out["label"].numpy()} <= {"bad", "good"}
+
+
+def test_loads_like_tf_serving(trained):
+    """TF Serving loads the 'serve' tag in a session and feeds tensors by signature name."""
+    path = str(trained.export_path)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+        sig = meta.signature_def["serving_default"]
+        feed = {sig.inputs["text"].name: ["love it, my kids love it", ""]}
+        probs, labels = sess.run([sig.outputs["probabilities"].name,
+                                  sig.outputs["label"].name], feed_dict=feed)
+    assert probs.shape == (2, 2) and len(labels) == 2
+    direct = tfkit.predict(trained.export_path, ["love it, my kids love it", ""])
+    np.testing.assert_allclose(probs[:, 0], [d["probabilities"]["bad"] for d in direct], atol=1e-5)
+
+
+def test_versions_increment_and_failed_check_publishes_nothing(trained, tmp_path):
+    base = tmp_path / "m"
+    first = export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                               samples=["x"])
+    second = export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                                samples=["x"])
+    assert (first.name, second.name) == ("1", "2") and next_version(base) == 3
+    with pytest.raises(ExportError, match="differs from the Keras model"):
+        export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                           samples=["x"], atol=-1.0)
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # no 3, no staging left
+
+
+def test_tensorboard_server_reads_the_logs(trained):
+    """A real TensorBoard server lists the run's per-epoch scalars, learning rate included."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logdir = trained.run_dir.parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+                             "--port", str(port), "--host", "127.0.0.1", "--load_fast=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tags = {}
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                tags = json.loads(urllib.request.urlopen(url, timeout=5).read())
+                if any(run.endswith("train") for run in tags):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        train_run = next(run for run in tags if run.endswith("train"))
+        assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= set(tags[train_run])
+        val_run = next(run for run in tags if run.endswith("validation"))
+        assert "epoch_loss" in tags[val_run]
+        test_run = next(run for run in tags if run.endswith("test"))
+        assert "epoch_accuracy" in tags[test_run]
+        url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?"
+               f"run={urllib.request.quote(train_run)}&tag=epoch_loss")
+        points = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        assert len(points) == 2  # two epochs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_resume_after_a_crash_continues_from_the_backup(tiny_csv):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated crash")
+
+    overrides = tiny_overrides(tiny_csv, extra=["train.epochs=4", "export.enabled=false"])
+    with pytest.raises(KeyboardInterrupt):
+        tfkit.train(None, overrides, callbacks=[Crash()])
+    run_dir = next(Path("runs").glob("*/*")).resolve()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert not (run_dir / "metrics.json").exists()
+    result = tfkit.train(resume=run_dir)
+    assert result.run_dir == run_dir
+    assert len(result.history["loss"]) == 2  # epochs 3 and 4 only
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    with pytest.raises(tfkit.ConfigError, match="state is 'finished'"):
+        tfkit.train(resume=run_dir)

@@ -1,0 +1,90 @@
+"""The common registry test: every builder, build -> fit step -> .keras -> export -> reload."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import tfkit
+from tfkit.export import export_for_serving, load_serving
+from tfkit.models import MODELS, build_model
+
+from conftest import tiny_texts
+
+TINY_PARAMS = {
+    "text_lstm": {"embedding_dim": 8, "units": 4},
+    "text_bilstm": {"embedding_dim": 8, "units": 4},
+    "text_gru": {"embedding_dim": 8, "units": 4},
+    "text_cnn": {"embedding_dim": 8, "filters": 4},
+    "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
+}
+
+
+def test_every_registered_model_has_tiny_params():
+    assert set(TINY_PARAMS) == set(MODELS)
+
+
+@pytest.fixture(scope="module")
+def text_setup():
+    texts, labels = tiny_texts(32)
+    pre = tfkit.TextPreprocessor(max_tokens=100, max_len=12)
+    pre.adapt(texts)
+    y = np.array([0 if label == "good" else 1 for label in labels], np.int32)
+    return texts, y, pre
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registry_round_trip(name, text_setup, tmp_path):
+    texts, y, pre = text_setup
+    keras.utils.set_random_seed(1)
+    model = build_model(name, vocab_size=pre.vocab_size, num_classes=2, **TINY_PARAMS[name])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+    probe = tf.constant(texts[:5] + ["", "unknownword " * 50], tf.string)
+    expected = model(pre(probe)).numpy()
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(restored(pre(probe)).numpy(), expected, atol=1e-6)
+
+    path = export_for_serving(restored, pre, ["good", "bad"], tmp_path / "serving" / name,
+                              samples=[t.decode() for t in probe.numpy()])
+    assert path.name == "1"
+    _, signature, _ = load_serving(path)
+    served = signature(text=probe)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    assert [s.decode() for s in served["label"].numpy()] == \
+        [["good", "bad"][i] for i in expected.argmax(axis=1)]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_padding_does_not_change_predictions(name, text_setup):
+    """Right padding is masked: a batch padded further gives the same probabilities."""
+    texts, _, pre = text_setup
+    model = build_model(name, vocab_size=pre.vocab_size, num_classes=2, **TINY_PARAMS[name])
+    ids = pre.tokenize(tf.constant(texts[:4]))
+    short = ids.to_tensor()
+    long = ids.to_tensor(shape=[None, pre.max_len])
+    np.testing.assert_allclose(model(short).numpy(), model(long).numpy(), atol=1e-5)
+
+
+def test_builders_reject_bad_arguments():
+    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+        build_model("text_lstm", vocab_size=10, num_classes=1)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        build_model("stacked_lstm", vocab_size=10, num_classes=2, pooling="max")
+    with pytest.raises(ValueError, match="Unknown argument model.params.unitz"):
+        build_model("text_gru", vocab_size=10, num_classes=2, unitz=3)
+
+
+def test_stacked_lstm_wires_return_sequences():
+    model = build_model("stacked_lstm", vocab_size=20, num_classes=3, units=[5, 6, 7])
+    rnns = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    assert [layer.units for layer in rnns] == [5, 6, 7]
+    assert [layer.return_sequences for layer in rnns] == [True, True, False]

@@ -1,0 +1,31 @@
+"""tfkit: Keras 3 / TensorFlow classifiers from raw data to TensorBoard and TF Serving.
+
+Ten lines::
+
+    import tfkit
+    result = tfkit.train("fine_foods_text_lstm", ["train.epochs=3"])
+    print(result.metrics["test_accuracy"], result.export_path)
+    print(tfkit.predict(result.export_path, ["Delicious, will buy again"]))
+"""
+
+from tfkit.config import (Config, ConfigError, DataConfig, ExportConfig, ModelConfig, TrainConfig,
+                          config_from_dict, load_config, save_config)
+from tfkit.data import (DataError, LabeledData, TextPreprocessor, load_data, load_preprocessor,
+                        token_dataset)
+from tfkit.distribute import choose_strategy, resolve_strategy
+from tfkit.export import export_for_serving, load_serving, predict
+from tfkit.models import MODELS, build_model, model_params
+from tfkit.train import RunResult, evaluate, export_run, load_run, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig", "TrainConfig",
+    "config_from_dict", "load_config", "save_config",
+    "DataError", "LabeledData", "TextPreprocessor", "load_data", "load_preprocessor",
+    "token_dataset",
+    "choose_strategy", "resolve_strategy",
+    "export_for_serving", "load_serving", "predict",
+    "MODELS", "build_model", "model_params",
+    "RunResult", "evaluate", "export_run", "load_run", "train",
+]

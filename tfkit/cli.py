@@ -1,0 +1,145 @@
+"""The ``tfkit`` command line: train, evaluate, export, predict, models.
+
+The only module that reads ``sys.argv``. Every user error (bad config, data, file or
+value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _read_inputs(path: str, column: str | None) -> list[str]:
+    """Texts from a .txt (one per line), .csv (``column``) or .jsonl (``column`` key) file."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"input file '{path}' does not exist.")
+    suffix = file.suffix.lower()
+    with file.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".txt":
+            return [line.rstrip("\n") for line in handle]
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            key = column or "text"
+            if key not in (reader.fieldnames or []):
+                raise ValueError(f"input file '{path}' has no column {key!r}; "
+                                 f"its columns are {reader.fieldnames}. Use --column.")
+            return [row[key] for row in reader]
+        if suffix == ".jsonl":
+            key, texts = column or "text", []
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"input file '{path}' line {number}: not JSON ({exc}).") from None
+                if not isinstance(record, dict) or key not in record:
+                    raise ValueError(f"input file '{path}' line {number}: no key {key!r}.")
+                texts.append(record[key])
+            return texts
+    raise ValueError(f"input file '{path}': expected .txt, .csv or .jsonl, got '{suffix}'.")
+
+
+def _cmd_train(args) -> int:
+    import tfkit
+
+    result = tfkit.train(args.config, args.set, resume=args.resume)
+    summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items()
+                                                   if k.startswith("test_") or k in
+                                                   ("train_seconds", "export_path")}}
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from tfkit.train import evaluate
+
+    print(json.dumps(evaluate(args.run_dir)))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from tfkit.train import export_run
+
+    print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name))}))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from tfkit.export import predict
+
+    texts = list(args.texts)
+    if args.input:
+        texts += _read_inputs(args.input, args.column)
+    if not texts:
+        raise ValueError("nothing to predict: give texts or --input FILE.")
+    for text, result in zip(texts, predict(args.saved_model, texts)):
+        print(json.dumps({"input": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from tfkit.models import MODELS, model_params
+
+    for name, entry in MODELS.items():
+        summary = (entry.builder.__doc__ or "").strip().splitlines()[0]
+        params = ", ".join(f"{k}={v!r}" for k, v in model_params(name).items())
+        print(f"{name:14s} [{entry.inputs}] {summary}\n{'':14s} params: {params}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train, evaluate and export a model")
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config file or preset name (default: fine_foods_text_lstm)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a finished run as the next SavedModel version")
+    p.add_argument("run_dir")
+    p.add_argument("--base-dir", help="TF Serving base folder (default: the run's export.base_dir)")
+    p.add_argument("--name", help="model name under the base folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="run an exported SavedModel on raw inputs, JSON lines out")
+    p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
+    p.add_argument("texts", nargs="*", help="raw texts")
+    p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs")
+    p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("models", help="list the registered model builders")
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="tfkit: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # ConfigError, DataError, StrategyError and ExportError are ValueError/RuntimeError
+        print(f"tfkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

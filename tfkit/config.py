@@ -1,0 +1,276 @@
+"""Experiment configuration: dataclasses loaded from YAML with ``--set`` overrides.
+
+A config has four sections, ``data``, ``model``, ``train`` and ``export``, plus a
+``name``. Unknown keys and values of the wrong type are errors that name the key
+and suggest the closest valid one, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is not valid. The message says which and why."""
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are turned into tensors.
+
+    ``source`` is one of ``fine_foods`` (embedded reviews), ``tate`` (embedded
+    Tate titles), ``digits`` (embedded 8x8 images), ``csv``, ``tfds``,
+    ``directory``.
+    """
+
+    source: str = "fine_foods"
+    path: str | None = None  # csv: the training file; directory: the folder of class folders
+    test_path: str | None = None  # csv/directory: a separate test file or folder
+    name: str | None = None  # tfds: dataset name, e.g. imdb_reviews
+    data_dir: str | None = None  # tfds: where prepared data lives
+    train_split: str = "train"  # tfds split names
+    test_split: str = "test"
+    text_column: str = "text"  # csv/tfds feature holding the text (tfds: first text feature if absent)
+    label_column: str = "label"
+    test_fraction: float = 0.2  # used when a source has no test split of its own
+    validation_fraction: float = 0.1  # carved from train with `seed`
+    seed: int = 42
+    limit: int | None = None  # keep at most this many examples per split (quick runs)
+    # text preprocessing (TextVectorization, adapted on the training split only)
+    max_tokens: int = 20000
+    max_len: int = 200
+    ngrams: int = 1
+    bucket_by_length: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Which registered builder to call and its keyword arguments."""
+
+    name: str = "text_lstm"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """How ``model.fit`` runs."""
+
+    epochs: int = 5
+    batch_size: int = 32  # per replica; the global batch is batch_size * replicas
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    strategy: str = "auto"
+    early_stopping_patience: int | None = None
+    steps_per_epoch: int | None = None
+    runs_dir: str = "runs"
+    seed: int = 42
+    verbose: str = "auto"  # passed to model.fit: auto, 0, 1 or 2
+
+
+@dataclass
+class ExportConfig:
+    """Where the SavedModel for TF Serving goes."""
+
+    enabled: bool = True
+    base_dir: str = "saved_models"
+    name: str | None = None  # defaults to the config name
+
+
+@dataclass
+class Config:
+    """A whole experiment: ``name`` plus the four sections."""
+
+    name: str = "fine_foods_text_lstm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        """Returns the config as plain YAML-safe data."""
+        return dataclasses.asdict(self)
+
+
+DEFAULT_PRESET = "fine_foods_text_lstm"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{hint} Valid keys: {', '.join(sorted(valid))}."
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    """Returns ``value`` if it fits the type hint ``hint`` (ints are accepted as floats)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(t for t in options if t is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {str: str, int: int, float: float, bool: bool, dict: dict}[hint]
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # e.g. verbose: 2
+    if not ok:
+        raise ConfigError(
+            f"{where} must be {expected.__name__}, got {type(value).__name__} {value!r}."
+        )
+    return value
+
+
+def _build(cls, values: Any, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping, got {values!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"Unknown config key '{full}'.{_suggest(str(key), names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, full)
+        else:
+            kwargs[key] = _check_type(full, value, hint)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    """Builds a :class:`Config` from nested dicts, refusing unknown keys and bad types.
+
+    Args:
+        values: e.g. ``{"model": {"name": "text_gru"}, "train": {"epochs": 2}}``.
+
+    Returns:
+        The config, with defaults for everything not given.
+
+    Raises:
+        ConfigError: naming the bad key or value.
+
+    Examples:
+        >>> config_from_dict({"train": {"epochs": 2}}).train.epochs
+        2
+    """
+    config = _build(Config, values, "")
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    from tfkit.models import check_model_params  # late: models must not import config
+
+    try:
+        check_model_params(config.model.name, config.model.params)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    choices = {"train.optimizer": (config.train.optimizer, OPTIMIZERS),
+               "train.strategy": (config.train.strategy, STRATEGIES)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
+    d, t = config.data, config.train
+    for key, value in (("data.validation_fraction", d.validation_fraction),
+                       ("data.test_fraction", d.test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {value!r}.")
+    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len),
+                       ("data.ngrams", d.ngrams)):
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value!r}.")
+    if d.limit is not None and d.limit < 1:
+        raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
+    if t.verbose not in ("auto", "0", "1", "2"):
+        raise ConfigError(f"train.verbose must be one of auto, 0, 1, 2; got {t.verbose!r}.")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Splits ``section.key=value`` into a key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}.")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from None
+    return key.strip().split("."), value
+
+
+def resolve_config_path(path: str | os.PathLike | None) -> Path:
+    """Returns the YAML file for ``path``: a file, a preset name, or the default preset."""
+    if path is None:
+        path = DEFAULT_PRESET
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    preset = CONFIGS_DIR / f"{path}.yaml"
+    if preset.is_file():
+        return preset
+    presets = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"Config file '{path}' does not exist and is not a preset. Presets: {', '.join(presets)}."
+    )
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """Loads a YAML config (``yaml.safe_load``) and applies ``--set`` style overrides.
+
+    Args:
+        path: a YAML file, the name of a preset in ``tfkit/configs`` (``fine_foods_han``),
+            or None for the default preset (``fine_foods_text_lstm``).
+        overrides: strings like ``"train.epochs=2"`` or ``"model.params.units=32"``.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: for a missing file, bad YAML, unknown keys or bad values.
+
+    Examples:
+        >>> load_config(overrides=["train.epochs=1"]).train.epochs
+        1
+    """
+    file = resolve_config_path(path)
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections.")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: '{'.'.join(keys[:depth + 1])}' is not a section.")
+            node = child
+        node[keys[-1]] = value
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    """Writes the resolved config as YAML (readable back with :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

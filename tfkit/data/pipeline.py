@@ -1,0 +1,68 @@
+"""tf.data input pipelines: preprocessing runs here, on the CPU, overlapped with training."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def bucket_boundaries(max_len: int, smallest: int = 16) -> list[int]:
+    """Powers of two below ``max_len``: the upper length limits of the length buckets."""
+    bounds, edge = [], smallest
+    while edge < max_len:
+        bounds.append(edge)
+        edge *= 2
+    return bounds
+
+
+def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool = False,
+                  bucket: bool = False, seed: int = 0, drop_remainder: bool = False,
+                  ) -> tf.data.Dataset:
+    """Raw texts and label ids -> batches of ``(token ids, label ids)``.
+
+    Texts are tokenised in parallel batches by the preprocessor, cached as ragged ids
+    (so tokenisation runs once, not every epoch), shuffled per epoch, then batched
+    right-padded: either to ``max_len`` or, with ``bucket=True``, by length buckets
+    padded only to their longest member (much less padding for short texts).
+
+    Args:
+        texts: strings ``[n]``.
+        labels: label ids ``[n]`` (any structure ``from_tensor_slices`` takes).
+        preprocessor: a :class:`tfkit.TextPreprocessor` (or one with ``tokenize``).
+        batch_size: examples per batch (the global batch under a strategy).
+        shuffle: reshuffle every epoch with ``seed``.
+        bucket: batch by length buckets instead of padding to ``max_len``.
+        seed: shuffle seed.
+        drop_remainder: drop the last partial batch.
+
+    Returns:
+        A prefetching ``tf.data.Dataset``.
+    """
+    texts = tf.constant(np.asarray(texts, dtype=object).astype(str), tf.string)
+    ds = tf.data.Dataset.from_tensor_slices((texts, labels))
+
+    def tokenize(batch_texts, batch_labels):
+        ids = preprocessor.tokenize(batch_texts)
+        return ids.to_tensor(), ids.row_lengths(), batch_labels
+
+    ds = ds.batch(512).map(tokenize, num_parallel_calls=AUTOTUNE).unbatch()
+    # tf.data batches only dense elements: cut each padded row back to its length
+    ds = ds.map(lambda ids, length, y: (ids[:length], y), num_parallel_calls=AUTOTUNE).cache()
+    if shuffle:
+        ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    max_len = preprocessor.max_len
+    if bucket and bucket_boundaries(max_len):
+        # pad each batch to its bucket's upper edge: few distinct shapes, so the
+        # training tf.function is traced a handful of times instead of once per length
+        edges = bucket_boundaries(max_len) + [max_len]
+        ds = ds.bucket_by_sequence_length(
+            lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
+            bucket_batch_sizes=[batch_size] * (len(edges) + 1), pad_to_bucket_boundary=True,
+            drop_remainder=drop_remainder)
+    else:
+        label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
+        ds = ds.padded_batch(batch_size, padded_shapes=([max_len], label_shapes),
+                             drop_remainder=drop_remainder)
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,104 @@
+"""Resolves ``train.strategy`` to a ``tf.distribute.Strategy`` and says why.
+
+Names: ``auto``, ``default``, ``one_device``, ``mirrored``, ``multi_worker``, ``tpu``.
+``auto`` picks, in order: TPU when a TPU cluster resolves (``TPU_NAME`` set or
+``tpu`` given), multi-worker when ``TF_CONFIG`` names more than one task, mirrored
+when more than one GPU is visible, one-device on the single GPU, else the default
+strategy (the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+log = logging.getLogger("tfkit")
+
+from tfkit.config import STRATEGIES
+
+
+class StrategyError(ValueError):
+    """The requested strategy cannot run here; the message says why and what to do."""
+
+
+def cluster_size(tf_config: str | None) -> int:
+    """Number of workers (chief included) that a ``TF_CONFIG`` JSON string names."""
+    if not tf_config:
+        return 0
+    try:
+        cluster = json.loads(tf_config).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise StrategyError(f"TF_CONFIG is not valid JSON: {tf_config!r}") from None
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+
+
+def choose_strategy(name: str, *, gpus: int, tf_config: str | None, tpu: str | None) -> tuple[str, str]:
+    """Decides which strategy ``name`` means in an environment, without creating it.
+
+    Args:
+        name: one of :data:`STRATEGIES`.
+        gpus: number of visible GPUs.
+        tf_config: the ``TF_CONFIG`` JSON, or None.
+        tpu: a TPU name/address (``local`` for a TPU VM), or None.
+
+    Returns:
+        ``(strategy name, reason)``.
+
+    Examples:
+        >>> choose_strategy("auto", gpus=2, tf_config=None, tpu=None)[0]
+        'mirrored'
+    """
+    if name not in STRATEGIES:
+        raise StrategyError(f"train.strategy must be one of {', '.join(STRATEGIES)}; got {name!r}.")
+    if name != "auto":
+        return name, "requested in train.strategy"
+    if tpu:
+        return "tpu", f"a TPU was named ({tpu!r})"
+    workers = cluster_size(tf_config)
+    if workers > 1:
+        return "multi_worker", f"TF_CONFIG names {workers} workers"
+    if gpus > 1:
+        return "mirrored", f"{gpus} GPUs are visible"
+    if gpus == 1:
+        return "one_device", "one GPU is visible"
+    return "default", "no GPU, TPU or TF_CONFIG cluster: training on the CPU"
+
+
+def resolve_strategy(name: str = "auto", *, tpu: str | None = None) -> tf.distribute.Strategy:
+    """Creates the strategy ``name`` resolves to here, logging the choice and the reason.
+
+    Raises:
+        StrategyError: for an unknown name, or a TPU that cannot be reached.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    tpu = tpu or os.environ.get("TPU_NAME")
+    chosen, reason = choose_strategy(name, gpus=len(gpus), tf_config=os.environ.get("TF_CONFIG"),
+                                     tpu=tpu)
+    if chosen == "default":
+        strategy = tf.distribute.get_strategy()
+    elif chosen == "one_device":
+        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    elif chosen == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    elif chosen == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = _tpu_strategy(tpu or "local")
+    log.info("strategy: %s (%s), %d replica(s)", chosen, reason, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError, RuntimeError) as exc:
+        raise StrategyError(f"train.strategy 'tpu': no TPU could be reached at {tpu!r} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                            "Use 'local' on a TPU VM, or the TPU name on Cloud.") from None
+    return tf.distribute.TPUStrategy(resolver)

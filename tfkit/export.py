@@ -1,0 +1,174 @@
+"""SavedModels for TF Serving: raw input in, probabilities and labels out, published atomically.
+
+Layout (what TF Serving's file-system poller expects)::
+
+    saved_models/<name>/1/saved_model.pb, variables/, assets/
+    saved_models/<name>/2/...
+
+A version is written with Keras 3's ``ExportArchive`` into a hidden temporary folder
+beside the versions (TF Serving ignores names that are not integers), loaded back
+with ``tf.saved_model.load``, checked against the Keras model on sample inputs, and
+only then renamed to the next integer version. A failed export leaves no version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SERVING_KEY = "serving_default"
+
+
+class ExportError(RuntimeError):
+    """The exported SavedModel did not reproduce the Keras model; nothing was published."""
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """The next integer version under ``model_dir`` (1 when there is none)."""
+    path = Path(model_dir)
+    versions = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def _outputs(probabilities, label_names):
+    class_id = tf.argmax(probabilities, axis=-1)
+    labels = tf.gather(tf.constant(label_names, tf.string), class_id)
+    return {"probabilities": tf.cast(probabilities, tf.float32), "class_id": class_id,
+            "label": labels}
+
+
+def build_archive(model: keras.Model, preprocessor, label_names: list[str]):
+    """An ``ExportArchive`` with ``serving_default``: raw ``text`` strings -> predictions.
+
+    Signature ``serving_default``: input ``text`` (``tf.string [None]``); outputs
+    ``probabilities`` (``float32 [None, classes]``), ``class_id`` (``int64 [None]``) and
+    ``label`` (``string [None]``). The label names are also kept as the variable
+    collection ``label_names`` (``loaded.label_names[0]``).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(preprocessor.layer)
+    names = list(label_names)
+
+    def serve(text):
+        return _outputs(model(preprocessor(text), training=False), names)
+
+    archive.add_endpoint(SERVING_KEY, serve,
+                         input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    archive.add_variable_collection(
+        "label_names", [tf.Variable(names, trainable=False, name="label_names")])
+    return archive
+
+
+def _check_export(path: Path, model, preprocessor, samples, atol: float) -> None:
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures[SERVING_KEY]
+    texts = tf.constant([str(s) for s in samples], tf.string)
+    served = signature(text=texts)
+    expected = model(preprocessor(texts), training=False)
+    expected = np.asarray(keras.ops.convert_to_numpy(expected), dtype=np.float32)
+    got = served["probabilities"].numpy()
+    if got.shape != expected.shape:
+        raise ExportError(f"exported model at '{path}' returns shape {got.shape}, "
+                          f"the Keras model {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    if diff > atol:
+        raise ExportError(f"exported model at '{path}' differs from the Keras model: "
+                          f"max |diff| = {diff:.3g} > atol = {atol}")
+
+
+def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
+                       model_dir: str | os.PathLike, samples, *, atol: float = 1e-5,
+                       metadata: dict | None = None) -> Path:
+    """Exports ``preprocessor ∘ model`` as the next version under ``model_dir``.
+
+    Args:
+        model: the trained Keras model (token ids in, probabilities out).
+        preprocessor: the adapted preprocessor the model was trained with.
+        label_names: label string for each class id.
+        model_dir: ``saved_models/<name>``; versions are created inside it.
+        samples: raw inputs used to check the export (include edge cases: "" and long text).
+        atol: largest allowed difference between served and Keras probabilities.
+        metadata: extra facts written to ``assets.extra/tfkit.json`` (run dir, metrics).
+
+    Returns:
+        The published version directory, e.g. ``saved_models/fine_foods/1``.
+
+    Raises:
+        ExportError: if the reloaded SavedModel does not match; nothing is published.
+
+    Examples:
+        >>> path = export_for_serving(model, pre, ["great", "other"], "saved_models/demo",
+        ...                           samples=["tasty", ""])
+    """
+    model_dir = Path(model_dir).resolve()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    try:
+        archive = build_archive(model, preprocessor, label_names)
+        archive.write_out(str(staging / "model"), verbose=False)
+        extra = staging / "model" / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        facts = {"label_names": list(label_names), "preprocessor": preprocessor.get_config(),
+                 "signature": SERVING_KEY, **(metadata or {})}
+        (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+        _check_export(staging / "model", model, preprocessor, samples, atol)
+        while True:  # another exporter may take a version number between our check and rename
+            target = model_dir / str(next_version(model_dir))
+            try:
+                os.rename(staging / "model", target)
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_serving(path: str | os.PathLike):
+    """Loads a SavedModel version the way TF Serving does and returns its ``serving_default``.
+
+    ``path`` may be a version folder or ``saved_models/<name>`` (latest version).
+
+    Raises:
+        FileNotFoundError: if no SavedModel is there.
+    """
+    path = Path(path)
+    if not (path / "saved_model.pb").is_file() and path.is_dir():
+        versions = [p for p in path.iterdir() if p.name.isdigit()]
+        if versions:
+            path = max(versions, key=lambda p: int(p.name))
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"No SavedModel at '{path}' (expected saved_model.pb, or "
+                                "version folders 1/, 2/, ... inside it).")
+    loaded = tf.saved_model.load(str(path))
+    return loaded, loaded.signatures[SERVING_KEY], path
+
+
+def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict]:
+    """Runs a SavedModel's ``serving_default`` on raw inputs.
+
+    Returns:
+        One dict per input: ``{"label": str, "probabilities": {label: p}}``.
+
+    Examples:
+        >>> predict("saved_models/fine_foods_text_lstm", ["Delicious, will buy again"])
+        [{'label': 'great', 'probabilities': {'great': 0.93, 'other': 0.07}}]
+    """
+    loaded, signature, _ = load_serving(path)
+    names = [n.decode() for n in loaded.label_names[0].numpy()]
+    results = []
+    inputs = [str(x) for x in inputs]
+    for start in range(0, len(inputs), batch_size):
+        out = signature(text=tf.constant(inputs[start:start + batch_size], tf.string))
+        for label, probs in zip(out["label"].numpy(), out["probabilities"].numpy()):
+            results.append({"label": label.decode(),
+                            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}})
+    return results

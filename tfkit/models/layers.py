@@ -1,0 +1,85 @@
+"""Small reusable Keras layers used by the builders (all serializable, safe_mode loadable)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class PaddingMask(keras.layers.Layer):
+    """Returns ``1.0`` where a token id is not padding (0), shaped ``[..., 1]``.
+
+    Lets layers that do not take Keras masks (``Conv1D``) ignore right padding, so
+    an output does not depend on how far a batch was padded.
+
+    Examples:
+        >>> PaddingMask()(np.array([[5, 0]])).shape
+        TensorShape([1, 2, 1])
+    """
+
+    def call(self, ids):
+        return ops.expand_dims(ops.cast(ops.not_equal(ids, 0), self.compute_dtype), -1)
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class AttentionPooling(keras.layers.Layer):
+    """Additive attention pooling (Yang et al. 2016): ``[batch, steps, dim] -> [batch, dim]``.
+
+    ``u_t = tanh(W h_t + b)``, ``a_t = softmax_t(u_t . u_w)`` over unmasked steps,
+    output ``sum_t a_t h_t``. With ``return_attention=True`` the layer returns
+    ``(pooled, weights)``; the weights sum to 1 over unmasked steps and are exactly 0 on
+    masked ones (a fully masked row gives all-zero weights and a zero vector, not NaN).
+
+    Args:
+        units: size of the attention projection ``W``.
+        return_attention: also return the ``[batch, steps]`` weights.
+
+    Examples:
+        >>> pooled = AttentionPooling(8)(np.ones((2, 5, 4), "float32"))
+        >>> pooled.shape
+        TensorShape([2, 4])
+    """
+
+    def __init__(self, units=64, return_attention=False, **kwargs):
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"AttentionPooling units must be >= 1. Received: units={units}")
+        self.units = units
+        self.return_attention = return_attention
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.projection = keras.layers.Dense(self.units, activation="tanh", name="projection")
+        self.projection.build(input_shape)
+        self.context = self.add_weight(name="context", shape=(self.units,),
+                                       initializer="glorot_uniform")
+
+    def call(self, inputs, mask=None):
+        scores = ops.tensordot(self.projection(inputs), self.context, axes=[[2], [0]])
+        if mask is not None:
+            valid = ops.cast(mask, scores.dtype)
+            scores = ops.where(ops.cast(mask, "bool"), scores, ops.full_like(scores, -1e9))
+        else:
+            valid = ops.ones_like(scores)
+        scores = scores - ops.max(scores, axis=-1, keepdims=True)
+        weights = ops.exp(scores) * valid
+        weights = weights / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1e-9)
+        pooled = ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
+        if self.return_attention:
+            return pooled, weights
+        return pooled
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        pooled = (input_shape[0], input_shape[-1])
+        if self.return_attention:
+            return pooled, (input_shape[0], input_shape[1])
+        return pooled
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "return_attention": self.return_attention}

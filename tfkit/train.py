@@ -1,0 +1,276 @@
+"""Training: data -> preprocessor -> tf.data -> builder, ``compile``/``fit`` under a strategy.
+
+Reads top to bottom: :func:`train` is the whole job. Each run gets its own directory::
+
+    runs/<name>/<timestamp>/
+        status.json          {"state": "running" | "finished" | "failed", ...}
+        config.yaml          the resolved config (tfkit train config.yaml reproduces it)
+        preprocessor.json    adapted vocabulary and settings
+        logs/train, logs/validation, logs/test   TensorBoard event files
+        checkpoints/best.keras   best epoch by validation loss
+        backup/              BackupAndRestore state while running (resume after a crash)
+        model.keras          the final (best) model, token ids in
+        metrics.json         test metrics, timings, export path; written last
+
+A run is finished when ``status.json`` says so; ``metrics.json`` only exists then.
+Bad config or data fails before the directory is created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from tfkit.config import Config, ConfigError, load_config, save_config
+from tfkit.data import LabeledData, TextPreprocessor, load_data, load_preprocessor, token_dataset
+from tfkit.distribute import resolve_strategy
+from tfkit.export import export_for_serving
+from tfkit.models import build_model, get_entry
+
+log = logging.getLogger("tfkit")
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+              "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}  # keys: config.OPTIMIZERS
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` produced."""
+
+    run_dir: Path
+    metrics: dict
+    history: dict
+    model: keras.Model
+    preprocessor: object
+    label_names: list[str]
+    export_path: Path | None
+
+
+def make_preprocessor(config: Config):
+    """The preprocessor the model's ``inputs`` kind needs, not yet adapted."""
+    inputs = get_entry(config.model.name).inputs
+    if inputs == "tokens":
+        return TextPreprocessor(max_tokens=config.data.max_tokens, max_len=config.data.max_len)
+    raise ConfigError(f"model '{config.model.name}' needs '{inputs}' inputs, which no "
+                      "preprocessor provides.")
+
+
+def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool):
+    """The tf.data pipeline for one split (shuffled and bucketed as configured)."""
+    return token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                         bucket=config.data.bucket_by_length, seed=config.data.seed)
+
+
+def new_run_dir(runs_dir: str, name: str) -> Path:
+    """Creates ``runs_dir/name/<timestamp>``; never reuses an existing directory."""
+    parent = Path(runs_dir, name).resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under '{parent}'")
+
+
+def write_status(run_dir: Path, state: str, **facts) -> None:
+    payload = {"state": state, "time": datetime.now().isoformat(timespec="seconds"), **facts}
+    (run_dir / "status.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def read_status(run_dir: str | Path) -> dict:
+    file = Path(run_dir, "status.json")
+    if not file.is_file():
+        return {"state": "missing"}
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def compile_model(model: keras.Model, config: Config) -> None:
+    """Compiles with the configured optimizer, sparse cross-entropy and accuracy."""
+    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=config.train.learning_rate)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def make_callbacks(run_dir: Path, config: Config, has_validation: bool) -> list:
+    """TensorBoard, best checkpoint, BackupAndRestore and optional early stopping."""
+    monitor = "val_loss" if has_validation else "loss"
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq="epoch"),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"),
+                                        monitor=monitor, save_best_only=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    ]
+    if config.train.early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=config.train.early_stopping_patience,
+            restore_best_weights=True))
+    return callbacks
+
+
+def sample_inputs(data: LabeledData, n: int = 16) -> list[str]:
+    """Test inputs used to check an export, with edge cases: empty, very long, non-ASCII."""
+    return [str(x) for x in data.test.x[:n]] + ["", "great " * 5000, "Très bon café, 美味しい!"]
+
+
+def log_test_metrics(run_dir: Path, metrics: dict, step: int) -> None:
+    """Writes the test metrics as TensorBoard scalars under ``logs/test``."""
+    writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
+    with writer.as_default():
+        for key, value in metrics.items():
+            tf.summary.scalar(f"epoch_{key}", value, step=step)
+    writer.close()
+
+
+def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
+          resume: str | Path | None = None) -> RunResult:
+    """Trains, evaluates and exports one model as the config says.
+
+    Args:
+        config: a :class:`Config`, a YAML path or preset name, or None for the default
+            preset (``text_lstm`` on the embedded fine-food reviews).
+        overrides: ``"section.key=value"`` strings applied to a YAML config.
+        callbacks: extra Keras callbacks, run after tfkit's own (TensorBoard, best
+            checkpoint, BackupAndRestore, early stopping).
+        resume: an interrupted run directory to continue (its config is used and
+            BackupAndRestore picks up after the last finished epoch).
+
+    Returns:
+        A :class:`RunResult` with the run directory, test metrics and export path.
+
+    Raises:
+        ConfigError, DataError: before anything is written.
+
+    Examples:
+        >>> result = tfkit.train("fine_foods_text_lstm", ["train.epochs=1"])
+        >>> result.metrics["test_accuracy"]
+        0.83
+    """
+    if resume is not None:
+        run_dir = Path(resume).resolve()
+        state = read_status(run_dir)["state"]
+        if state != "running" and state != "failed":
+            raise ConfigError(f"cannot resume '{run_dir}': its state is '{state}' "
+                              "(only an interrupted or failed run can be resumed).")
+        config = load_config(run_dir / "config.yaml")
+    elif not isinstance(config, Config):
+        config = load_config(config, overrides)
+    keras.utils.set_random_seed(config.train.seed)
+    strategy = resolve_strategy(config.train.strategy)
+    data = load_data(config.data)
+    if resume is not None:
+        preprocessor = load_preprocessor(run_dir)
+    else:
+        preprocessor = make_preprocessor(config)
+        preprocessor.adapt(data.train.x)
+    replicas = strategy.num_replicas_in_sync
+    batch_size = config.train.batch_size * replicas
+    log.info("batch size %d per replica x %d replica(s) = %d global",
+             config.train.batch_size, replicas, batch_size)
+    train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True)
+    val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False)
+              if len(data.validation) else None)
+    test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
+
+    if resume is None:
+        run_dir = new_run_dir(config.train.runs_dir, config.name)
+        save_config(config, run_dir / "config.yaml")
+        preprocessor.save(run_dir)
+    write_status(run_dir, "running")
+    log.info("run directory: %s", run_dir)
+    try:
+        with strategy.scope():
+            model = build_model(config.model.name, vocab_size=preprocessor.vocab_size,
+                                num_classes=data.num_classes, **config.model.params)
+            compile_model(model, config)
+        started = time.perf_counter()
+        # length buckets make the number of batches unknown until the first epoch ends;
+        # Keras then warns that the input "ran out of data", which is expected here
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
+                            steps_per_epoch=config.train.steps_per_epoch,
+                            callbacks=make_callbacks(run_dir, config, val_ds is not None)
+                            + list(callbacks), shuffle=False,
+                            verbose=config.train.verbose if config.train.verbose == "auto"
+                            else int(config.train.verbose))
+        seconds = time.perf_counter() - started
+        best = run_dir / "checkpoints" / "best.keras"
+        if best.is_file() and config.train.early_stopping_patience is None:
+            model = keras.models.load_model(best, safe_mode=True)
+        model.save(run_dir / "model.keras")
+        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        epochs_run = len(history.history.get("loss", []))
+        log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
+        metrics = {f"test_{k}": float(v) for k, v in test.items()}
+        metrics.update({
+            "train_seconds": round(seconds, 2), "epochs": epochs_run,
+            "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1),
+            "train_examples": len(data.train), "validation_examples": len(data.validation),
+            "test_examples": len(data.test), "label_names": data.label_names,
+            "replicas": replicas, "model": config.model.name,
+        })
+        export_path = None
+        if config.export.enabled:
+            export_path = export_for_serving(
+                model, preprocessor, data.label_names,
+                Path(config.export.base_dir, config.export.name or config.name),
+                sample_inputs(data), metadata={"run_dir": str(run_dir), "metrics": metrics})
+            metrics["export_path"] = str(export_path)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
+    except BaseException as exc:
+        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
+    return RunResult(run_dir, metrics, history_dict, model, preprocessor, data.label_names,
+                     export_path)
+
+
+def load_run(run_dir: str | Path):
+    """Loads a finished run: ``(config, model, preprocessor, label_names)``.
+
+    Raises:
+        ConfigError: if ``run_dir`` is not a finished tfkit run.
+    """
+    run_dir = Path(run_dir)
+    state = read_status(run_dir)["state"]
+    if state != "finished":
+        raise ConfigError(f"'{run_dir}' is not a finished tfkit run (state: {state}); "
+                          "expected status.json with state 'finished'.")
+    config = load_config(run_dir / "config.yaml")
+    model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return config, model, load_preprocessor(run_dir), metrics["label_names"]
+
+
+def evaluate(run_dir: str | Path) -> dict:
+    """Evaluates a finished run's model on its config's test split; returns the metrics."""
+    config, model, preprocessor, label_names = load_run(run_dir)
+    data = load_data(config.data)
+    if data.label_names != label_names:
+        raise ConfigError(f"the data's labels {data.label_names} differ from the run's {label_names}.")
+    compile_model(model, config)
+    test_ds = make_dataset(data.test, preprocessor, config, config.train.batch_size, training=False)
+    return {f"test_{k}": float(v) for k, v in
+            model.evaluate(test_ds, return_dict=True, verbose=0).items()}
+
+
+def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None) -> Path:
+    """Re-exports a finished run as the next SavedModel version (``tfkit export``)."""
+    config, model, preprocessor, label_names = load_run(run_dir)
+    data = load_data(config.data)
+    model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
+    return export_for_serving(model, preprocessor, label_names, model_dir, sample_inputs(data),
+                              metadata={"run_dir": str(run_dir)})
+
