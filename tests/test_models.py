@@ -17,6 +17,8 @@ TINY_PARAMS = {
     "text_gru": {"embedding_dim": 8, "units": 4},
     "text_cnn": {"embedding_dim": 8, "filters": 4},
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
+    "image_cnn": {"filters": [4, 8], "dense_units": 8, "batch_norm": True, "augment": True},
+    "sequence_lstm": {"hidden_size": 4, "num_layers": 2},
 }
 
 
@@ -33,37 +35,55 @@ def text_setup():
     return texts, y, pre
 
 
+def setup_for(name, text_setup):
+    """(training inputs, labels, preprocessor, dataset, raw probe inputs) for a model kind."""
+    inputs = MODELS[name].inputs
+    if inputs == "tokens":
+        texts, y, pre = text_setup
+        ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
+        probe = texts[:5] + ["", "unknownword " * 50]
+        return y, pre, ds, probe
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(24, 8, 8, 1)).astype(np.uint8)
+    y = np.arange(24, dtype=np.int32) % 2
+    pre = (tfkit.ImagePreprocessor(8, 8, 1) if inputs == "image"
+           else tfkit.SequencePreprocessor(8, 8))
+    ds = tfkit.array_dataset(x, y, pre, 8, shuffle=True)
+    return y, pre, ds, pre.export_samples(x[:5])
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registry_round_trip(name, text_setup, tmp_path):
-    texts, y, pre = text_setup
+    y, pre, ds, probe = setup_for(name, text_setup)
     keras.utils.set_random_seed(1)
-    model = build_model(name, vocab_size=pre.vocab_size, num_classes=2, **TINY_PARAMS[name])
+    model = build_model(name, num_classes=2, vocab_size=getattr(pre, "vocab_size", None),
+                        input_shape=getattr(pre, "input_shape", None), **TINY_PARAMS[name])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
-    probe = tf.constant(texts[:5] + ["", "unknownword " * 50], tf.string)
-    expected = model(pre(probe)).numpy()
+    prepare = pre.serving_endpoints()["serving_default"][0]
+    model_inputs = prepare(tf.constant(probe))
+    expected = model(model_inputs, training=False).numpy()
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
 
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(restored(pre(probe)).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(restored(model_inputs, training=False).numpy(), expected, atol=1e-6)
 
     path = export_for_serving(restored, pre, ["good", "bad"], tmp_path / "serving" / name,
-                              samples=[t.decode() for t in probe.numpy()])
+                              samples=probe)
     assert path.name == "1"
-    _, signature, _ = load_serving(path)
-    served = signature(text=probe)
+    loaded, signature, _ = load_serving(path)
+    served = signature(**{pre.serving_input: tf.constant(probe)})
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
     assert [s.decode() for s in served["label"].numpy()] == \
         [["good", "bad"][i] for i in expected.argmax(axis=1)]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.inputs == "tokens"))
 def test_padding_does_not_change_predictions(name, text_setup):
     """Right padding is masked: a batch padded further gives the same probabilities."""
     texts, _, pre = text_setup

@@ -10,7 +10,8 @@ Ten lines::
 
 from tfkit.config import (Config, ConfigError, DataConfig, ExportConfig, ModelConfig, TrainConfig,
                           config_from_dict, load_config, save_config)
-from tfkit.data import (DataError, LabeledData, TextPreprocessor, load_data, load_preprocessor,
+from tfkit.data import (DataError, ImagePreprocessor, LabeledData, SequencePreprocessor,
+                        TextPreprocessor, array_dataset, load_data, load_preprocessor,
                         token_dataset)
 from tfkit.distribute import choose_strategy, resolve_strategy
 from tfkit.export import export_for_serving, load_serving, predict
@@ -22,8 +23,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig", "TrainConfig",
     "config_from_dict", "load_config", "save_config",
-    "DataError", "LabeledData", "TextPreprocessor", "load_data", "load_preprocessor",
-    "token_dataset",
+    "DataError", "ImagePreprocessor", "LabeledData", "SequencePreprocessor", "TextPreprocessor",
+    "array_dataset", "load_data", "load_preprocessor", "token_dataset",
     "choose_strategy", "resolve_strategy",
     "export_for_serving", "load_serving", "predict",
     "MODELS", "build_model", "model_params",

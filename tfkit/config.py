@@ -26,9 +26,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the examples come from and how they are turned into tensors.
 
-    ``source`` is one of ``fine_foods`` (embedded reviews), ``tate`` (embedded
-    Tate titles), ``digits`` (embedded 8x8 images), ``csv``, ``tfds``,
-    ``directory``.
+    ``source`` is one of ``fine_foods`` (embedded reviews), ``digits`` (embedded 8x8
+    images), ``csv``, ``tfds``, ``directory`` (text files), ``image_directory``,
+    ``numpy`` (an ``.npz`` file).
     """
 
     source: str = "fine_foods"
@@ -49,6 +49,9 @@ class DataConfig:
     max_len: int = 200
     ngrams: int = 1
     bucket_by_length: bool = True
+    # image preprocessing: the size and channels the model takes (default: the data's own)
+    image_size: list | None = None  # [height, width]
+    channels: int | None = None  # 1 (grey) or 3 (RGB)
 
 
 @dataclass
@@ -121,7 +124,7 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         hint = next(t for t in options if t is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    expected = {str: str, int: int, float: float, bool: bool, dict: dict}[hint]
+    expected = {str: str, int: int, float: float, bool: bool, dict: dict, list: list}[hint]
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # e.g. verbose: 2
@@ -197,6 +200,11 @@ def _validate(config: Config) -> None:
                        ("data.ngrams", d.ngrams)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value!r}.")
+    if d.image_size is not None and (len(d.image_size) != 2 or not all(
+            isinstance(v, int) and v >= 1 for v in d.image_size)):
+        raise ConfigError(f"data.image_size must be [height, width] in pixels, got {d.image_size!r}.")
+    if d.channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels must be 1, 3 or null, got {d.channels!r}.")
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
     if t.verbose not in ("auto", "0", "1", "2"):

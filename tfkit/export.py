@@ -44,44 +44,55 @@ def _outputs(probabilities, label_names):
             "label": labels}
 
 
-def build_archive(model: keras.Model, preprocessor, label_names: list[str]):
-    """An ``ExportArchive`` with ``serving_default``: raw ``text`` strings -> predictions.
+def _serving_fn(model, prepare, names):
+    def serve(inputs):
+        return _outputs(model(prepare(inputs), training=False), names)
 
-    Signature ``serving_default``: input ``text`` (``tf.string [None]``); outputs
-    ``probabilities`` (``float32 [None, classes]``), ``class_id`` (``int64 [None]``) and
-    ``label`` (``string [None]``). The label names are also kept as the variable
-    collection ``label_names`` (``loaded.label_names[0]``).
+    return serve
+
+
+def build_archive(model: keras.Model, preprocessor, label_names: list[str]):
+    """An ``ExportArchive`` with one endpoint per preprocessor serving input.
+
+    Text models: ``serving_default`` takes ``text`` (``tf.string [None]``). Image models:
+    ``serving_default`` takes ``image_bytes`` (encoded PNG/JPEG, ``tf.string [None]``) and
+    ``serving_tensor`` takes ``images`` (``float32 [None, h, w, c]``, values 0..255).
+    Every endpoint returns ``probabilities`` (``float32 [None, classes]``), ``class_id``
+    (``int64 [None]``) and ``label`` (``string [None]``). The label names are also kept
+    as the variable collection ``label_names`` (``loaded.label_names[0]``).
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.track(preprocessor.layer)
+    if hasattr(preprocessor, "layer"):
+        archive.track(preprocessor.layer)  # the vocabulary lookup table
     names = list(label_names)
-
-    def serve(text):
-        return _outputs(model(preprocessor(text), training=False), names)
-
-    archive.add_endpoint(SERVING_KEY, serve,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    for endpoint, (prepare, signature) in preprocessor.serving_endpoints().items():
+        archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
+                             input_signature=signature)
     archive.add_variable_collection(
         "label_names", [tf.Variable(names, trainable=False, name="label_names")])
     return archive
 
 
 def _check_export(path: Path, model, preprocessor, samples, atol: float) -> None:
+    """Loads the SavedModel back and compares every endpoint with the Keras model."""
     loaded = tf.saved_model.load(str(path))
-    signature = loaded.signatures[SERVING_KEY]
-    texts = tf.constant([str(s) for s in samples], tf.string)
-    served = signature(text=texts)
-    expected = model(preprocessor(texts), training=False)
-    expected = np.asarray(keras.ops.convert_to_numpy(expected), dtype=np.float32)
-    got = served["probabilities"].numpy()
-    if got.shape != expected.shape:
-        raise ExportError(f"exported model at '{path}' returns shape {got.shape}, "
-                          f"the Keras model {expected.shape}")
-    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    if diff > atol:
-        raise ExportError(f"exported model at '{path}' differs from the Keras model: "
-                          f"max |diff| = {diff:.3g} > atol = {atol}")
+    endpoints = preprocessor.serving_endpoints()
+    raw = tf.constant(samples)
+    model_inputs = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
+    expected = np.asarray(keras.ops.convert_to_numpy(model(model_inputs, training=False)),
+                          dtype=np.float32)
+    for endpoint, (_, signature) in endpoints.items():
+        # serving_default gets the raw inputs; other endpoints take the prepared tensor
+        inputs = raw if endpoint == SERVING_KEY else model_inputs
+        got = loaded.signatures[endpoint](**{signature[0].name: inputs})["probabilities"].numpy()
+        if got.shape != expected.shape:
+            raise ExportError(f"exported model at '{path}' ({endpoint}) returns shape "
+                              f"{got.shape}, the Keras model {expected.shape}")
+        diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+        if diff > atol:
+            raise ExportError(f"exported model at '{path}' ({endpoint}) differs from the Keras "
+                              f"model: max |diff| = {diff:.3g} > atol = {atol}")
 
 
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
@@ -155,6 +166,10 @@ def load_serving(path: str | os.PathLike):
 def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict]:
     """Runs a SavedModel's ``serving_default`` on raw inputs.
 
+    Args:
+        path: a version folder or ``saved_models/<name>`` (latest version).
+        inputs: texts for text models; image file paths or encoded bytes for image models.
+
     Returns:
         One dict per input: ``{"label": str, "probabilities": {label: p}}``.
 
@@ -164,11 +179,25 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
     """
     loaded, signature, _ = load_serving(path)
     names = [n.decode() for n in loaded.label_names[0].numpy()]
+    key = list(signature.structured_input_signature[1])[0]
+    if key == "text":
+        inputs = [str(x) for x in inputs]
+    elif key == "image_bytes":
+        inputs = [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
+    else:
+        raise ValueError(f"predict takes text or image models; this one takes '{key}' "
+                         "tensors: call its serving_default signature from Python.")
     results = []
-    inputs = [str(x) for x in inputs]
     for start in range(0, len(inputs), batch_size):
-        out = signature(text=tf.constant(inputs[start:start + batch_size], tf.string))
+        out = signature(**{key: tf.constant(inputs[start:start + batch_size], tf.string)})
         for label, probs in zip(out["label"].numpy(), out["probabilities"].numpy()):
             results.append({"label": label.decode(),
                             "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}})
     return results
+
+
+def _read_image(path) -> bytes:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"image file '{path}' does not exist.")
+    return file.read_bytes()

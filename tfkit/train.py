@@ -27,10 +27,12 @@ from datetime import datetime
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfkit.config import Config, ConfigError, load_config, save_config
-from tfkit.data import LabeledData, TextPreprocessor, load_data, load_preprocessor, token_dataset
+from tfkit.data import (ImagePreprocessor, LabeledData, SequencePreprocessor, TextPreprocessor,
+                        array_dataset, load_data, load_preprocessor, token_dataset)
 from tfkit.distribute import resolve_strategy
 from tfkit.export import export_for_serving
 from tfkit.models import build_model, get_entry
@@ -54,19 +56,43 @@ class RunResult:
     export_path: Path | None
 
 
-def make_preprocessor(config: Config):
-    """The preprocessor the model's ``inputs`` kind needs, not yet adapted."""
-    inputs = get_entry(config.model.name).inputs
+def make_preprocessor(config: Config, data: LabeledData):
+    """The preprocessor the model's ``inputs`` kind needs, adapted on the training split.
+
+    Raises:
+        ConfigError: when the data cannot feed the model (say text data for ``image_cnn``).
+    """
+    name, inputs = config.model.name, get_entry(config.model.name).inputs
+    x = data.train.x
+    is_text = x.dtype == object
+    if (inputs == "tokens") != is_text:
+        given = "text" if is_text else f"arrays of shape {x.shape[1:]}"
+        raise ConfigError(f"model '{name}' takes {'text' if inputs == 'tokens' else inputs} "
+                          f"inputs, but data.source '{config.data.source}' gives {given}.")
     if inputs == "tokens":
-        return TextPreprocessor(max_tokens=config.data.max_tokens, max_len=config.data.max_len)
-    raise ConfigError(f"model '{config.model.name}' needs '{inputs}' inputs, which no "
-                      "preprocessor provides.")
+        preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
+                                        max_len=config.data.max_len)
+    elif inputs == "image":
+        if x.ndim not in (3, 4):
+            raise ConfigError(f"model '{name}' takes images; data.source "
+                              f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
+        height, width = config.data.image_size or x.shape[1:3]
+        channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
+        preprocessor = ImagePreprocessor(height, width, channels)
+    else:
+        steps = x.shape[1]
+        preprocessor = SequencePreprocessor(steps, int(np.prod(x.shape[2:])))
+    preprocessor.adapt(x)
+    return preprocessor
 
 
 def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool):
-    """The tf.data pipeline for one split (shuffled and bucketed as configured)."""
-    return token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                         bucket=config.data.bucket_by_length, seed=config.data.seed)
+    """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured)."""
+    if isinstance(preprocessor, TextPreprocessor):
+        return token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                             bucket=config.data.bucket_by_length, seed=config.data.seed)
+    return array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                         seed=config.data.seed)
 
 
 def new_run_dir(runs_dir: str, name: str) -> Path:
@@ -119,11 +145,6 @@ def make_callbacks(run_dir: Path, config: Config, has_validation: bool) -> list:
     return callbacks
 
 
-def sample_inputs(data: LabeledData, n: int = 16) -> list[str]:
-    """Test inputs used to check an export, with edge cases: empty, very long, non-ASCII."""
-    return [str(x) for x in data.test.x[:n]] + ["", "great " * 5000, "Très bon café, 美味しい!"]
-
-
 def log_test_metrics(run_dir: Path, metrics: dict, step: int) -> None:
     """Writes the test metrics as TensorBoard scalars under ``logs/test``."""
     writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
@@ -172,8 +193,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     if resume is not None:
         preprocessor = load_preprocessor(run_dir)
     else:
-        preprocessor = make_preprocessor(config)
-        preprocessor.adapt(data.train.x)
+        preprocessor = make_preprocessor(config, data)
     replicas = strategy.num_replicas_in_sync
     batch_size = config.train.batch_size * replicas
     log.info("batch size %d per replica x %d replica(s) = %d global",
@@ -191,8 +211,10 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     log.info("run directory: %s", run_dir)
     try:
         with strategy.scope():
-            model = build_model(config.model.name, vocab_size=preprocessor.vocab_size,
-                                num_classes=data.num_classes, **config.model.params)
+            model = build_model(config.model.name, num_classes=data.num_classes,
+                                vocab_size=getattr(preprocessor, "vocab_size", None),
+                                input_shape=getattr(preprocessor, "input_shape", None),
+                                **config.model.params)
             compile_model(model, config)
         started = time.perf_counter()
         # length buckets make the number of batches unknown until the first epoch ends;
@@ -225,7 +247,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             export_path = export_for_serving(
                 model, preprocessor, data.label_names,
                 Path(config.export.base_dir, config.export.name or config.name),
-                sample_inputs(data), metadata={"run_dir": str(run_dir), "metrics": metrics})
+                preprocessor.export_samples(data.test.x), metadata={"run_dir": str(run_dir), "metrics": metrics})
             metrics["export_path"] = str(export_path)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
@@ -271,6 +293,7 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
-    return export_for_serving(model, preprocessor, label_names, model_dir, sample_inputs(data),
+    return export_for_serving(model, preprocessor, label_names, model_dir,
+                              preprocessor.export_samples(data.test.x),
                               metadata={"run_dir": str(run_dir)})
 

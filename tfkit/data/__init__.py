@@ -6,12 +6,14 @@ import json
 import os
 from pathlib import Path
 
+from tfkit.data.arrays import ImagePreprocessor, SequencePreprocessor, array_dataset
 from tfkit.data.pipeline import bucket_boundaries, token_dataset
 from tfkit.data.sources import (SOURCES, DataError, LabeledData, Split, carve, encode_labels,
                                 load_data)
 from tfkit.data.text import TextPreprocessor, standardize_text
 
-PREPROCESSORS = {"text": TextPreprocessor}
+PREPROCESSORS = {"text": TextPreprocessor, "image": ImagePreprocessor,
+                 "sequence": SequencePreprocessor}
 
 
 def load_preprocessor(directory: str | os.PathLike):
@@ -32,5 +34,6 @@ def load_preprocessor(directory: str | os.PathLike):
 
 
 __all__ = ["SOURCES", "PREPROCESSORS", "DataError", "LabeledData", "Split", "TextPreprocessor",
+           "ImagePreprocessor", "SequencePreprocessor", "array_dataset",
            "bucket_boundaries", "carve", "encode_labels", "load_data", "load_preprocessor",
            "standardize_text", "token_dataset"]

@@ -14,6 +14,11 @@ Sources (the ``data.source`` config key):
 - ``tfds``: a tensorflow-datasets dataset by ``name`` (``imdb_reviews``, ...).
 - ``directory``: one sub-folder of ``.txt`` files per class
   (``keras.utils.text_dataset_from_directory``).
+- ``digits``: the 1,797 8x8 handwritten digits scikit-learn ships, as 0..255 grey images.
+- ``image_directory``: one sub-folder of images per class
+  (``keras.utils.image_dataset_from_directory``).
+- ``numpy``: an ``.npz`` file with ``x_train``, ``y_train`` (and optionally ``x_test``,
+  ``y_test``), loaded with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -208,11 +213,13 @@ def load_tfds(config: DataConfig) -> LabeledData:
                         f"features: {list(features.keys())}.")
     text_key = config.text_column
     if text_key not in features:
-        text_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Text)]
-        if not text_keys:
-            raise DataError(f"tfds '{config.name}' has no text feature; "
+        inputs = [k for k, f in features.items() if isinstance(f, tfds.features.Text)] + \
+                 [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+        if not inputs:
+            raise DataError(f"tfds '{config.name}' has no text or image feature; "
                             f"features: {list(features.keys())}.")
-        text_key = text_keys[0]
+        text_key = inputs[0]
+    is_image = isinstance(features[text_key], tfds.features.Image)
     label_feature = features[config.label_column]
     names = list(getattr(label_feature, "names", []) or [])
 
@@ -228,10 +235,15 @@ def load_tfds(config: DataConfig) -> LabeledData:
     train_x, train_y = read(config.train_split)
     test_x, test_y = read(config.test_split)
     description = f"tfds '{config.name}'"
+    if is_image:
+        train_x, test_x = np.stack(train_x), np.stack(test_x)
+    else:
+        train_x, test_x = _texts(train_x, description), _texts(test_x, description)
     if not names:
-        return _from_columns(train_x, train_y, test_x, test_y, config, description)
-    train = Split(_texts(train_x, description), np.array(train_y, np.int32))
-    test = Split(_texts(test_x, description), np.array(test_y, np.int32))
+        train_y, names = encode_labels(train_y, f"{description} (train labels)")
+        test_y, _ = encode_labels(test_y, f"{description} (test labels)", names)
+    train = Split(train_x, np.array(train_y, np.int32))
+    test = Split(test_x, np.array(test_y, np.int32))
     return _finish(train, test, names, config, description)
 
 
@@ -269,11 +281,75 @@ def load_directory(config: DataConfig) -> LabeledData:
     return _finish(train, test, names, config, description)
 
 
+def _split_arrays(x, y, config: DataConfig, description: str, test=None) -> LabeledData:
+    ids, names = encode_labels(y, f"{description} (labels)")
+    if test is None:
+        train, test_split = carve(Split(np.asarray(x), ids), config.test_fraction, config.seed)
+    else:
+        test_ids, _ = encode_labels(test[1], f"{description} (test labels)", names)
+        train, test_split = Split(np.asarray(x), ids), Split(np.asarray(test[0]), test_ids)
+    return _finish(train, test_split, names, config, description)
+
+
+def load_digits(config: DataConfig) -> LabeledData:
+    """scikit-learn's 8x8 digits as ``uint8 [n, 8, 8, 1]`` images (0..16 scaled to 0..255)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return _split_arrays(images, digits.target.tolist(), config, "digits (scikit-learn)")
+
+
+def load_image_directory(config: DataConfig) -> LabeledData:
+    """One sub-folder of images per class; resized to ``image_size`` (default 256x256)."""
+    import keras
+
+    def read(path, class_names=None):
+        if not path or not Path(path).is_dir():
+            raise DataError(f"data.path: image folder '{path}' does not exist.")
+        try:
+            ds = keras.utils.image_dataset_from_directory(
+                path, labels="inferred", batch_size=None, shuffle=False, verbose=False,
+                image_size=tuple(config.image_size or (256, 256)), class_names=class_names,
+                color_mode="grayscale" if config.channels == 1 else "rgb")
+        except ValueError as exc:
+            raise DataError(f"image folder '{path}': {exc}") from None
+        pairs = list(ds.as_numpy_iterator())
+        if not pairs:
+            raise DataError(f"image folder '{path}' has no images in its class folders.")
+        x = np.stack([p[0] for p in pairs]).round().clip(0, 255).astype(np.uint8)
+        return x, [ds.class_names[int(p[1])] for p in pairs], list(ds.class_names)
+
+    x, y, names = read(config.path)
+    test = read(config.test_path, names)[:2] if config.test_path else None
+    return _split_arrays(x, y, config, f"image folder '{config.path}'", test)
+
+
+def load_numpy(config: DataConfig) -> LabeledData:
+    """An ``.npz`` with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``."""
+    if not config.path or not Path(config.path).is_file():
+        raise DataError(f"data.path: numpy file '{config.path}' does not exist.")
+    try:
+        arrays = np.load(config.path, allow_pickle=False)  # never unpickle user data
+    except ValueError as exc:
+        raise DataError(f"numpy file '{config.path}' cannot be read without pickle: {exc}") from None
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    if missing:
+        raise DataError(f"numpy file '{config.path}' has no array {missing[0]!r}; "
+                        f"it has {sorted(arrays.keys())}.")
+    test = (arrays["x_test"], arrays["y_test"].tolist()) if "x_test" in arrays else None
+    return _split_arrays(arrays["x_train"], arrays["y_train"].tolist(), config,
+                         f"numpy file '{config.path}'", test)
+
+
 SOURCES = {
     "fine_foods": load_fine_foods,
     "csv": load_csv,
     "tfds": load_tfds,
     "directory": load_directory,
+    "digits": load_digits,
+    "image_directory": load_image_directory,
+    "numpy": load_numpy,
 }
 
 

@@ -91,6 +91,16 @@ class TextPreprocessor:
         """Strings ``[batch]`` -> ids ``[batch, max_len]``, right-padded with 0."""
         return self.tokenize(texts).to_tensor(default_value=PAD_ID, shape=[None, self.max_len])
 
+    serving_input = "text"
+
+    def serving_endpoints(self) -> dict:
+        """``{signature name: (fn, input_signature)}`` for the export."""
+        return {"serving_default": (self.__call__, [tf.TensorSpec([None], tf.string, name="text")])}
+
+    def export_samples(self, x) -> list[str]:
+        """Inputs to check an export with: some texts plus empty, very long and non-ASCII ones."""
+        return [str(t) for t in x[:16]] + ["", "great " * 5000, "Très bon café, 美味しい!"]
+
     def get_config(self) -> dict:
         return {"type": "text", "max_tokens": self.max_tokens, "max_len": self.max_len}
 

@@ -5,6 +5,8 @@ registry is a plain dict, ``name -> Entry(builder, inputs)``, where ``inputs`` s
 which preprocessor feeds the model:
 
 - ``tokens``: right-padded token ids ``int32 [batch, length]`` (TextPreprocessor)
+- ``image``: pixel values 0..255 ``[batch, h, w, c]`` (ImagePreprocessor)
+- ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
 
 Adding a model: write ``build_<name>`` in a family module and add one line below.
 """
@@ -21,12 +23,13 @@ import keras
 from tfkit.models.layers import AttentionPooling, PaddingMask
 from tfkit.models.text import (build_stacked_lstm, build_text_bilstm, build_text_cnn,
                                build_text_gru, build_text_lstm)
+from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
 
 @dataclass(frozen=True)
 class Entry:
     builder: Callable[..., keras.Model]
-    inputs: str  # which preprocessor feeds it: tokens
+    inputs: str  # which preprocessor feeds it: tokens, image or sequence
 
 
 MODELS: dict[str, Entry] = {
@@ -35,6 +38,8 @@ MODELS: dict[str, Entry] = {
     "text_gru": Entry(build_text_gru, "tokens"),
     "text_cnn": Entry(build_text_cnn, "tokens"),
     "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
+    "image_cnn": Entry(build_image_cnn, "image"),
+    "sequence_lstm": Entry(build_sequence_lstm, "sequence"),
 }
 
 # Arguments that come from the data (vocabulary, label set, input shape), never from the config.
@@ -99,4 +104,5 @@ def build_model(name: str, **kwargs) -> keras.Model:
 
 __all__ = ["MODELS", "Entry", "AttentionPooling", "PaddingMask", "build_model",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
-           "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm"]
+           "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm",
+           "build_image_cnn", "build_sequence_lstm"]

@@ -1,0 +1,161 @@
+"""Preprocessors and tf.data pipelines for numeric inputs: images and sequences.
+
+Images travel as pixel values 0..255 (``[batch, height, width, channels]``); models
+rescale them themselves (a ``Rescaling`` layer), so the exported model and the Keras
+model see the same numbers. The exported ``serving_default`` takes encoded image bytes
+(PNG, JPEG, GIF, BMP), decodes and resizes them in the graph exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# leading bytes of the formats tf.io.decode_image reads
+_MAGIC = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
+
+
+class ImagePreprocessor:
+    """Pixel arrays or encoded image bytes -> ``float32 [batch, height, width, channels]``.
+
+    Args:
+        height, width: the size the model takes; other sizes are resized (bilinear).
+        channels: 1 (grey) or 3 (RGB); decoded images are converted to this count.
+
+    Examples:
+        >>> pre = ImagePreprocessor(8, 8, 1)
+        >>> pre(np.zeros((2, 16, 16, 1), "uint8")).shape
+        TensorShape([2, 8, 8, 1])
+    """
+
+    serving_input = "image_bytes"
+
+    def __init__(self, height: int, width: int, channels: int):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3. Received: channels={channels}")
+        self.height, self.width, self.channels = int(height), int(width), int(channels)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def adapt(self, x) -> None:
+        """Nothing to learn: the size comes from the constructor."""
+
+    def __call__(self, images) -> tf.Tensor:
+        """Pixel values ``[batch, h, w, c]`` (any h, w; c = 1 or 3) -> model input."""
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank == 3:  # [batch, h, w] grey
+            images = images[..., None]
+        images = tf.cast(images, tf.float32)
+        if images.shape[-1] != self.channels:
+            if images.shape[-1] == 1 and self.channels == 3:
+                images = tf.image.grayscale_to_rgb(images)
+            elif images.shape[-1] == 3 and self.channels == 1:
+                images = tf.image.rgb_to_grayscale(images)
+            else:
+                raise ValueError(f"images have {images.shape[-1]} channels; the model takes "
+                                 f"{self.channels} (1 or 3 can be converted).")
+        if tuple(images.shape[1:3]) != (self.height, self.width):
+            images = tf.image.resize(images, (self.height, self.width))
+        return images
+
+    def decode(self, image_bytes) -> tf.Tensor:
+        """Encoded images ``tf.string [batch]`` -> model input; non-images raise a clear error."""
+
+        def one(data):
+            known = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
+                                   for magic in _MAGIC.values()])
+            tf.debugging.Assert(known, ["image_bytes is not a PNG, JPEG, GIF or BMP image; "
+                                        "first bytes:", tf.strings.substr(data, 0, 8)])
+            image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
+            return tf.image.resize(tf.cast(image, tf.float32), (self.height, self.width))
+
+        return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
+            [self.height, self.width, self.channels], tf.float32))
+
+    def serving_endpoints(self) -> dict:
+        """``{name: (fn, input_signature)}``: bytes by default, the pixel tensor as well."""
+        return {
+            "serving_default": (self.decode, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+            "serving_tensor": (self.__call__, [tf.TensorSpec(
+                [None, self.height, self.width, self.channels], tf.float32, name="images")]),
+        }
+
+    def export_samples(self, x) -> list[bytes]:
+        """PNG bytes of some inputs, to check an export with."""
+        pixels = tf.cast(tf.clip_by_value(tf.round(self(x)), 0, 255), tf.uint8)
+        return [tf.io.encode_png(p).numpy() for p in pixels]
+
+    def get_config(self) -> dict:
+        return {"type": "image", "height": self.height, "width": self.width,
+                "channels": self.channels}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ImagePreprocessor":
+        return cls(config["height"], config["width"], config["channels"])
+
+    def save(self, directory: str | os.PathLike) -> None:
+        Path(directory, "preprocessor.json").write_text(json.dumps(self.get_config()))
+
+
+class SequencePreprocessor:
+    """Numeric sequences ``[batch, steps, features]`` (or images read row by row).
+
+    An image ``[batch, h, w, c]`` becomes ``h`` steps of ``w * c`` features, so the
+    8x8 digits are 8 steps of 8 features.
+    """
+
+    serving_input = "sequence"
+
+    def __init__(self, steps: int, features: int):
+        self.steps, self.features = int(steps), int(features)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (self.steps, self.features)
+
+    def adapt(self, x) -> None:
+        """Nothing to learn: the shape comes from the constructor."""
+
+    def __call__(self, x) -> tf.Tensor:
+        x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+        return tf.reshape(x, [-1, self.steps, self.features])
+
+    def serving_endpoints(self) -> dict:
+        return {"serving_default": (self.__call__, [tf.TensorSpec(
+            [None, self.steps, self.features], tf.float32, name="sequence")])}
+
+    def export_samples(self, x):
+        return self(x).numpy()
+
+    def get_config(self) -> dict:
+        return {"type": "sequence", "steps": self.steps, "features": self.features}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SequencePreprocessor":
+        return cls(config["steps"], config["features"])
+
+    def save(self, directory: str | os.PathLike) -> None:
+        Path(directory, "preprocessor.json").write_text(json.dumps(self.get_config()))
+
+
+def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Arrays and label ids -> batches of ``(model input, label ids)``.
+
+    The raw arrays are cached, shuffled per epoch, batched, then converted/resized by
+    the preprocessor in a parallel map, and prefetched.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(x), y)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda a, b: (preprocessor(a), b), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
