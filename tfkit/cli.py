@@ -133,11 +133,18 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="tfkit: %(message)s")
+    import tensorflow as tf
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # ConfigError, DataError, StrategyError and ExportError are ValueError/RuntimeError
         print(f"tfkit: error: {exc}", file=sys.stderr)
+        return 2
+    except tf.errors.InvalidArgumentError as exc:  # e.g. bytes that are not an image
+        lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
+        reason = next((line for line in lines if "assertion failed" in line), lines[0])
+        print(f"tfkit: error: the model rejected the input: {reason}", file=sys.stderr)
         return 2
 
 

@@ -330,8 +330,9 @@ def load_numpy(config: DataConfig) -> LabeledData:
     if not config.path or not Path(config.path).is_file():
         raise DataError(f"data.path: numpy file '{config.path}' does not exist.")
     try:
-        arrays = np.load(config.path, allow_pickle=False)  # never unpickle user data
-    except ValueError as exc:
+        with np.load(config.path, allow_pickle=False) as npz:  # never unpickle user data
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError) as exc:
         raise DataError(f"numpy file '{config.path}' cannot be read without pickle: {exc}") from None
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:

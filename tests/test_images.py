@@ -1,0 +1,149 @@
+"""Images end to end: sources, encoded-bytes serving, bad bytes, channel and size handling."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkit
+from tfkit.config import DataConfig
+from tfkit.data import DataError, load_data
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A tiny digits CNN trained through tfkit.train (few epochs; accuracy is not the point)."""
+    root = tmp_path_factory.mktemp("digits")
+    return tfkit.train("digits_cnn", ["train.epochs=2", "train.verbose=0",
+                                      f"train.runs_dir={root}/runs",
+                                      f"export.base_dir={root}/saved_models",
+                                      "model.params.filters=[8, 16]"])
+
+
+def encode(images, fmt):
+    pixels = tf.cast(images, tf.uint8)
+    if fmt == "png":
+        return [tf.io.encode_png(p).numpy() for p in pixels]
+    return [tf.io.encode_jpeg(p, quality=100).numpy() for p in pixels]
+
+
+def test_digits_source():
+    data = load_data(DataConfig(source="digits"))
+    assert data.train.x.shape[1:] == (8, 8, 1) and data.train.x.dtype == np.uint8
+    assert data.label_names == [str(i) for i in range(10)]
+    assert len(data.train) + len(data.validation) + len(data.test) == 1797
+
+
+def test_png_and_jpeg_bytes_match_the_keras_model(digits_run):
+    loaded = tf.saved_model.load(str(digits_run.export_path))
+    images = load_data(DataConfig(source="digits")).test.x[:12]
+    keras_probs = digits_run.model(tf.cast(images, tf.float32), training=False).numpy()
+    png = loaded.signatures["serving_default"](image_bytes=tf.constant(encode(images, "png")))
+    np.testing.assert_allclose(png["probabilities"].numpy(), keras_probs, atol=1e-5)
+    jpeg = loaded.signatures["serving_default"](image_bytes=tf.constant(encode(images, "jpeg")))
+    # JPEG is lossy: the same class, probabilities close
+    jpeg_pixels = tf.stack([tf.io.decode_jpeg(b, channels=1) for b in encode(images, "jpeg")])
+    keras_jpeg = digits_run.model(tf.cast(jpeg_pixels, tf.float32), training=False).numpy()
+    assert jpeg["class_id"].numpy().tolist() == keras_jpeg.argmax(axis=1).tolist()
+    tensor = loaded.signatures["serving_tensor"](images=tf.cast(images, tf.float32))
+    np.testing.assert_allclose(tensor["probabilities"].numpy(), keras_probs, atol=1e-5)
+    assert {s.decode() for s in png["label"].numpy()} <= {str(i) for i in range(10)}
+
+
+def test_rgb_and_larger_images_are_converted(digits_run):
+    loaded = tf.saved_model.load(str(digits_run.export_path))
+    grey = load_data(DataConfig(source="digits")).test.x[:4]
+    rgb_big = tf.image.resize(tf.image.grayscale_to_rgb(tf.cast(grey, tf.float32)), (32, 32),
+                              method="nearest")
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(encode(rgb_big, "png")))
+    assert out["probabilities"].shape == (4, 10)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    pre = digits_run.preprocessor
+    assert pre(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 8, 8, 1)
+    with pytest.raises(ValueError, match="images have 2 channels"):
+        pre(np.zeros((1, 8, 8, 2)))
+
+
+def test_bad_bytes_give_a_clear_error(digits_run):
+    loaded = tf.saved_model.load(str(digits_run.export_path))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not a PNG, JPEG, GIF or BMP"):
+        loaded.signatures["serving_default"](image_bytes=tf.constant([b"definitely not an image"]))
+    # the process is fine afterwards
+    good = encode(load_data(DataConfig(source="digits")).test.x[:1], "png")
+    assert loaded.signatures["serving_default"](image_bytes=tf.constant(good))["label"].shape == (1,)
+
+
+def test_predict_cli_on_image_files(digits_run, workdir, capsys):
+    from tfkit.cli import main
+
+    images = load_data(DataConfig(source="digits")).test.x[:2]
+    for i, data in enumerate(encode(images, "png")):
+        Path(f"{i}.png").write_bytes(data)
+    Path("bad.png").write_bytes(b"oops")
+    assert main(["predict", str(digits_run.export_path), "0.png", "1.png"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 2 and set(lines[0]["probabilities"]) == {str(i) for i in range(10)}
+    assert main(["predict", str(digits_run.export_path), "bad.png"]) == 2
+    assert "not a PNG, JPEG, GIF or BMP" in capsys.readouterr().err
+
+
+def test_image_directory_source(workdir):
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        folder = workdir / "pets" / label
+        folder.mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = load_data(DataConfig(source="image_directory", path="pets", image_size=[8, 8],
+                                test_fraction=0.25, validation_fraction=0.2))
+    assert data.label_names == ["cat", "dog"]
+    assert data.train.x.shape[1:] == (8, 8, 3)
+    assert len(data.train) + len(data.validation) + len(data.test) == 12
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(DataConfig(source="image_directory", path="nowhere"))
+
+
+def test_tfds_images_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=20):
+        data = load_data(DataConfig(source="tfds", name="mnist"))
+    assert data.train.x.shape[1:] == (28, 28, 1) and data.label_names[0] == "0"
+    assert len(data.test) == 20
+
+
+def test_numpy_source_and_no_pickle(workdir):
+    x = np.random.default_rng(0).integers(0, 256, (30, 8, 8)).astype(np.uint8)
+    np.savez("arrays.npz", x_train=x, y_train=np.arange(30) % 3)
+    data = load_data(DataConfig(source="numpy", path="arrays.npz"))
+    assert data.label_names == ["0", "1", "2"]
+    np.savez("objects.npz", x_train=np.array([{"a": 1}] * 4, dtype=object), y_train=np.arange(4))
+    with pytest.raises(DataError, match="without pickle"):
+        load_data(DataConfig(source="numpy", path="objects.npz"))
+    np.savez("partial.npz", x_train=x)
+    with pytest.raises(DataError, match="no array 'y_train'"):
+        load_data(DataConfig(source="numpy", path="partial.npz"))
+
+
+def test_text_model_on_image_data_is_a_clear_error(workdir, capsys):
+    from tfkit.cli import main
+
+    assert main(["train", "digits_cnn", "--set", "model.name=text_lstm",
+                 "--set", "model.params={}"]) == 2
+    assert "model 'text_lstm' takes text inputs, but data.source 'digits' gives arrays" in \
+        capsys.readouterr().err
+    assert not Path("runs").exists()
+
+
+def test_sequence_lstm_reads_digits_row_by_row(tmp_path):
+    result = tfkit.train("digits_sequence_lstm", [
+        "train.epochs=1", "train.verbose=0", "data.limit=64", f"train.runs_dir={tmp_path}/runs",
+        f"export.base_dir={tmp_path}/sm", "model.params.hidden_size=8"])
+    assert result.preprocessor.input_shape == (8, 8)
+    loaded = tf.saved_model.load(str(result.export_path))
+    out = loaded.signatures["serving_default"](sequence=tf.zeros([3, 8, 8]))
+    assert out["probabilities"].shape == (3, 10)
