@@ -97,7 +97,7 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as exc:
+    except (ValueError, OSError, tf.errors.OpError, RuntimeError) as exc:  # OSError: URLError
         raise StrategyError(f"train.strategy 'tpu': no TPU could be reached at {tpu!r} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
                             "Use 'local' on a TPU VM, or the TPU name on Cloud.") from None
