@@ -8,12 +8,12 @@ model see the same numbers. The exported ``serving_default`` takes encoded image
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from tfkit.data.text import write_preprocessor_json
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -102,7 +102,7 @@ class ImagePreprocessor:
         return cls(config["height"], config["width"], config["channels"])
 
     def save(self, directory: str | os.PathLike) -> None:
-        Path(directory, "preprocessor.json").write_text(json.dumps(self.get_config()))
+        write_preprocessor_json(directory, self.get_config())
 
 
 class SequencePreprocessor:
@@ -143,7 +143,7 @@ class SequencePreprocessor:
         return cls(config["steps"], config["features"])
 
     def save(self, directory: str | os.PathLike) -> None:
-        Path(directory, "preprocessor.json").write_text(json.dumps(self.get_config()))
+        write_preprocessor_json(directory, self.get_config())
 
 
 def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False, seed: int = 0,

@@ -32,6 +32,11 @@ def standardize_text(texts):
     return tf.strings.regex_replace(texts, r"(^|\s)'+|'+(\s|$)", " ")
 
 
+def write_preprocessor_json(directory: str | os.PathLike, payload: dict) -> None:
+    """Writes a preprocessor's settings as ``directory/preprocessor.json`` (plain JSON, no pickle)."""
+    Path(directory, "preprocessor.json").write_text(json.dumps(payload), encoding="utf-8")
+
+
 class TextPreprocessor:
     """Raw strings -> right-padded token ids ``int64 [batch, max_len]``.
 
@@ -106,8 +111,7 @@ class TextPreprocessor:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Writes ``preprocessor.json`` (settings and vocabulary) into ``directory``."""
-        payload = {**self.get_config(), "vocabulary": self.vocabulary()}
-        Path(directory, "preprocessor.json").write_text(json.dumps(payload), encoding="utf-8")
+        write_preprocessor_json(directory, {**self.get_config(), "vocabulary": self.vocabulary()})
 
     @classmethod
     def from_config(cls, config: dict) -> "TextPreprocessor":
