@@ -24,7 +24,8 @@ def tiny_texts(n=48, seed=0):
     for i in range(n):
         label = i % 2
         pool = POSITIVE if label == 0 else NEGATIVE
-        texts.append(" ".join(rng.choice(pool, size=rng.integers(1, 4))))
+        # several sentences per text, for the hierarchical models
+        texts.append(". ".join(rng.choice(pool, size=rng.integers(1, 4))))
         labels.append(["good", "bad"][label])
     return texts, labels
 

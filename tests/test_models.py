@@ -17,6 +17,7 @@ TINY_PARAMS = {
     "text_gru": {"embedding_dim": 8, "units": 4},
     "text_cnn": {"embedding_dim": 8, "filters": 4},
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
+    "han": {"embedding_dim": 8, "word_units": 4, "sentence_units": 4, "attention_units": 4},
     "image_cnn": {"filters": [4, 8], "dense_units": 8, "batch_norm": True, "augment": True},
     "sequence_lstm": {"hidden_size": 4, "num_layers": 2},
 }
@@ -35,13 +36,21 @@ def text_setup():
     return texts, y, pre
 
 
-def setup_for(name, text_setup):
-    """(training inputs, labels, preprocessor, dataset, raw probe inputs) for a model kind."""
+@pytest.fixture(scope="module")
+def document_setup(text_setup):
+    texts, y, _ = text_setup
+    pre = tfkit.HierarchicalTextPreprocessor(max_tokens=100, max_sentences=3, max_words=5)
+    pre.adapt(texts)
+    return texts, y, pre
+
+
+def setup_for(name, text_setup, document_setup):
+    """(labels, preprocessor, dataset, raw probe inputs) for a model kind."""
     inputs = MODELS[name].inputs
-    if inputs == "tokens":
-        texts, y, pre = text_setup
+    if inputs in ("tokens", "documents"):
+        texts, y, pre = text_setup if inputs == "tokens" else document_setup
         ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
-        probe = texts[:5] + ["", "unknownword " * 50]
+        probe = texts[:5] + ["", "unknownword " * 50, "!!!", "One. Two. Three. Four. Five."]
         return y, pre, ds, probe
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(24, 8, 8, 1)).astype(np.uint8)
@@ -53,8 +62,8 @@ def setup_for(name, text_setup):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_registry_round_trip(name, text_setup, tmp_path):
-    y, pre, ds, probe = setup_for(name, text_setup)
+def test_registry_round_trip(name, text_setup, document_setup, tmp_path):
+    y, pre, ds, probe = setup_for(name, text_setup, document_setup)
     keras.utils.set_random_seed(1)
     model = build_model(name, num_classes=2, vocab_size=getattr(pre, "vocab_size", None),
                         input_shape=getattr(pre, "input_shape", None), **TINY_PARAMS[name])

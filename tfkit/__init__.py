@@ -10,10 +10,11 @@ Ten lines::
 
 from tfkit.config import (Config, ConfigError, DataConfig, ExportConfig, ModelConfig, TrainConfig,
                           config_from_dict, load_config, save_config)
-from tfkit.data import (DataError, ImagePreprocessor, LabeledData, SequencePreprocessor,
+from tfkit.data import (DataError, HierarchicalTextPreprocessor, ImagePreprocessor, LabeledData, SequencePreprocessor,
                         TextPreprocessor, array_dataset, load_data, load_preprocessor,
                         token_dataset)
 from tfkit.distribute import choose_strategy, resolve_strategy
+from tfkit.explain import attention_html, attention_weights
 from tfkit.export import export_for_serving, load_serving, predict
 from tfkit.models import MODELS, build_model, model_params
 from tfkit.train import RunResult, evaluate, export_run, load_run, train
@@ -23,10 +24,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig", "TrainConfig",
     "config_from_dict", "load_config", "save_config",
-    "DataError", "ImagePreprocessor", "LabeledData", "SequencePreprocessor", "TextPreprocessor",
+    "DataError", "HierarchicalTextPreprocessor", "ImagePreprocessor", "LabeledData", "SequencePreprocessor", "TextPreprocessor",
     "array_dataset", "load_data", "load_preprocessor", "token_dataset",
     "choose_strategy", "resolve_strategy",
-    "export_for_serving", "load_serving", "predict",
+    "attention_html", "attention_weights", "export_for_serving", "load_serving", "predict",
     "MODELS", "build_model", "model_params",
     "RunResult", "evaluate", "export_run", "load_run", "train",
 ]

@@ -47,6 +47,9 @@ class DataConfig:
     # text preprocessing (TextVectorization, adapted on the training split only)
     max_tokens: int = 20000
     max_len: int = 200
+    # hierarchical models (han): sentences per document, words per sentence
+    max_sentences: int = 16
+    max_words: int = 40
     bucket_by_length: bool = True
     # image preprocessing: the size and channels the model takes (default: the data's own)
     image_size: list | None = None  # [height, width]
@@ -195,7 +198,8 @@ def _validate(config: Config) -> None:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{key} must be in [0, 1), got {value!r}.")
     for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
-                       ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len)):
+                       ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len),
+                       ("data.max_sentences", d.max_sentences), ("data.max_words", d.max_words)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value!r}.")
     if d.image_size is not None and (len(d.image_size) != 2 or not all(

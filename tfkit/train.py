@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import Config, ConfigError, load_config, save_config
-from tfkit.data import (ImagePreprocessor, LabeledData, SequencePreprocessor, TextPreprocessor,
+from tfkit.data import (HierarchicalTextPreprocessor, ImagePreprocessor, LabeledData, SequencePreprocessor, TextPreprocessor,
                         array_dataset, load_data, load_preprocessor, token_dataset)
 from tfkit.distribute import resolve_strategy
 from tfkit.export import export_for_serving
@@ -65,13 +65,18 @@ def make_preprocessor(config: Config, data: LabeledData):
     name, inputs = config.model.name, get_entry(config.model.name).inputs
     x = data.train.x
     is_text = x.dtype == object
-    if (inputs == "tokens") != is_text:
+    takes_text = inputs in ("tokens", "documents")
+    if takes_text != is_text:
         given = "text" if is_text else f"arrays of shape {x.shape[1:]}"
-        raise ConfigError(f"model '{name}' takes {'text' if inputs == 'tokens' else inputs} "
+        raise ConfigError(f"model '{name}' takes {'text' if takes_text else inputs} "
                           f"inputs, but data.source '{config.data.source}' gives {given}.")
     if inputs == "tokens":
         preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
                                         max_len=config.data.max_len)
+    elif inputs == "documents":
+        preprocessor = HierarchicalTextPreprocessor(max_tokens=config.data.max_tokens,
+                                                    max_sentences=config.data.max_sentences,
+                                                    max_words=config.data.max_words)
     elif inputs == "image":
         if x.ndim not in (3, 4):
             raise ConfigError(f"model '{name}' takes images; data.source "

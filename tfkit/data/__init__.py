@@ -10,10 +10,11 @@ from tfkit.data.arrays import ImagePreprocessor, SequencePreprocessor, array_dat
 from tfkit.data.pipeline import bucket_boundaries, token_dataset
 from tfkit.data.sources import (SOURCES, DataError, LabeledData, Split, carve, encode_labels,
                                 load_data)
-from tfkit.data.text import TextPreprocessor, standardize_text
+from tfkit.data.text import (HierarchicalTextPreprocessor, TextPreprocessor, split_sentences,
+                             standardize_text)
 
-PREPROCESSORS = {"text": TextPreprocessor, "image": ImagePreprocessor,
-                 "sequence": SequencePreprocessor}
+PREPROCESSORS = {"text": TextPreprocessor, "hierarchical_text": HierarchicalTextPreprocessor,
+                 "image": ImagePreprocessor, "sequence": SequencePreprocessor}
 
 
 def load_preprocessor(directory: str | os.PathLike):
@@ -34,6 +35,7 @@ def load_preprocessor(directory: str | os.PathLike):
 
 
 __all__ = ["SOURCES", "PREPROCESSORS", "DataError", "LabeledData", "Split", "TextPreprocessor",
+           "HierarchicalTextPreprocessor", "split_sentences",
            "ImagePreprocessor", "SequencePreprocessor", "array_dataset",
            "bucket_boundaries", "carve", "encode_labels", "load_data", "load_preprocessor",
            "standardize_text", "token_dataset"]

@@ -26,6 +26,9 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     (so tokenisation runs once, not every epoch), shuffled per epoch, then batched
     right-padded: either to ``max_len`` or, with ``bucket=True``, by length buckets
     padded only to their longest member (much less padding for short texts).
+    Documents from a :class:`tfkit.HierarchicalTextPreprocessor` (``[sentences, words]``)
+    are padded to the longest document and sentence of their batch, bucketed by
+    sentence count with ``bucket=True``.
 
     Args:
         texts: strings ``[n]``.
@@ -45,13 +48,27 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
 
     def tokenize(batch_texts, batch_labels):
         ids = preprocessor.tokenize(batch_texts)
-        return ids.to_tensor(), ids.row_lengths(), batch_labels
+        return ids.to_tensor(), example_shape(ids), batch_labels
 
     ds = ds.batch(512).map(tokenize, num_parallel_calls=AUTOTUNE).unbatch()
-    # tf.data batches only dense elements: cut each padded row back to its length
-    ds = ds.map(lambda ids, length, y: (ids[:length], y), num_parallel_calls=AUTOTUNE).cache()
+    # tf.data batches only dense elements: cut each padded example back to its own shape
+    ds = ds.map(lambda ids, shape, y: (tf.slice(ids, tf.zeros_like(shape), shape), y),
+                num_parallel_calls=AUTOTUNE).cache()
     if shuffle:
         ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
+    if ds.element_spec[0].shape.rank == 2:
+        # documents [sentences, words]: pad each batch to its longest document and sentence;
+        # buckets group documents with similar sentence counts
+        padded = ([None, None], label_shapes)
+        if bucket:
+            ds = ds.bucket_by_sequence_length(
+                lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[2, 4, 8, 16],
+                bucket_batch_sizes=[batch_size] * 5, padded_shapes=padded,
+                drop_remainder=drop_remainder)
+        else:
+            ds = ds.padded_batch(batch_size, padded_shapes=padded, drop_remainder=drop_remainder)
+        return ds.prefetch(AUTOTUNE)
     max_len = preprocessor.max_len
     if bucket and bucket_boundaries(max_len):
         # pad each batch to its bucket's upper edge: few distinct shapes, so the
@@ -62,7 +79,16 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
             bucket_batch_sizes=[batch_size] * (len(edges) + 1), pad_to_bucket_boundary=True,
             drop_remainder=drop_remainder)
     else:
-        label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
         ds = ds.padded_batch(batch_size, padded_shapes=([max_len], label_shapes),
                              drop_remainder=drop_remainder)
     return ds.prefetch(AUTOTUNE)
+
+
+def example_shape(ids: tf.RaggedTensor) -> tf.Tensor:
+    """The dense shape of each example of ragged ids: ``[batch, 1]`` lengths for token
+    sequences, ``[batch, 2]`` (sentences, longest sentence) for documents."""
+    lengths = ids.row_lengths()
+    if ids.ragged_rank == 1:
+        return lengths[:, None]
+    longest = tf.reduce_max(ids.row_lengths(axis=2), axis=1)
+    return tf.stack([lengths, tf.maximum(longest, 0)], axis=1)

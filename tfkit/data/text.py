@@ -83,7 +83,7 @@ class TextPreprocessor:
             raise ValueError("The training texts contain no words: the vocabulary is empty.")
 
     def tokenize(self, texts) -> tf.RaggedTensor:
-        """Strings ``[batch]`` -> ragged ids ``[batch, (1..max_len)]``."""
+        """Strings ``[batch]`` -> ragged ids ``[batch, (1..max_len)]`` (what tf.data caches)."""
         ids = self.layer(texts)[:, : self.max_len]
         lengths = ids.row_lengths()
         dense = ids.to_tensor(default_value=PAD_ID, shape=[None, self.max_len])
@@ -115,7 +115,106 @@ class TextPreprocessor:
 
     @classmethod
     def from_config(cls, config: dict) -> "TextPreprocessor":
-        pre = cls(max_tokens=config["max_tokens"], max_len=config["max_len"],
-                  vocabulary=config["vocabulary"])
+        settings = {k: v for k, v in config.items() if k != "type"}
+        pre = cls(**settings)
         pre.layer(tf.constant([""]))  # builds the layer, as ExportArchive requires
         return pre
+
+
+# a run of . ! ? followed by white space, or a run of CJK full stops / marks, ends a sentence
+SENTENCE_END = r"([.!?]+)\s+|([。！？]+)"
+
+
+def split_sentences(texts) -> tf.RaggedTensor:
+    """Strings ``[batch]`` -> ragged sentences ``[batch, (sentences)]``, in the graph.
+
+    A sentence ends after ``.``, ``!`` or ``?`` (or a run of them) followed by white
+    space, after the CJK marks ``。！？``, at a line break or an HTML ``<br>``. The
+    terminator stays with its sentence. No Python runs per example, so this works in
+    ``tf.data`` and inside an exported SavedModel. Pieces without words (``"!!!"``)
+    are dropped later, by :class:`HierarchicalTextPreprocessor`.
+
+    Examples:
+        >>> split_sentences(tf.constant(["Good. Really good!", "no stop"])).to_list()
+        [[b'Good.', b'Really good!'], [b'no stop']]
+    """
+    texts = tf.strings.regex_replace(texts, r"<br\s*/?>", "\n")
+    texts = tf.strings.regex_replace(texts, SENTENCE_END, "\\1\\2\n")
+    sentences = tf.ragged.map_flat_values(tf.strings.strip, tf.strings.split(texts, sep="\n"))
+    # drop the empty pieces a trailing terminator or blank line leaves behind
+    return tf.ragged.boolean_mask(sentences, tf.strings.length(sentences) > 0)
+
+
+class HierarchicalTextPreprocessor(TextPreprocessor):
+    """Raw documents -> ids ``int64 [batch, sentences, words]`` for word -> sentence models.
+
+    Each document is split into sentences by :func:`split_sentences` and every sentence
+    is vectorised with the same ``TextVectorization`` vocabulary as the flat models
+    (adapted on whole training documents). Sentences without a single word are dropped;
+    the first ``max_sentences`` sentences and the first ``max_words`` words of each are
+    kept. Both levels are right-padded with 0, real sentences first, and a document
+    with no words at all (``""``) becomes one sentence ``[OOV]``. So every document has
+    at least one sentence and every real sentence at least one word: the masks a model
+    derives are right-padded and never all padding at the document level.
+
+    The batch is padded to its longest document and sentence, not to the limits.
+
+    Args:
+        max_tokens: vocabulary size including padding and OOV.
+        max_sentences: sentences kept per document.
+        max_words: words kept per sentence.
+        vocabulary: a vocabulary from :meth:`vocabulary` to restore an adapted one.
+
+    Examples:
+        >>> pre = HierarchicalTextPreprocessor(max_tokens=100, max_sentences=3, max_words=4)
+        >>> pre.adapt(["good food", "bad food"])
+        >>> pre(tf.constant(["Good food. Bad!", ""])).numpy().tolist()
+        [[[3, 2], [4, 0]], [[1, 0], [0, 0]]]
+    """
+
+    def __init__(self, max_tokens: int = 20000, max_sentences: int = 16, max_words: int = 40,
+                 vocabulary=None):
+        if max_sentences < 1 or max_words < 1:
+            raise ValueError("max_sentences and max_words must be >= 1. Received: "
+                             f"max_sentences={max_sentences}, max_words={max_words}")
+        super().__init__(max_tokens=max_tokens, max_len=max_words, vocabulary=vocabulary)
+        self.max_sentences = max_sentences
+        self.max_words = max_words
+
+    def _vectorize(self, texts):
+        """(sentences ``[batch, (s)]``, ids ``[batch, (s), (w)]``, has-words ``[batch, (s)]``)."""
+        sentences = split_sentences(texts)
+        ids = self.layer(sentences.flat_values)  # [all sentences, (words)]
+        rows = sentences.row_lengths()
+        return (sentences, tf.RaggedTensor.from_row_lengths(ids, rows),
+                tf.RaggedTensor.from_row_lengths(ids.row_lengths() > 0, rows))
+
+    def sentences(self, texts) -> tf.RaggedTensor:
+        """The kept sentences as strings ``[batch, (sentences)]``, aligned with :meth:`tokenize`."""
+        sentences, _, has_words = self._vectorize(texts)
+        return tf.ragged.boolean_mask(sentences, has_words)[:, : self.max_sentences]
+
+    def tokenize(self, texts) -> tf.RaggedTensor:
+        """Strings ``[batch]`` -> ragged ids ``[batch, (1..max_sentences), (1..max_words)]``."""
+        _, docs, has_words = self._vectorize(texts)
+        # one extra sentence [OOV] per document, kept only where nothing else is
+        empty = tf.equal(tf.reduce_sum(tf.cast(has_words, tf.int32), axis=1), 0)
+        ones = tf.ones_like(empty, tf.int64)
+        filler = tf.RaggedTensor.from_row_lengths(
+            tf.RaggedTensor.from_row_lengths(ones * OOV_ID, ones), ones)
+        docs = tf.concat([docs, filler], axis=1)
+        keep = tf.concat([has_words, tf.RaggedTensor.from_tensor(empty[:, None])], axis=1)
+        docs = tf.ragged.boolean_mask(docs, keep)
+        return docs[:, : self.max_sentences, : self.max_words]
+
+    def __call__(self, texts) -> tf.Tensor:
+        """Strings ``[batch]`` -> ids ``[batch, sentences, words]``, right-padded with 0."""
+        return self.tokenize(texts).to_tensor(default_value=PAD_ID)
+
+    def export_samples(self, x) -> list[str]:
+        many = " ".join(f"Sentence number {i}." for i in range(200))
+        return super().export_samples(x) + ["...!!!", "no punctuation at all", many]
+
+    def get_config(self) -> dict:
+        return {"type": "hierarchical_text", "max_tokens": self.max_tokens,
+                "max_sentences": self.max_sentences, "max_words": self.max_words}

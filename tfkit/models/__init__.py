@@ -5,6 +5,7 @@ registry is a plain dict, ``name -> Entry(builder, inputs)``, where ``inputs`` s
 which preprocessor feeds the model:
 
 - ``tokens``: right-padded token ids ``int32 [batch, length]`` (TextPreprocessor)
+- ``documents``: ids ``int32 [batch, sentences, words]`` (HierarchicalTextPreprocessor)
 - ``image``: pixel values 0..255 ``[batch, h, w, c]`` (ImagePreprocessor)
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
 
@@ -20,7 +21,8 @@ from typing import Callable
 
 import keras
 
-from tfkit.models.layers import AttentionPooling, PaddingMask
+from tfkit.models.hierarchical import build_han
+from tfkit.models.layers import AttentionPooling, FoldSentences, PaddingMask, UnfoldSentences
 from tfkit.models.text import (build_stacked_lstm, build_text_bilstm, build_text_cnn,
                                build_text_gru, build_text_lstm)
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
@@ -29,7 +31,7 @@ from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 @dataclass(frozen=True)
 class Entry:
     builder: Callable[..., keras.Model]
-    inputs: str  # which preprocessor feeds it: tokens, image or sequence
+    inputs: str  # which preprocessor feeds it: tokens, documents, image or sequence
 
 
 MODELS: dict[str, Entry] = {
@@ -38,6 +40,7 @@ MODELS: dict[str, Entry] = {
     "text_gru": Entry(build_text_gru, "tokens"),
     "text_cnn": Entry(build_text_cnn, "tokens"),
     "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
+    "han": Entry(build_han, "documents"),
     "image_cnn": Entry(build_image_cnn, "image"),
     "sequence_lstm": Entry(build_sequence_lstm, "sequence"),
 }
@@ -102,7 +105,8 @@ def build_model(name: str, **kwargs) -> keras.Model:
     return builder(**data, **params)
 
 
-__all__ = ["MODELS", "Entry", "AttentionPooling", "PaddingMask", "build_model",
+__all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "PaddingMask",
+           "UnfoldSentences", "build_han", "build_model",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm",
            "build_image_cnn", "build_sequence_lstm"]

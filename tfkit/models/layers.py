@@ -83,3 +83,53 @@ class AttentionPooling(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "return_attention": self.return_attention}
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class FoldSentences(keras.layers.Layer):
+    """Document ids ``[batch, sentences, words]`` -> sentence ids ``[batch * sentences, words]``.
+
+    Padding sentences (all zeros) get one OOV token (id 1) in front, so the word-level
+    RNN never sees a fully masked row: cuDNN refuses those (tensorflow#43103, Keras'
+    ``_assert_valid_mask``). Their vectors are discarded again by the sentence mask
+    that :class:`UnfoldSentences` attaches. Real sentences are left untouched.
+
+    Examples:
+        >>> FoldSentences()(np.array([[[4, 5], [0, 0]]])).numpy().tolist()
+        [[4, 5], [1, 0]]
+    """
+
+    def call(self, ids):
+        flat = ops.reshape(ids, (-1, ops.shape(ids)[-1]))
+        first = ops.where(ops.equal(flat[:, 0], 0), ops.ones_like(flat[:, 0]), flat[:, 0])
+        return ops.concatenate([ops.expand_dims(first, -1), flat[:, 1:]], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (None, input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class UnfoldSentences(keras.layers.Layer):
+    """Sentence vectors ``[batch * sentences, ...]`` -> ``[batch, sentences, ...]`` with a mask.
+
+    Called as ``UnfoldSentences()([vectors, ids])`` with the document ids
+    ``[batch, sentences, words]``; the output carries the Keras mask "sentence has a
+    first word", which is right-padded and has at least one True per document when the
+    ids come from :class:`tfkit.HierarchicalTextPreprocessor`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        vectors, ids = inputs
+        shape = ops.shape(ids)
+        return ops.reshape(vectors, (shape[0], shape[1]) + tuple(vectors.shape[1:]))
+
+    def compute_mask(self, inputs, mask=None):
+        return ops.not_equal(inputs[1][:, :, 0], 0)
+
+    def compute_output_shape(self, input_shape):
+        vectors, ids = input_shape
+        return (ids[0], ids[1]) + tuple(vectors[1:])
