@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class DataConfig:
     test_split: str = "test"
     text_column: str = "text"  # csv/tfds feature holding the text (tfds: first text feature if absent)
     label_column: str = "label"
+    # multi-task: {column: classification | regression}, one model head per column
+    heads: dict | None = None
     test_fraction: float = 0.2  # used when a source has no test split of its own
     validation_fraction: float = 0.1  # carved from train with `seed`
     seed: int = 42
@@ -74,6 +77,7 @@ class TrainConfig:
     optimizer: str = "adam"
     strategy: str = "auto"
     early_stopping_patience: int | None = None
+    loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     steps_per_epoch: int | None = None
     runs_dir: str = "runs"
     seed: int = 42
@@ -193,6 +197,7 @@ def _validate(config: Config) -> None:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
     d, t = config.data, config.train
+    _validate_heads(config)
     for key, value in (("data.validation_fraction", d.validation_fraction),
                        ("data.test_fraction", d.test_fraction)):
         if not 0.0 <= value < 1.0:
@@ -211,6 +216,32 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
     if t.verbose not in ("auto", "0", "1", "2"):
         raise ConfigError(f"train.verbose must be one of auto, 0, 1, 2; got {t.verbose!r}.")
+
+
+def _validate_heads(config: Config) -> None:
+    """data.heads, train.loss_weights and the multitask model go together."""
+    from tfkit.data.sources import HEAD_KINDS
+
+    heads, weights = config.data.heads, config.train.loss_weights
+    multitask = config.model.name == "multitask"
+    if multitask and not heads:
+        raise ConfigError("model 'multitask' needs data.heads, e.g. "
+                          "{medium_family: classification, year: regression}.")
+    if heads and not multitask:
+        raise ConfigError(f"data.heads is set, but model '{config.model.name}' has one output; "
+                          "use model.name: multitask (or drop data.heads).")
+    for head, kind in (heads or {}).items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", str(head)):
+            raise ConfigError(f"data.heads: head name {head!r} must be letters, digits and _ "
+                              "(it names a model output and a serving output).")
+        if kind not in HEAD_KINDS:
+            raise ConfigError(f"data.heads.{head} must be one of {', '.join(HEAD_KINDS)}; "
+                              f"got {kind!r}.")
+    for head, weight in (weights or {}).items():
+        if head not in (heads or {}):
+            raise ConfigError(f"train.loss_weights.{head}: no such head{_suggest(head, heads or {})}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"train.loss_weights.{head} must be a number >= 0, got {weight!r}.")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -37,11 +37,26 @@ def next_version(model_dir: str | os.PathLike) -> int:
     return max(versions, default=0) + 1
 
 
-def _outputs(probabilities, label_names):
+def _class_outputs(probabilities, label_names, prefix=""):
     class_id = tf.argmax(probabilities, axis=-1)
     labels = tf.gather(tf.constant(label_names, tf.string), class_id)
-    return {"probabilities": tf.cast(probabilities, tf.float32), "class_id": class_id,
-            "label": labels}
+    return {f"{prefix}probabilities": tf.cast(probabilities, tf.float32),
+            f"{prefix}class_id": class_id, f"{prefix}label": labels}
+
+
+def _outputs(predictions, label_names):
+    """The serving outputs: ``probabilities``, ``class_id``, ``label``; for a multi-task
+    model (``label_names`` a dict) the same prefixed with ``<head>_`` per classification
+    head and ``<head>`` (``float32 [None]``) per regression head."""
+    if not isinstance(label_names, dict):
+        return _class_outputs(predictions, label_names)
+    out = {}
+    for head, names in label_names.items():
+        if names:
+            out.update(_class_outputs(predictions[head], names, prefix=f"{head}_"))
+        else:
+            out[head] = tf.cast(tf.reshape(predictions[head], [-1]), tf.float32)
+    return out
 
 
 def _serving_fn(model, prepare, names):
@@ -51,7 +66,7 @@ def _serving_fn(model, prepare, names):
     return serve
 
 
-def build_archive(model: keras.Model, preprocessor, label_names: list[str]):
+def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dict):
     """An ``ExportArchive`` with one endpoint per preprocessor serving input.
 
     Text models: ``serving_default`` takes ``text`` (``tf.string [None]``). Image models:
@@ -59,40 +74,52 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str]):
     ``serving_tensor`` takes ``images`` (``float32 [None, h, w, c]``, values 0..255).
     Every endpoint returns ``probabilities`` (``float32 [None, classes]``), ``class_id``
     (``int64 [None]``) and ``label`` (``string [None]``). The label names are also kept
-    as the variable collection ``label_names`` (``loaded.label_names[0]``).
+    as the variable collection ``label_names`` (``loaded.label_names[0]``). Multi-task
+    models return those per classification head, prefixed ``<head>_``, and ``<head>``
+    per regression head; their label names are in ``assets.extra/tfkit.json``.
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
     if hasattr(preprocessor, "layer"):
         archive.track(preprocessor.layer)  # the vocabulary lookup table
-    names = list(label_names)
+    names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
     for endpoint, (prepare, signature) in preprocessor.serving_endpoints().items():
         archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
                              input_signature=signature)
-    archive.add_variable_collection(
-        "label_names", [tf.Variable(names, trainable=False, name="label_names")])
+    if isinstance(names, list):
+        archive.add_variable_collection(
+            "label_names", [tf.Variable(names, trainable=False, name="label_names")])
     return archive
 
 
-def _check_export(path: Path, model, preprocessor, samples, atol: float) -> None:
-    """Loads the SavedModel back and compares every endpoint with the Keras model."""
+def _check_export(path: Path, model, preprocessor, label_names, samples, atol: float) -> None:
+    """Loads the SavedModel back and compares every endpoint's float outputs (probabilities,
+    regression values) with the Keras model on the same inputs."""
     loaded = tf.saved_model.load(str(path))
     endpoints = preprocessor.serving_endpoints()
     raw = tf.constant(samples)
     model_inputs = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
-    expected = np.asarray(keras.ops.convert_to_numpy(model(model_inputs, training=False)),
-                          dtype=np.float32)
+    expected = _outputs(model(model_inputs, training=False), label_names)
     for endpoint, (_, signature) in endpoints.items():
         # serving_default gets the raw inputs; other endpoints take the prepared tensor
         inputs = raw if endpoint == SERVING_KEY else model_inputs
-        got = loaded.signatures[endpoint](**{signature[0].name: inputs})["probabilities"].numpy()
-        if got.shape != expected.shape:
-            raise ExportError(f"exported model at '{path}' ({endpoint}) returns shape "
-                              f"{got.shape}, the Keras model {expected.shape}")
-        diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-        if diff > atol:
-            raise ExportError(f"exported model at '{path}' ({endpoint}) differs from the Keras "
-                              f"model: max |diff| = {diff:.3g} > atol = {atol}")
+        served = loaded.signatures[endpoint](**{signature[0].name: inputs})
+        if set(served) != set(expected):
+            raise ExportError(f"exported model at '{path}' ({endpoint}) returns {sorted(served)}, "
+                              f"expected {sorted(expected)}")
+        for key, want in expected.items():
+            if want.dtype != tf.float32:
+                continue
+            got, want = served[key].numpy(), want.numpy()
+            if got.shape != want.shape:
+                raise ExportError(f"exported model at '{path}' ({endpoint}) returns {key} of "
+                                  f"shape {got.shape}, the Keras model {want.shape}")
+            diff = float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)))) \
+                if got.size else 0.0
+            if diff > atol:
+                raise ExportError(f"exported model at '{path}' ({endpoint}) differs from the "
+                                  f"Keras model in {key}: max relative |diff| = {diff:.3g} "
+                                  f"> atol = {atol}")
 
 
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
@@ -127,10 +154,11 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         archive.write_out(str(staging / "model"), verbose=False)
         extra = staging / "model" / "assets.extra"
         extra.mkdir(exist_ok=True)
-        facts = {"label_names": list(label_names), "preprocessor": preprocessor.get_config(),
+        facts = {"label_names": label_names if isinstance(label_names, dict) else list(label_names),
+                 "preprocessor": preprocessor.get_config(),
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
-        _check_export(staging / "model", model, preprocessor, samples, atol)
+        _check_export(staging / "model", model, preprocessor, label_names, samples, atol)
         while True:  # another exporter may take a version number between our check and rename
             target = model_dir / str(next_version(model_dir))
             try:
@@ -171,14 +199,16 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
         inputs: texts for text models; image file paths or encoded bytes for image models.
 
     Returns:
-        One dict per input: ``{"label": str, "probabilities": {label: p}}``.
+        One dict per input: ``{"label": str, "probabilities": {label: p}}``; for a
+        multi-task model ``{head: that dict}`` per classification head and
+        ``{head: value}`` per regression head.
 
     Examples:
         >>> predict("saved_models/fine_foods_text_lstm", ["Delicious, will buy again"])
         [{'label': 'great', 'probabilities': {'great': 0.93, 'other': 0.07}}]
     """
-    loaded, signature, _ = load_serving(path)
-    names = [n.decode() for n in loaded.label_names[0].numpy()]
+    loaded, signature, version = load_serving(path)
+    names = _label_names(loaded, version)
     key = list(signature.structured_input_signature[1])[0]
     if key == "text":
         inputs = [str(x) for x in inputs]
@@ -189,11 +219,33 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
                          "tensors: call its serving_default signature from Python.")
     results = []
     for start in range(0, len(inputs), batch_size):
-        out = signature(**{key: tf.constant(inputs[start:start + batch_size], tf.string)})
-        for label, probs in zip(out["label"].numpy(), out["probabilities"].numpy()):
-            results.append({"label": label.decode(),
-                            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}})
+        out = {k: v.numpy() for k, v in
+               signature(**{key: tf.constant(inputs[start:start + batch_size], tf.string)}).items()}
+        for row in range(len(inputs[start:start + batch_size])):
+            if isinstance(names, list):
+                results.append(_class_result(out, row, names))
+            else:  # multi-task: one entry per head
+                results.append({head: _class_result(out, row, head_names, f"{head}_")
+                                if head_names else round(float(out[head][row]), 6)
+                                for head, head_names in names.items()})
     return results
+
+
+def _class_result(out, row, names, prefix=""):
+    return {"label": out[f"{prefix}label"][row].decode(),
+            "probabilities": {n: round(float(p), 6)
+                              for n, p in zip(names, out[f"{prefix}probabilities"][row])}}
+
+
+def _label_names(loaded, version: Path):
+    """Label names of an export: the ``label_names`` variable, or for multi-task exports the
+    ``{head: names}`` dict in ``assets.extra/tfkit.json``."""
+    if hasattr(loaded, "label_names"):
+        return [n.decode() for n in loaded.label_names[0].numpy()]
+    facts = version / "assets.extra" / "tfkit.json"
+    if not facts.is_file():
+        raise FileNotFoundError(f"'{version}' has no label names (not a tfkit export?).")
+    return json.loads(facts.read_text(encoding="utf-8"))["label_names"]
 
 
 def _read_image(path) -> bytes:

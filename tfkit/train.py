@@ -35,7 +35,7 @@ from tfkit.data import (HierarchicalTextPreprocessor, ImagePreprocessor, Labeled
                         array_dataset, load_data, load_preprocessor, token_dataset)
 from tfkit.distribute import resolve_strategy
 from tfkit.export import export_for_serving
-from tfkit.models import build_model, get_entry
+from tfkit.models import build_model, model_inputs
 
 log = logging.getLogger("tfkit")
 
@@ -62,7 +62,7 @@ def make_preprocessor(config: Config, data: LabeledData):
     Raises:
         ConfigError: when the data cannot feed the model (say text data for ``image_cnn``).
     """
-    name, inputs = config.model.name, get_entry(config.model.name).inputs
+    name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
     x = data.train.x
     is_text = x.dtype == object
     takes_text = inputs in ("tokens", "documents")
@@ -127,11 +127,45 @@ def read_status(run_dir: str | Path) -> dict:
     return json.loads(file.read_text(encoding="utf-8"))
 
 
-def compile_model(model: keras.Model, config: Config) -> None:
-    """Compiles with the configured optimizer, sparse cross-entropy and accuracy."""
+def head_specs(data: LabeledData) -> dict | None:
+    """What a multi-task builder needs per head: ``{"num_classes": n}`` or the training
+    targets' ``{"mean": m, "std": s}`` (None for single-task data)."""
+    if not data.heads:
+        return None
+    specs = {}
+    for head, kind in data.heads.items():
+        if kind == "regression":
+            values = data.train.y[head]
+            specs[head] = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
+        else:
+            specs[head] = {"num_classes": len(data.label_names[head])}
+    return specs
+
+
+def compile_model(model: keras.Model, config: Config, heads: dict | None = None) -> None:
+    """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
+
+    Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
+    for classification, mean squared error and MAE for regression. A regression loss is
+    weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
+    standardised target, so heads in years and in class probabilities weigh alike.
+    """
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=config.train.learning_rate)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    if not heads:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return
+    weights = config.train.loss_weights or {}
+    losses, loss_weights, metrics = {}, {}, {}
+    for head, spec in heads.items():
+        weight = float(weights.get(head, 1.0))
+        if "num_classes" in spec:
+            losses[head], metrics[head] = "sparse_categorical_crossentropy", ["accuracy"]
+        else:
+            losses[head], metrics[head] = "mse", ["mae"]
+            weight /= spec["std"] ** 2
+        loss_weights[head] = weight
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics)
 
 
 def make_callbacks(run_dir: Path, config: Config, has_validation: bool) -> list:
@@ -214,13 +248,14 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         preprocessor.save(run_dir)
     write_status(run_dir, "running")
     log.info("run directory: %s", run_dir)
+    heads = head_specs(data)
     try:
         with strategy.scope():
-            model = build_model(config.model.name, num_classes=data.num_classes,
+            model = build_model(config.model.name, num_classes=data.num_classes, heads=heads,
                                 vocab_size=getattr(preprocessor, "vocab_size", None),
                                 input_shape=getattr(preprocessor, "input_shape", None),
                                 **config.model.params)
-            compile_model(model, config)
+            compile_model(model, config, heads)
         started = time.perf_counter()
         # length buckets make the number of batches unknown until the first epoch ends;
         # Keras then warns that the input "ran out of data", which is expected here
@@ -245,7 +280,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1),
             "train_examples": len(data.train), "validation_examples": len(data.validation),
             "test_examples": len(data.test), "label_names": data.label_names,
-            "replicas": replicas, "model": config.model.name,
+            "replicas": replicas, "model": config.model.name, "heads": heads,
         })
         export_path = None
         if config.export.enabled:
@@ -287,7 +322,7 @@ def evaluate(run_dir: str | Path) -> dict:
     data = load_data(config.data)
     if data.label_names != label_names:
         raise ConfigError(f"the data's labels {data.label_names} differ from the run's {label_names}.")
-    compile_model(model, config)
+    compile_model(model, config, head_specs(data))
     test_ds = make_dataset(data.test, preprocessor, config, config.train.batch_size, training=False)
     return {f"test_{k}": float(v) for k, v in
             model.evaluate(test_ds, return_dict=True, verbose=0).items()}

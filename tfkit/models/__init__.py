@@ -8,6 +8,7 @@ which preprocessor feeds the model:
 - ``documents``: ids ``int32 [batch, sentences, words]`` (HierarchicalTextPreprocessor)
 - ``image``: pixel values 0..255 ``[batch, h, w, c]`` (ImagePreprocessor)
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
+- ``encoder``: whatever the text builder named by its ``encoder`` argument takes
 
 Adding a model: write ``build_<name>`` in a family module and add one line below.
 """
@@ -22,6 +23,7 @@ from typing import Callable
 import keras
 
 from tfkit.models.hierarchical import build_han
+from tfkit.models.multitask import build_multitask
 from tfkit.models.layers import AttentionPooling, FoldSentences, PaddingMask, UnfoldSentences
 from tfkit.models.text import (build_stacked_lstm, build_text_bilstm, build_text_cnn,
                                build_text_gru, build_text_lstm)
@@ -41,6 +43,7 @@ MODELS: dict[str, Entry] = {
     "text_cnn": Entry(build_text_cnn, "tokens"),
     "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
     "han": Entry(build_han, "documents"),
+    "multitask": Entry(build_multitask, "encoder"),
     "image_cnn": Entry(build_image_cnn, "image"),
     "sequence_lstm": Entry(build_sequence_lstm, "sequence"),
 }
@@ -60,6 +63,15 @@ def get_entry(name: str) -> Entry:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ValueError(f"Unknown model '{name}'.{hint} Registered: {', '.join(MODELS)}.")
     return MODELS[name]
+
+
+def model_inputs(name: str, params: dict) -> str:
+    """What feeds model ``name`` built with ``params``: tokens, documents, image or sequence."""
+    inputs = get_entry(name).inputs
+    if inputs == "encoder":
+        encoder = params.get("encoder", model_params(name)["encoder"])
+        return get_entry(encoder).inputs
+    return inputs
 
 
 def model_params(name: str) -> dict[str, object]:
@@ -85,6 +97,13 @@ def check_model_params(name: str, params: dict) -> None:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"Unknown argument model.params.{key} for model '{name}'.{hint} "
                              f"Valid: {', '.join(sorted(valid))}.")
+    if "encoder_params" in valid:  # a wrapper (multitask): check what it passes on, too
+        encoder = params.get("encoder", valid.get("encoder"))
+        try:
+            check_model_params(encoder, params.get("encoder_params") or {})
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("model.params.", "model.params.encoder_params.")
+                             .replace("Unknown model", "Unknown model.params.encoder")) from None
 
 
 def build_model(name: str, **kwargs) -> keras.Model:
@@ -106,7 +125,7 @@ def build_model(name: str, **kwargs) -> keras.Model:
 
 
 __all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "PaddingMask",
-           "UnfoldSentences", "build_han", "build_model",
+           "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm",
            "build_image_cnn", "build_sequence_lstm"]
