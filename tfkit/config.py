@@ -80,6 +80,7 @@ class TrainConfig:
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     steps_per_epoch: int | None = None
     runs_dir: str = "runs"
+    run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
     verbose: str = "auto"  # passed to model.fit: auto, 0, 1 or 2
 

@@ -67,22 +67,50 @@ def choose_strategy(name: str, *, gpus: int, tf_config: str | None, tpu: str | N
     return "default", "no GPU, TPU or TF_CONFIG cluster: training on the CPU"
 
 
+def is_multi_worker(strategy) -> bool:
+    """True for a collective (MultiWorkerMirrored) strategy spanning more than one worker."""
+    return bool(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode())  # noqa: SLF001 (as Keras checks it)
+
+
+def task_id(strategy) -> int:
+    """This worker's index in its TF_CONFIG role (0 outside a cluster)."""
+    if not is_multi_worker(strategy):
+        return 0
+    return int(strategy.cluster_resolver.task_id or 0)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's outputs: always outside a cluster; in one, the
+    ``chief`` task, or worker 0 when TF_CONFIG names no chief."""
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and task_id(strategy) == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
 def resolve_strategy(name: str = "auto", *, tpu: str | None = None) -> tf.distribute.Strategy:
     """Creates the strategy ``name`` resolves to here, logging the choice and the reason.
 
     Raises:
         StrategyError: for an unknown name, or a TPU that cannot be reached.
     """
-    gpus = tf.config.list_logical_devices("GPU")
+    # physical, not logical devices: listing logical ones starts the TF runtime, and
+    # MultiWorkerMirroredStrategy must configure collective ops before that happens
+    gpus = tf.config.list_physical_devices("GPU")
     tpu = tpu or os.environ.get("TPU_NAME")
     chosen, reason = choose_strategy(name, gpus=len(gpus), tf_config=os.environ.get("TF_CONFIG"),
                                      tpu=tpu)
     if chosen == "default":
         strategy = tf.distribute.get_strategy()
     elif chosen == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     elif chosen == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
         strategy = tf.distribute.MirroredStrategy(devices)
     elif chosen == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

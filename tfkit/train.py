@@ -18,8 +18,11 @@ Bad config or data fails before the directory is created.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,9 +36,10 @@ import tensorflow as tf
 from tfkit.config import Config, ConfigError, load_config, save_config
 from tfkit.data import (HierarchicalTextPreprocessor, ImagePreprocessor, LabeledData, SequencePreprocessor, TextPreprocessor,
                         array_dataset, load_data, load_preprocessor, token_dataset)
-from tfkit.distribute import resolve_strategy
+from tfkit.distribute import is_chief, resolve_strategy, task_id
 from tfkit.export import export_for_serving
 from tfkit.models import build_model, model_inputs
+from tfkit.multiworker import multi_worker_fixes
 
 log = logging.getLogger("tfkit")
 
@@ -92,27 +96,21 @@ def make_preprocessor(config: Config, data: LabeledData):
 
 
 def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool):
-    """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured)."""
+    """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured).
+
+    The data is in memory, so under a multi-worker strategy it is sharded by element
+    (auto-shard policy DATA): every worker builds the same pipeline and keeps its share
+    of each global batch. (FILE sharding needs one file per shard; there are none here.)
+    """
     if isinstance(preprocessor, TextPreprocessor):
-        return token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                             bucket=config.data.bucket_by_length, seed=config.data.seed)
-    return array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                         seed=config.data.seed)
-
-
-def new_run_dir(runs_dir: str, name: str) -> Path:
-    """Creates ``runs_dir/name/<timestamp>``; never reuses an existing directory."""
-    parent = Path(runs_dir, name).resolve()
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1000):
-        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under '{parent}'")
+        ds = token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                           bucket=config.data.bucket_by_length, seed=config.data.seed)
+    else:
+        ds = array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                           seed=config.data.seed)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def write_status(run_dir: Path, state: str, **facts) -> None:
@@ -168,14 +166,15 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None)
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics)
 
 
-def make_callbacks(run_dir: Path, config: Config, has_validation: bool) -> list:
-    """TensorBoard, best checkpoint, BackupAndRestore and optional early stopping."""
+def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool) -> list:
+    """TensorBoard and best checkpoint under ``out_dir``, BackupAndRestore in ``backup_dir``,
+    optional early stopping."""
     monitor = "val_loss" if has_validation else "loss"
     callbacks = [
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq="epoch"),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch"),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"),
                                         monitor=monitor, save_best_only=True),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
     ]
     if config.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -217,17 +216,25 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         >>> result.metrics["test_accuracy"]
         0.83
     """
+    if resume is None and not isinstance(config, Config):
+        config = load_config(config, overrides)
+    # the strategy comes first: multi-worker collectives must be set up before TF starts
+    strategy = resolve_strategy(config.train.strategy if resume is None
+                                else load_config(Path(resume) / "config.yaml").train.strategy)
+    chief, worker = is_chief(strategy), task_id(strategy)
+    if resume is None and config.train.run_name:
+        candidate = run_path(config, chief, worker)
+        if candidate.exists():
+            resume = candidate  # a named run that was interrupted: carry on
     if resume is not None:
         run_dir = Path(resume).resolve()
         state = read_status(run_dir)["state"]
         if state != "running" and state != "failed":
             raise ConfigError(f"cannot resume '{run_dir}': its state is '{state}' "
-                              "(only an interrupted or failed run can be resumed).")
+                              "(only an interrupted or failed run can be resumed; "
+                              "choose another train.run_name for a new run).")
         config = load_config(run_dir / "config.yaml")
-    elif not isinstance(config, Config):
-        config = load_config(config, overrides)
     keras.utils.set_random_seed(config.train.seed)
-    strategy = resolve_strategy(config.train.strategy)
     data = load_data(config.data)
     if resume is not None:
         preprocessor = load_preprocessor(run_dir)
@@ -243,11 +250,14 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
 
     if resume is None:
-        run_dir = new_run_dir(config.train.runs_dir, config.name)
+        run_dir = create_run_dir(config, chief, worker)
         save_config(config, run_dir / "config.yaml")
         preprocessor.save(run_dir)
     write_status(run_dir, "running")
-    log.info("run directory: %s", run_dir)
+    # only the chief keeps logs, checkpoints and the model; other workers write them to a
+    # temporary folder that is removed at the end, and keep just their own backup
+    out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
+    log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
     heads = head_specs(data)
     try:
         with strategy.scope():
@@ -260,29 +270,39 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         # length buckets make the number of batches unknown until the first epoch ends;
         # Keras then warns that the input "ran out of data", which is expected here
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                            steps_per_epoch=config.train.steps_per_epoch,
-                            callbacks=make_callbacks(run_dir, config, val_ds is not None)
-                            + list(callbacks), shuffle=False,
-                            verbose=config.train.verbose if config.train.verbose == "auto"
-                            else int(config.train.verbose))
-        seconds = time.perf_counter() - started
-        best = run_dir / "checkpoints" / "best.keras"
-        if best.is_file() and config.train.early_stopping_patience is None:
-            model = keras.models.load_model(best, safe_mode=True)
-        model.save(run_dir / "model.keras")
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        with multi_worker_fixes(strategy):
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=config.train.epochs,
+                steps_per_epoch=config.train.steps_per_epoch,
+                callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None)
+                + list(callbacks), shuffle=False,
+                verbose=config.train.verbose if config.train.verbose == "auto"
+                else int(config.train.verbose))
+            seconds = time.perf_counter() - started
+            best = out_dir / "checkpoints" / "best.keras"
+            if best.is_file() and config.train.early_stopping_patience is None:
+                model.load_weights(best)  # weights only: the model stays in the strategy
+            test = model.evaluate(test_ds, return_dict=True, verbose=0)
         epochs_run = len(history.history.get("loss", []))
-        log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
         metrics.update({
             "train_seconds": round(seconds, 2), "epochs": epochs_run,
-            "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1),
+            "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1)
+            if epochs_run else 0.0,
             "train_examples": len(data.train), "validation_examples": len(data.validation),
             "test_examples": len(data.test), "label_names": data.label_names,
             "replicas": replicas, "model": config.model.name, "heads": heads,
         })
         export_path = None
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()  # the run folder, when only this worker used it
+            history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
+            return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
+                             None)
+        model.save(run_dir / "model.keras")
+        log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
         if config.export.enabled:
             export_path = export_for_serving(
                 model, preprocessor, data.label_names,
@@ -294,9 +314,34 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     except BaseException as exc:
         write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
+    finally:
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
     history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
     return RunResult(run_dir, metrics, history_dict, model, preprocessor, data.label_names,
                      export_path)
+
+
+def run_path(config: Config, chief: bool = True, worker: int = 0, stamp: str = "") -> Path:
+    """Where a run lives: ``runs_dir/name/<run_name or stamp>``; a worker that is not the
+    chief keeps only its own config, vocabulary and backup, in ``.../worker-<id>``."""
+    path = Path(config.train.runs_dir, config.name, config.train.run_name or stamp).resolve()
+    return path if chief else path / f"worker-{worker}"
+
+
+def create_run_dir(config: Config, chief: bool = True, worker: int = 0) -> Path:
+    """Creates a new run directory (a timestamp unless ``train.run_name`` names it); never
+    reuses an existing one, even when two processes start in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1 if config.train.run_name else 1000):
+        path = run_path(config, chief, worker, stamp if attempt == 0 else f"{stamp}-{attempt}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"run directory '{path}' already exists; choose another train.run_name.")
 
 
 def load_run(run_dir: str | Path):

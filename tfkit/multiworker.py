@@ -1,0 +1,95 @@
+"""``model.fit`` under ``MultiWorkerMirroredStrategy`` on Keras 3: two narrow fixes.
+
+As of Keras 3.15 / TensorFlow 2.21, ``fit``/``evaluate`` under a multi-worker
+``MultiWorkerMirroredStrategy`` fail in two places (keras-team/keras#20585):
+
+1. ``TensorFlowTrainer._maybe_symbolic_build`` takes the first batch and averages it
+   across replicas with ``strategy.reduce("MEAN", batch)`` to learn the input shapes.
+   The collective strategy cannot convert the ``PerReplica`` batch ("Attempt to
+   convert a value (PerReplica:...) with an unsupported type"), and averaging token
+   ids would be meaningless anyway. Building needs only the shapes and dtypes of one
+   replica's batch, so the fix builds from the first local replica's value.
+2. ``reduce_per_replica(..., "auto")`` reduces the per-replica logs with
+   ``strategy.reduce("MEAN", v, axis=0)``; the logs are scalars, so TensorFlow fails
+   with "Invalid reduction dimension 0 for input with 0 dimensions"
+   (tensorflow/tensorflow#72388). The fix reduces them with ``axis=None``: the
+   element-wise mean over all replicas of all workers, which is what the
+   single-worker path (``tf.reduce_mean`` over local results, ``axis=0``) computes.
+
+:func:`multi_worker_fixes` applies both only while a multi-worker collective strategy
+trains and restores Keras afterwards; nothing changes for any other strategy.
+``tests/test_multiworker.py`` checks, against the installed Keras, that unpatched
+``fit`` still fails (when a Keras release fixes it, that test fails: drop this
+module) and that patched ``fit`` gives identical losses on two real workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import keras
+import tensorflow as tf
+from keras.src import tree
+from keras.src.backend.tensorflow import trainer as tf_trainer
+
+from tfkit.distribute import is_multi_worker
+
+log = logging.getLogger("tfkit")
+
+# Keras releases on which the two failures were reproduced (see tests/test_multiworker.py)
+TESTED_KERAS = ("3.13", "3.14", "3.15")
+
+
+def _local_value(value, strategy):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Keras' method, building from the first local replica's batch instead of a
+    cross-replica mean of the batch (fix 1)."""
+    if iterator is not None:
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(
+                lambda v: _local_value(v, self.distribute_strategy), next(it))
+            break
+    with self.distribute_strategy.scope():
+        self._symbolic_build(data_batch=data_batch)
+
+
+def _reduce_per_replica(original):
+    def reduce_per_replica(values, strategy, reduction):
+        """Scalar logs are averaged over all replicas with ``axis=None`` (fix 2)."""
+        if reduction in ("auto", "mean") and is_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    return reduce_per_replica
+
+
+@contextlib.contextmanager
+def multi_worker_fixes(strategy):
+    """Applies the two fixes while the block runs, only under a multi-worker strategy.
+
+    Examples:
+        >>> with multi_worker_fixes(strategy):
+        ...     model.fit(dataset, epochs=2, steps_per_epoch=10)
+    """
+    if not is_multi_worker(strategy):
+        yield
+        return
+    version = ".".join(keras.__version__.split(".")[:2])
+    if version not in TESTED_KERAS:
+        log.warning("Keras %s is newer than the releases tfkit's multi-worker fixes were "
+                    "tested on (%s); applying them anyway (see tfkit/multiworker.py).",
+                    keras.__version__, ", ".join(TESTED_KERAS))
+    trainer_cls = tf_trainer.TensorFlowTrainer
+    saved = trainer_cls._maybe_symbolic_build, tf_trainer.reduce_per_replica
+    trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = _reduce_per_replica(saved[1])
+    try:
+        yield
+    finally:
+        trainer_cls._maybe_symbolic_build, tf_trainer.reduce_per_replica = saved
