@@ -45,3 +45,53 @@ def test_default_here_is_the_cpu(monkeypatch):
 def test_tpu_without_a_tpu_is_a_clear_error():
     with pytest.raises(StrategyError, match="no TPU could be reached at 'no-such-tpu'"):
         resolve_strategy("tpu", tpu="no-such-tpu")
+
+
+def test_config_devices_and_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = resolve_strategy("mirrored", devices=["/cpu:0"])
+    assert strategy.num_replicas_in_sync == 1
+    assert "CPU:0" in strategy.extended.worker_devices[0]
+    cluster = {"cluster": {"worker": ["localhost:1", "localhost:2"]},
+               "task": {"type": "worker", "index": 0}}
+    import os
+    try:
+        resolve_strategy("default", tf_config=cluster)
+        assert json.loads(os.environ["TF_CONFIG"]) == cluster  # where MultiWorkerMirrored reads it
+    finally:
+        os.environ.pop("TF_CONFIG", None)
+
+
+def test_precision_and_jit_switches():
+    from tfkit.config import ConfigError, load_config
+    from tfkit.train import jit_setting
+
+    config = load_config(None, ["train.mixed_precision=mixed_float16", "train.jit_compile=true"])
+    assert config.train.jit_compile == "true"
+    assert jit_setting(config, replicas=1) is True
+    with pytest.raises(ConfigError, match="keras-team/keras#21366"):
+        jit_setting(config, replicas=2)
+    auto = load_config(None, ["train.mixed_precision=mixed_float16"])
+    assert jit_setting(auto, replicas=2) is False  # auto steps around the crash
+    assert jit_setting(load_config(None, ["train.jit_compile=false"]), replicas=1) is False
+    with pytest.raises(ConfigError, match="train.mixed_precision must be one of none, "
+                                          "mixed_float16, mixed_bfloat16; got 'float16'"):
+        load_config(None, ["train.mixed_precision=float16"])
+    with pytest.raises(ConfigError, match="train.jit_compile must be one of auto, true, false"):
+        load_config(None, ["train.jit_compile=xla"])
+
+
+def test_mixed_precision_run_trains_exports_and_restores_the_policy(tiny_csv):
+    import keras
+    import tensorflow as tf
+
+    import tfkit
+    from conftest import tiny_overrides
+    from tfkit.export import load_serving
+
+    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=["train.mixed_precision=mixed_bfloat16"]))
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert result.model.get_layer("lstm_1").dtype_policy.name == "mixed_bfloat16"
+    _, signature, _ = load_serving(result.export_path)
+    out = signature(text=tf.constant(["great taste", ""]))
+    assert out["probabilities"].dtype == tf.float32

@@ -76,6 +76,12 @@ class TrainConfig:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     strategy: str = "auto"
+    devices: list | None = None  # mirrored/one_device: e.g. ["/gpu:0", "/gpu:1"] (default: all GPUs)
+    tf_config: dict | None = None  # multi_worker: the TF_CONFIG dict, when not set in the environment
+    tpu: str | None = None  # tpu: "local" on a TPU VM, or the TPU name (default: $TPU_NAME)
+    scale_learning_rate: bool = False  # multiply learning_rate by the number of replicas
+    mixed_precision: str = "none"  # none | mixed_float16 (GPU) | mixed_bfloat16 (TPU, recent CPUs)
+    jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
     early_stopping_patience: int | None = None
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     steps_per_epoch: int | None = None
@@ -112,6 +118,8 @@ class Config:
 DEFAULT_PRESET = "fine_foods_text_lstm"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+JIT_CHOICES = ("auto", "true", "false")
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -133,7 +141,9 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         return float(value)
     expected = {str: str, int: int, float: float, bool: bool, dict: dict, list: list}[hint]
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+    if hint is str and isinstance(value, bool):
+        return str(value).lower()  # e.g. jit_compile: true
+    if hint is str and isinstance(value, int):
         return str(value)  # e.g. verbose: 2
     if not ok:
         raise ConfigError(
@@ -191,7 +201,9 @@ def _validate(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     choices = {"train.optimizer": (config.train.optimizer, OPTIMIZERS),
-               "train.strategy": (config.train.strategy, STRATEGIES)}
+               "train.strategy": (config.train.strategy, STRATEGIES),
+               "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
+               "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)

@@ -92,12 +92,23 @@ def is_chief(strategy) -> bool:
             and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def resolve_strategy(name: str = "auto", *, tpu: str | None = None) -> tf.distribute.Strategy:
+def resolve_strategy(name: str = "auto", *, tpu: str | None = None, devices=None,
+                     tf_config: dict | None = None) -> tf.distribute.Strategy:
     """Creates the strategy ``name`` resolves to here, logging the choice and the reason.
+
+    Args:
+        name: one of :data:`STRATEGIES` (``train.strategy``).
+        tpu: ``local`` or a TPU name (``train.tpu``; default ``$TPU_NAME``).
+        devices: devices for ``mirrored``/``one_device`` (``train.devices``; default all GPUs,
+            else the CPUs).
+        tf_config: the cluster as a dict (``train.tf_config``), used when the environment
+            has no ``TF_CONFIG``.
 
     Raises:
         StrategyError: for an unknown name, or a TPU that cannot be reached.
     """
+    if tf_config and not os.environ.get("TF_CONFIG"):
+        os.environ["TF_CONFIG"] = json.dumps(tf_config)  # where the cluster resolver reads it
     # physical, not logical devices: listing logical ones starts the TF runtime, and
     # MultiWorkerMirroredStrategy must configure collective ops before that happens
     gpus = tf.config.list_physical_devices("GPU")
@@ -107,10 +118,12 @@ def resolve_strategy(name: str = "auto", *, tpu: str | None = None) -> tf.distri
     if chosen == "default":
         strategy = tf.distribute.get_strategy()
     elif chosen == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        strategy = tf.distribute.OneDeviceStrategy(
+            devices[0] if devices else ("/gpu:0" if gpus else "/cpu:0"))
     elif chosen == "mirrored":
-        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
-                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        devices = list(devices or []) or (
+            [d.name for d in tf.config.list_logical_devices("GPU")]
+            or [d.name for d in tf.config.list_logical_devices("CPU")])
         strategy = tf.distribute.MirroredStrategy(devices)
     elif chosen == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -140,7 +140,21 @@ def head_specs(data: LabeledData) -> dict | None:
     return specs
 
 
-def compile_model(model: keras.Model, config: Config, heads: dict | None = None) -> None:
+def jit_setting(config: Config, replicas: int):
+    """``train.jit_compile`` for ``model.compile``, refusing the known crash: loss scaling
+    (``mixed_float16``) + XLA + more than one replica (keras-team/keras#21366)."""
+    jit = {"auto": "auto", "true": True, "false": False}[str(config.train.jit_compile).lower()]
+    if config.train.mixed_precision == "mixed_float16" and replicas > 1:
+        if jit is True:
+            raise ConfigError("train.jit_compile: true with train.mixed_precision: mixed_float16 "
+                              f"on {replicas} replicas crashes in Keras (LossScaleOptimizer under "
+                              "XLA, keras-team/keras#21366); set jit_compile: false or auto.")
+        return False
+    return jit
+
+
+def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
+                  replicas: int = 1) -> None:
     """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
 
     Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
@@ -148,10 +162,14 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None)
     weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
     standardised target, so heads in years and in class probabilities weigh alike.
     """
-    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=config.train.learning_rate)
+    learning_rate = config.train.learning_rate
+    if config.train.scale_learning_rate:
+        learning_rate *= replicas  # the linear scaling rule for a global batch `replicas` x larger
+    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=learning_rate)
+    jit = jit_setting(config, replicas)
     if not heads:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=["accuracy"], jit_compile=jit)
         return
     weights = config.train.loss_weights or {}
     losses, loss_weights, metrics = {}, {}, {}
@@ -163,7 +181,8 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None)
             losses[head], metrics[head] = "mse", ["mae"]
             weight /= spec["std"] ** 2
         loss_weights[head] = weight
-    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics,
+                  jit_compile=jit)
 
 
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool) -> list:
@@ -219,8 +238,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     if resume is None and not isinstance(config, Config):
         config = load_config(config, overrides)
     # the strategy comes first: multi-worker collectives must be set up before TF starts
-    strategy = resolve_strategy(config.train.strategy if resume is None
-                                else load_config(Path(resume) / "config.yaml").train.strategy)
+    settings = (config if resume is None else load_config(Path(resume) / "config.yaml")).train
+    strategy = resolve_strategy(settings.strategy, tpu=settings.tpu, devices=settings.devices,
+                                tf_config=settings.tf_config)
     chief, worker = is_chief(strategy), task_id(strategy)
     if resume is None and config.train.run_name:
         candidate = run_path(config, chief, worker)
@@ -244,6 +264,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     batch_size = config.train.batch_size * replicas
     log.info("batch size %d per replica x %d replica(s) = %d global",
              config.train.batch_size, replicas, batch_size)
+    jit_setting(config, replicas)  # a refused combination fails here, before any folder exists
     train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True)
     val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False)
               if len(data.validation) else None)
@@ -259,13 +280,16 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
     log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
     heads = head_specs(data)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        "float32" if config.train.mixed_precision == "none" else config.train.mixed_precision)
     try:
         with strategy.scope():
             model = build_model(config.model.name, num_classes=data.num_classes, heads=heads,
                                 vocab_size=getattr(preprocessor, "vocab_size", None),
                                 input_shape=getattr(preprocessor, "input_shape", None),
                                 **config.model.params)
-            compile_model(model, config, heads)
+            compile_model(model, config, heads, replicas)
         started = time.perf_counter()
         # length buckets make the number of batches unknown until the first epoch ends;
         # Keras then warns that the input "ran out of data", which is expected here
@@ -315,6 +339,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     finally:
+        keras.mixed_precision.set_global_policy(policy)
         if not chief:
             shutil.rmtree(out_dir, ignore_errors=True)
     history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}

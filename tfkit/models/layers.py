@@ -60,7 +60,8 @@ class AttentionPooling(keras.layers.Layer):
         scores = ops.tensordot(self.projection(inputs), self.context, axes=[[2], [0]])
         if mask is not None:
             valid = ops.cast(mask, scores.dtype)
-            scores = ops.where(ops.cast(mask, "bool"), scores, ops.full_like(scores, -1e9))
+            # -3e4, not -1e9: it must stay finite in float16 under mixed precision
+            scores = ops.where(ops.cast(mask, "bool"), scores, ops.full_like(scores, -3e4))
         else:
             valid = ops.ones_like(scores)
         scores = scores - ops.max(scores, axis=-1, keepdims=True)

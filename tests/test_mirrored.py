@@ -1,0 +1,99 @@
+"""MirroredStrategy over two logical CPU devices gives the same training as one device.
+
+Runs in a subprocess: logical devices must be configured before TensorFlow starts.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tfkit.models import build_model
+
+    rng = np.random.default_rng(0)
+    n = 24
+    tokens = rng.integers(1, 50, size=(n, 7)).astype("int32")
+    tokens[::3, 4:] = 0  # right padding, masked
+    documents = rng.integers(1, 50, size=(n, 3, 5)).astype("int32")
+    documents[::2, 2] = 0  # padding sentences
+    documents[::3, :, 3:] = 0  # padding words
+    images = rng.integers(0, 256, size=(n, 8, 8, 1)).astype("float32")
+    sequences = rng.normal(size=(n, 6, 3)).astype("float32")
+    classes = (np.arange(n) % 3).astype("int32")
+    FAMILIES = {
+        "text_lstm": (dict(vocab_size=50, units=4, embedding_dim=8), tokens, classes),
+        "text_cnn": (dict(vocab_size=50, filters=4, embedding_dim=8, dropout=0.0), tokens, classes),
+        "stacked_lstm": (dict(vocab_size=50, units=[4, 4], embedding_dim=8), tokens, classes),
+        "han": (dict(vocab_size=50, word_units=3, sentence_units=3, attention_units=4,
+                     embedding_dim=8), documents, classes),
+        "image_cnn": (dict(input_shape=(8, 8, 1), filters=[4, 8], dense_units=8, dropout=0.0),
+                      images, classes),
+        "sequence_lstm": (dict(input_shape=(6, 3), hidden_size=4, num_layers=2), sequences,
+                          classes),
+        "multitask": (dict(vocab_size=50, heads={"a": {"num_classes": 3},
+                                                  "b": {"mean": 1.0, "std": 2.0}},
+                           encoder="text_gru", encoder_params={"units": 4, "embedding_dim": 8}),
+                      tokens, {"a": classes, "b": np.linspace(-1, 3, n).astype("float32")}),
+    }
+
+    def run(name, strategy, initial):
+        kwargs, x, y = FAMILIES[name]
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = build_model(name, num_classes=3, **kwargs)
+            if initial is not None:
+                model.set_weights(initial)
+            weights = model.get_weights()
+            loss = ({"a": "sparse_categorical_crossentropy", "b": "mse"} if isinstance(y, dict)
+                    else "sparse_categorical_crossentropy")
+            model.compile(keras.optimizers.SGD(0.1), loss)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 3 global batches of 8
+        history = model.fit(ds, epochs=2, shuffle=False, verbose=0)
+        return weights, history.history["loss"], model.get_weights()
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    report = {}
+    for name in FAMILIES:
+        initial, loss_one, weights_one = run(name, tf.distribute.get_strategy(), None)
+        _, loss_two, weights_two = run(name, mirrored, initial)
+        report[name] = {
+            "loss_one": loss_one, "loss_two": loss_two,
+            "max_weight_diff": max(float(np.max(np.abs(a - b)))
+                                   for a, b in zip(weights_one, weights_two)),
+            "moved": max(float(np.max(np.abs(a - b))) for a, b in zip(initial, weights_one)),
+        }
+    print("REPORT" + json.dumps(report))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(SCRIPT)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600,
+                          env={"PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2",
+                               "PATH": "/usr/bin:/bin"})
+    line = next((l for l in done.stdout.splitlines() if l.startswith("REPORT")), None)
+    assert line, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(line[len("REPORT"):])
+    assert set(report) == {"text_lstm", "text_cnn", "stacked_lstm", "han", "image_cnn",
+                           "sequence_lstm", "multitask"}
+    for name, result in report.items():
+        assert result["moved"] > 1e-4, name  # training really changed the weights
+        assert result["loss_one"] == pytest.approx(result["loss_two"], abs=1e-5), name
+        assert result["max_weight_diff"] <= 1e-5, (name, result)
