@@ -13,10 +13,23 @@ Workloads (same model size: Embedding(10000, 128) -> LSTM(64), batch 32, max 100
 - ``tfkit``: ``text_lstm`` fed by ``token_dataset`` (in-graph TextVectorization, cached
   ids, length buckets).
 
+- ``seed_stacked`` vs ``tfkit_stacked``: the seed's section 4.2 (two stacked LSTM(64))
+  against ``stacked_lstm``; ``tfkit_han`` (``han`` on documents) and ``tfkit_image_cnn``
+  (``image_cnn`` on the 8x8 digits) have no seed counterpart and are reported alone.
+
 Each round trains every workload for one epoch, in alternating order; the figure is
 the median examples/s over rounds (the first epoch of each model, with tracing, is a
-warm-up and not counted). Results go to ``benchmarks/results/<machine>-<date>.json``.
-Timings are never asserted anywhere.
+warm-up and not counted). Also measured in the same run:
+
+- the machine's dense float32 matmul FLOP/s (best of several 1024x1024 products) and, from
+  the LSTM's shapes and the steps it really runs, the fraction of that peak each LSTM
+  workload reached (training FLOPs = 3 x forward);
+- time to 0.77 test accuracy (the seed pipeline's best on this data): fresh seed and
+  tfkit models trained epoch by epoch, test accuracy after each, training seconds summed;
+- serving: the exported SavedModel called on raw strings (batch 1 latency p50/p99, batch 64
+  throughput) vs in-process ``model.predict`` on integer tensors (batch 64).
+
+Results go to ``benchmarks/results/<machine>-<date>.json``. Timings are never asserted.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ import tensorflow as tf  # noqa: E402
 import tfkit  # noqa: E402
 
 VOCAB, MAX_LEN, BATCH = 10000, 100, 32
+TARGET = 0.77  # the seed pipeline's best test accuracy on the fine-food reviews
 
 
 def seed_tokenize(train_texts, texts):
@@ -54,18 +68,96 @@ def seed_tokenize(train_texts, texts):
     return keras.utils.pad_sequences(seqs, maxlen=MAX_LEN)  # padding="pre", as in the seed
 
 
-def seed_model():
+def seed_model(stacked: bool = False):
+    """Section 4.1 (Embedding -> LSTM -> Dense), or 4.2 with two stacked LSTMs."""
+    rnns = ([keras.layers.LSTM(64, return_sequences=True), keras.layers.LSTM(64)] if stacked
+            else [keras.layers.LSTM(64)])
     model = keras.Sequential([keras.Input((MAX_LEN,)), keras.layers.Embedding(VOCAB, 128),
-                              keras.layers.LSTM(64), keras.layers.Dense(1, activation="sigmoid")])
+                              *rnns, keras.layers.Dense(1, activation="sigmoid")])
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     return model
 
 
-def tfkit_model(pre):
-    model = tfkit.build_model("text_lstm", vocab_size=pre.vocab_size, num_classes=2,
-                              embedding_dim=128, units=64)
+def tfkit_model(pre, name="text_lstm", **params):
+    params = params or ({"units": 64} if name == "text_lstm" else {"units": [64, 64]})
+    model = tfkit.build_model(name, vocab_size=pre.vocab_size, num_classes=2, embedding_dim=128,
+                              **params)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
+    """Dense float32 matmul FLOP/s of this machine (best of ``repeats`` n x n products)."""
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    product().numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def lstm_train_flops(steps: float, layers=((128, 64),)) -> float:
+    """Training FLOPs per example of LSTM layers ``(input_dim, units)`` over ``steps`` steps:
+    4 gates x (input + recurrent matmul) x 2 FLOPs per multiply-add, x 3 for backward."""
+    forward = sum(2 * 4 * units * (dim + units) for dim, units in layers) * steps
+    return 3 * forward
+
+
+def mean_steps(ds) -> float:
+    """Mean padded sequence length the model really runs over (buckets make it < max_len)."""
+    total = count = 0
+    for ids, _ in ds:
+        total += int(ids.shape[0]) * int(ids.shape[1])
+        count += int(ids.shape[0])
+    return total / count
+
+
+def time_to_accuracy(make_model, train_ds, test_ds, target: float, epochs: int) -> dict:
+    """Trains a fresh model epoch by epoch; training seconds until test accuracy >= target."""
+    model, seconds, history = make_model(), 0.0, []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(train_ds, epochs=1, verbose=0)
+        seconds += time.perf_counter() - start
+        accuracy = float(model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"])
+        history.append(round(accuracy, 4))
+        if accuracy >= target:
+            return {"seconds": round(seconds, 1), "epochs": len(history), "test_accuracy": history}
+    return {"seconds": None, "epochs": len(history), "test_accuracy": history}
+
+
+def serving(model, pre, texts, workdir: Path, calls: int) -> dict:
+    """The exported SavedModel on raw strings vs in-process predict on integer tensors."""
+    path = tfkit.export_for_serving(model, pre, ["great", "other"], workdir / "bench",
+                                    samples=texts[:8])
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    for text in texts[:5]:
+        fn(text=tf.constant([text]))
+    latencies = []
+    for i in range(calls):
+        start = time.perf_counter()
+        fn(text=tf.constant([texts[i % len(texts)]]))["probabilities"].numpy()
+        latencies.append(time.perf_counter() - start)
+    batches = [texts[i:i + 64] for i in range(0, len(texts) - 63, 64)]
+    fn(text=tf.constant(batches[0]))
+    start = time.perf_counter()
+    for batch in batches:
+        fn(text=tf.constant(batch))["probabilities"].numpy()
+    served = 64 * len(batches) / (time.perf_counter() - start)
+    ids = pre(tf.constant(texts[: 64 * len(batches)])).numpy()
+    model.predict(ids[:64], batch_size=64, verbose=0)
+    start = time.perf_counter()
+    model.predict(ids, batch_size=64, verbose=0)
+    in_process = len(ids) / (time.perf_counter() - start)
+    return {"batch1_latency_ms_p50": round(1000 * float(np.percentile(latencies, 50)), 2),
+            "batch1_latency_ms_p99": round(1000 * float(np.percentile(latencies, 99)), 2),
+            "batch64_raw_strings_examples_per_second": round(served, 1),
+            "batch64_predict_int_tensors_examples_per_second": round(in_process, 1),
+            "ratio_served_over_predict": round(served / in_process, 2)}
 
 
 def machine() -> dict:
@@ -87,10 +179,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
 
-    data = tfkit.load_data(tfkit.DataConfig(source="fine_foods", limit=256 if args.quick else None))
+    limit = 256 if args.quick else None
+    data = tfkit.load_data(tfkit.DataConfig(source="fine_foods", limit=limit))
     texts, y = [str(t) for t in data.train.x], data.train.y
+    test_texts, test_y = [str(t) for t in data.test.x], data.test.y
     pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
     pre.adapt(texts)
+    docs = tfkit.HierarchicalTextPreprocessor(max_tokens=VOCAB, max_sentences=16, max_words=40)
+    docs.adapt(texts)
+    digits = tfkit.load_data(tfkit.DataConfig(source="digits", limit=limit))
+    images = tfkit.ImagePreprocessor(8, 8, 1)
 
     started = time.perf_counter()
     seed_x = seed_tokenize(texts, texts)
@@ -99,20 +197,56 @@ def main(argv=None) -> dict:
     plain_x = pre(tf.constant(texts)).numpy()
     plain_ds = tf.data.Dataset.from_tensor_slices((plain_x, y)).cache().batch(BATCH)
     tfkit_ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
+    han_ds = tfkit.token_dataset(texts, y, docs, BATCH, shuffle=True, bucket=True)
+    image_ds = tfkit.array_dataset(digits.train.x, digits.train.y, images, BATCH, shuffle=True)
 
-    models = {"seed": (seed_model(), seed_ds), "plain_keras": (tfkit_model(pre), plain_ds),
-              "tfkit": (tfkit_model(pre), tfkit_ds)}
-    for model, ds in models.values():  # warm-up epoch: tracing, caches
+    models = {
+        "seed": (seed_model(), seed_ds, len(texts)),
+        "plain_keras": (tfkit_model(pre), plain_ds, len(texts)),
+        "tfkit": (tfkit_model(pre), tfkit_ds, len(texts)),
+        "seed_stacked": (seed_model(stacked=True), seed_ds, len(texts)),
+        "tfkit_stacked": (tfkit_model(pre, "stacked_lstm"), tfkit_ds, len(texts)),
+        "tfkit_han": (tfkit_model(docs, "han", word_units=32, sentence_units=32), han_ds,
+                      len(texts)),
+        "tfkit_image_cnn": (tfkit.build_model("image_cnn", input_shape=images.input_shape,
+                                              num_classes=digits.num_classes),
+                            image_ds, len(digits.train)),
+    }
+    models["tfkit_image_cnn"][0].compile("adam", "sparse_categorical_crossentropy")
+    for model, ds, _ in models.values():  # warm-up epoch: tracing, caches
         model.fit(ds, epochs=1, verbose=0)
     rates = {name: [] for name in models}
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(reversed(models))
         for name in order:
-            model, ds = models[name]
+            model, ds, n = models[name]
             start = time.perf_counter()
             model.fit(ds, epochs=1, verbose=0)
-            rates[name].append(len(texts) / (time.perf_counter() - start))
+            rates[name].append(n / (time.perf_counter() - start))
     median = {name: round(statistics.median(v), 1) for name, v in rates.items()}
+
+    peak = matmul_flops(512 if args.quick else 1024)
+    steps = {"seed": MAX_LEN, "plain_keras": MAX_LEN, "tfkit": mean_steps(tfkit_ds)}
+    steps.update(seed_stacked=steps["seed"], tfkit_stacked=steps["tfkit"])
+    flops = {name: lstm_train_flops(steps[name], ((128, 64), (64, 64)) if "stacked" in name
+                                    else ((128, 64),)) for name in steps}
+    peak_fraction = {name: round(median[name] * flops[name] / peak, 4) for name in flops}
+
+    test_seed = tf.data.Dataset.from_tensor_slices(
+        (seed_tokenize(texts, test_texts), test_y.astype("float32"))).batch(256)
+    test_tfkit = tfkit.token_dataset(test_texts, test_y, pre, 256)
+    epochs = 1 if args.quick else 8
+    to_target = {
+        "seed": time_to_accuracy(seed_model, seed_ds, test_seed, TARGET, epochs),
+        "tfkit_default_preset": time_to_accuracy(
+            lambda: tfkit_model(pre, "text_lstm", units=64, embedding_dropout=0.2,
+                                head_dropout=0.5), tfkit_ds, test_tfkit, TARGET, epochs),
+    }
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        serve = serving(models["tfkit"][0], pre, test_texts, Path(tmp), 50 if args.quick else 300)
+
     result = {
         "date": date.today().isoformat(), "machine": machine(), "quick": args.quick,
         "examples": len(texts), "rounds": rounds,
@@ -120,6 +254,14 @@ def main(argv=None) -> dict:
         "train_examples_per_second_each_round": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "ratio_tfkit_over_seed": round(median["tfkit"] / median["seed"], 2),
         "ratio_tfkit_over_plain_keras": round(median["tfkit"] / median["plain_keras"], 2),
+        "ratio_tfkit_stacked_over_seed_stacked": round(
+            median["tfkit_stacked"] / median["seed_stacked"], 2),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "lstm_steps_per_example": {k: round(v, 1) for k, v in steps.items()},
+        "lstm_train_gflop_per_example": {k: round(v / 1e9, 5) for k, v in flops.items()},
+        "fraction_of_matmul_peak": peak_fraction,
+        "time_to_test_accuracy": {"target": TARGET, **to_target},
+        "serving": serve,
         "seed_python_tokenize_seconds": round(seed_tokenize_s, 3),
         "mean_tokens_per_review": round(float((plain_x != 0).sum(axis=1).mean()), 1),
     }

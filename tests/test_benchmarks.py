@@ -14,6 +14,14 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert len(files) == 1
     written = json.loads(files[0].read_text())
     assert written == result
-    assert set(written["train_examples_per_second"]) == {"seed", "plain_keras", "tfkit"}
+    assert set(written["train_examples_per_second"]) == {
+        "seed", "plain_keras", "tfkit", "seed_stacked", "tfkit_stacked", "tfkit_han",
+        "tfkit_image_cnn"}
     assert all(v > 0 for v in written["train_examples_per_second"].values())
+    assert written["matmul_peak_gflops"] > 0
+    assert 0 < written["fraction_of_matmul_peak"]["tfkit"]
+    assert set(written["time_to_test_accuracy"]) == {"target", "seed", "tfkit_default_preset"}
+    serving = written["serving"]
+    assert serving["batch1_latency_ms_p50"] <= serving["batch1_latency_ms_p99"]
+    assert serving["batch64_raw_strings_examples_per_second"] > 0
     assert written["machine"]["cores"] >= 1
