@@ -85,6 +85,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     steps_per_epoch: int | None = None
+    steps_per_execution: int = 1  # train steps per tf.function call (>1: fewer Python round trips)
     runs_dir: str = "runs"
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
@@ -216,6 +217,7 @@ def _validate(config: Config) -> None:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{key} must be in [0, 1), got {value!r}.")
     for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("train.steps_per_execution", t.steps_per_execution),
                        ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len),
                        ("data.max_sentences", d.max_sentences), ("data.max_words", d.max_words)):
         if value < 1:

@@ -169,7 +169,8 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     jit = jit_setting(config, replicas)
     if not heads:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=jit)
+                      metrics=["accuracy"], jit_compile=jit,
+                      steps_per_execution=config.train.steps_per_execution)
         return
     weights = config.train.loss_weights or {}
     losses, loss_weights, metrics = {}, {}, {}
@@ -182,7 +183,7 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
             weight /= spec["std"] ** 2
         loss_weights[head] = weight
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics,
-                  jit_compile=jit)
+                  jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
 
 
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool) -> list:

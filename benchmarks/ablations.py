@@ -1,0 +1,86 @@
+"""Before/after measurements of tfkit's training-speed choices, side by side in one run.
+
+    python -m benchmarks.ablations [--rounds 3]
+
+Variants of ``text_lstm`` (Embedding(10000, 128) -> LSTM(64), batch 32) on the 3,600
+fine-food training reviews, each trained one epoch per round in alternating order after a
+warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<date>.json``.
+
+- ``buckets_to_edge``: tfkit's default: length buckets padded to the bucket's upper edge
+  (16/32/64/100): at most 5 batch shapes.
+- ``buckets_to_longest``: same buckets, each batch padded only to its longest review
+  (fewer padded steps, many more batch shapes).
+- ``fixed_padding``: every batch padded to 100.
+- ``edge_steps_per_execution_8``: the default with ``steps_per_execution=8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import tensorflow as tf
+
+import tfkit
+from benchmarks.run import BATCH, MAX_LEN, VOCAB, machine, mean_steps, tfkit_model
+
+
+def longest_in_bucket(texts, y, pre):
+    """Like token_dataset(bucket=True) but padding each batch to its longest member."""
+    ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=False)
+    ds = ds.unbatch().map(lambda ids, label: (ids[: tf.reduce_max(
+        tf.where(ids != 0)[:, 0]) + 1], label))  # cut the padding off again
+    edges = tfkit.data.bucket_boundaries(MAX_LEN) + [MAX_LEN]
+    return ds.bucket_by_sequence_length(
+        lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
+        bucket_batch_sizes=[BATCH] * (len(edges) + 1)).prefetch(tf.data.AUTOTUNE)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    data = tfkit.load_data(tfkit.DataConfig(source="fine_foods"))
+    texts, y = [str(t) for t in data.train.x], data.train.y
+    pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
+    pre.adapt(texts)
+    edge = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
+    variants = {
+        "buckets_to_edge": (tfkit_model(pre), edge),
+        "buckets_to_longest": (tfkit_model(pre), longest_in_bucket(texts, y, pre)),
+        "fixed_padding": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, BATCH,
+                                                                shuffle=True, bucket=False)),
+        "edge_steps_per_execution_8": (tfkit_model(pre), edge),
+    }
+    model = variants["edge_steps_per_execution_8"][0]
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=8)
+    for model, ds in variants.values():
+        model.fit(ds, epochs=1, verbose=0)
+    rates = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            model, ds = variants[name]
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0)
+            rates[name].append(len(texts) / (time.perf_counter() - start))
+    result = {"date": date.today().isoformat(), "machine": machine(), "rounds": args.rounds,
+              "train_examples_per_second": {k: round(statistics.median(v), 1)
+                                            for k, v in rates.items()},
+              "each_round": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+              "lstm_steps_per_example": {k: round(mean_steps(ds), 1)
+                                         for k, (_, ds) in variants.items()}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ablations-{result['date']}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
