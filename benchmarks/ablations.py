@@ -12,6 +12,8 @@ warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<dat
   (fewer padded steps, many more batch shapes).
 - ``fixed_padding``: every batch padded to 100.
 - ``edge_steps_per_execution_8``: the default with ``steps_per_execution=8``.
+- ``edge_jit_compile``: the default with ``jit_compile=True`` (XLA on the CPU).
+- ``edge_batch_64``: the default with batch 64 instead of 32.
 """
 
 from __future__ import annotations
@@ -56,10 +58,14 @@ def main(argv=None) -> dict:
         "fixed_padding": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, BATCH,
                                                                 shuffle=True, bucket=False)),
         "edge_steps_per_execution_8": (tfkit_model(pre), edge),
+        "edge_jit_compile": (tfkit_model(pre), edge),
+        "edge_batch_64": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, 64, shuffle=True,
+                                                                bucket=True)),
     }
-    model = variants["edge_steps_per_execution_8"][0]
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=8)
+    for name, setting in (("edge_steps_per_execution_8", {"steps_per_execution": 8}),
+                          ("edge_jit_compile", {"jit_compile": True})):
+        variants[name][0].compile("adam", "sparse_categorical_crossentropy",
+                                  metrics=["accuracy"], **setting)
     for model, ds in variants.values():
         model.fit(ds, epochs=1, verbose=0)
     rates = {name: [] for name in variants}
