@@ -25,8 +25,10 @@ def build_han(*, vocab_size: int, num_classes: int, embedding_dim: int = 100,
               word_units: int = 50, sentence_units: int = 50, cell: str = "gru",
               attention_units: int = 100, embedding_dropout: float = 0.0,
               dropout: float = 0.0, head_dropout: float = 0.0, name: str = "han") -> keras.Model:
-    """Hierarchical Attention Network: word encoder + attention per sentence, then the same
-    over sentence vectors, then the classifier.
+    """Hierarchical Attention Network (Yang et al. 2016): words -> sentences -> document.
+
+    A word encoder with attention per sentence, the same over the sentence vectors, then
+    the classifier.
 
     Word level: ``Embedding -> Bidirectional(GRU) -> AttentionPooling`` turns each sentence
     into a vector. Sentence level: ``Bidirectional(GRU) -> AttentionPooling`` over the
