@@ -6,13 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import tiny_overrides
 
 from tfkit.cli import main
-
-from conftest import tiny_overrides
 
 
 def sets(overrides):

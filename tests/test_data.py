@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_texts
 
 import tfkit
 from tfkit.config import DataConfig
 from tfkit.data import DataError, bucket_boundaries, load_data
-
-from conftest import tiny_texts
 
 
 def test_fine_foods_is_the_real_embedded_set():

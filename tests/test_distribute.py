@@ -84,9 +84,9 @@ def test_precision_and_jit_switches():
 def test_mixed_precision_run_trains_exports_and_restores_the_policy(tiny_csv):
     import keras
     import tensorflow as tf
+    from conftest import tiny_overrides
 
     import tfkit
-    from conftest import tiny_overrides
     from tfkit.export import load_serving
 
     result = tfkit.train(None, tiny_overrides(tiny_csv, extra=["train.mixed_precision=mixed_bfloat16"]))

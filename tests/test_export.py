@@ -13,11 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_overrides
 
 import tfkit
 from tfkit.export import ExportError, export_for_serving, next_version
-
-from conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,9 @@ def trained(tmp_path_factory, request):
     old = os.getcwd()
     os.chdir(root)
     try:
-        from conftest import tiny_texts
         import csv
+
+        from conftest import tiny_texts
         texts, labels = tiny_texts(60)
         with open("reviews.csv", "w", newline="") as handle:
             csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])

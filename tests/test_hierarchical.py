@@ -5,12 +5,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_texts
 
 import tfkit
 from tfkit.data import split_sentences
 from tfkit.models import FoldSentences, build_han
-
-from conftest import tiny_texts
 
 
 def sentences(*texts):
@@ -83,7 +82,7 @@ def test_no_fully_masked_row_reaches_a_recurrent_layer(pre):
     assert sentence_mask.any(axis=1).all()
     assert not np.any(np.diff(sentence_mask.astype(int), axis=1) > 0)
     # and the recurrent layers are the ones the model really calls with those masks
-    assert {l.name for l in model.layers if isinstance(l, keras.layers.Bidirectional)} == {
+    assert {layer.name for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)} == {
         "word_encoder", "sentence_encoder"}
 
 

@@ -1,6 +1,5 @@
 """Images end to end: sources, encoded-bytes serving, bad bytes, channel and size handling."""
 
-import io
 import json
 from pathlib import Path
 

@@ -88,7 +88,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
                           text=True, timeout=600,
                           env={"PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2",
                                "PATH": "/usr/bin:/bin"})
-    line = next((l for l in done.stdout.splitlines() if l.startswith("REPORT")), None)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("REPORT")), None)
     assert line, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(line[len("REPORT"):])
     assert set(report) == {"text_lstm", "text_cnn", "stacked_lstm", "han", "image_cnn",

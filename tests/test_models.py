@@ -1,15 +1,14 @@
 """The common registry test: every builder, build -> fit step -> .keras -> export -> reload."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
+from conftest import tiny_texts
 
 import tfkit
 from tfkit.export import export_for_serving, load_serving
 from tfkit.models import MODELS, build_model
-
-from conftest import tiny_texts
 
 TINY_PARAMS = {
     "text_lstm": {"embedding_dim": 8, "units": 4},

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_overrides, tiny_texts
+from test_models import TINY_PARAMS
 
 import tfkit
 from tfkit.config import ConfigError, DataConfig
@@ -15,9 +17,6 @@ from tfkit.data import load_data
 from tfkit.data.sources import medium_family
 from tfkit.export import export_for_serving, load_serving
 from tfkit.models import build_model
-
-from conftest import tiny_overrides, tiny_texts
-from test_models import TINY_PARAMS
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import keras
 import pytest
+from conftest import tiny_overrides
 
 from tfkit.multiworker import TESTED_KERAS
-
-from conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow
 

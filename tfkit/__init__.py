@@ -8,11 +8,29 @@ Ten lines::
     print(tfkit.predict(result.export_path, ["Delicious, will buy again"]))
 """
 
-from tfkit.config import (Config, ConfigError, DataConfig, ExportConfig, ModelConfig, TrainConfig,
-                          config_from_dict, load_config, save_config)
-from tfkit.data import (DataError, HierarchicalTextPreprocessor, ImagePreprocessor, LabeledData, SequencePreprocessor,
-                        TextPreprocessor, array_dataset, load_data, load_preprocessor,
-                        token_dataset)
+from tfkit.config import (
+                          Config,
+                          ConfigError,
+                          DataConfig,
+                          ExportConfig,
+                          ModelConfig,
+                          TrainConfig,
+                          config_from_dict,
+                          load_config,
+                          save_config,
+)
+from tfkit.data import (
+                          DataError,
+                          HierarchicalTextPreprocessor,
+                          ImagePreprocessor,
+                          LabeledData,
+                          SequencePreprocessor,
+                          TextPreprocessor,
+                          array_dataset,
+                          load_data,
+                          load_preprocessor,
+                          token_dataset,
+)
 from tfkit.distribute import choose_strategy, resolve_strategy
 from tfkit.explain import attention_html, attention_weights
 from tfkit.export import export_for_serving, load_serving, predict

@@ -15,9 +15,9 @@ import os
 
 import tensorflow as tf
 
-log = logging.getLogger("tfkit")
-
 from tfkit.config import STRATEGIES
+
+log = logging.getLogger("tfkit")
 
 
 class StrategyError(ValueError):

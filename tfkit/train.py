@@ -34,8 +34,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import Config, ConfigError, load_config, save_config
-from tfkit.data import (HierarchicalTextPreprocessor, ImagePreprocessor, LabeledData, SequencePreprocessor, TextPreprocessor,
-                        array_dataset, load_data, load_preprocessor, token_dataset)
+from tfkit.data import (
+    HierarchicalTextPreprocessor,
+    ImagePreprocessor,
+    LabeledData,
+    SequencePreprocessor,
+    TextPreprocessor,
+    array_dataset,
+    load_data,
+    load_preprocessor,
+    token_dataset,
+)
 from tfkit.distribute import is_chief, resolve_strategy, task_id
 from tfkit.export import export_for_serving
 from tfkit.models import build_model, model_inputs

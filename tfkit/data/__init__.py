@@ -8,10 +8,21 @@ from pathlib import Path
 
 from tfkit.data.arrays import ImagePreprocessor, SequencePreprocessor, array_dataset
 from tfkit.data.pipeline import bucket_boundaries, token_dataset
-from tfkit.data.sources import (SOURCES, DataError, LabeledData, Split, carve, encode_labels,
-                                load_data)
-from tfkit.data.text import (HierarchicalTextPreprocessor, TextPreprocessor, split_sentences,
-                             standardize_text)
+from tfkit.data.sources import (
+    SOURCES,
+    DataError,
+    LabeledData,
+    Split,
+    carve,
+    encode_labels,
+    load_data,
+)
+from tfkit.data.text import (
+    HierarchicalTextPreprocessor,
+    TextPreprocessor,
+    split_sentences,
+    standardize_text,
+)
 
 PREPROCESSORS = {"text": TextPreprocessor, "hierarchical_text": HierarchicalTextPreprocessor,
                  "image": ImagePreprocessor, "sequence": SequencePreprocessor}

@@ -98,7 +98,7 @@ class ImagePreprocessor:
                 "channels": self.channels}
 
     @classmethod
-    def from_config(cls, config: dict) -> "ImagePreprocessor":
+    def from_config(cls, config: dict) -> ImagePreprocessor:
         return cls(config["height"], config["width"], config["channels"])
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -139,7 +139,7 @@ class SequencePreprocessor:
         return {"type": "sequence", "steps": self.steps, "features": self.features}
 
     @classmethod
-    def from_config(cls, config: dict) -> "SequencePreprocessor":
+    def from_config(cls, config: dict) -> SequencePreprocessor:
         return cls(config["steps"], config["features"])
 
     def save(self, directory: str | os.PathLike) -> None:

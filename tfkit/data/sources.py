@@ -54,7 +54,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
-    def take(self, index) -> "Split":
+    def take(self, index) -> Split:
         if isinstance(self.y, dict):
             return Split(self.x[index], {k: v[index] for k, v in self.y.items()})
         return Split(self.x[index], self.y[index])

@@ -114,7 +114,7 @@ class TextPreprocessor:
         write_preprocessor_json(directory, {**self.get_config(), "vocabulary": self.vocabulary()})
 
     @classmethod
-    def from_config(cls, config: dict) -> "TextPreprocessor":
+    def from_config(cls, config: dict) -> TextPreprocessor:
         settings = {k: v for k, v in config.items() if k != "type"}
         pre = cls(**settings)
         pre.layer(tf.constant([""]))  # builds the layer, as ExportArchive requires

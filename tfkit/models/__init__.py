@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 
 from tfkit.models.hierarchical import build_han
-from tfkit.models.multitask import build_multitask
 from tfkit.models.layers import AttentionPooling, FoldSentences, PaddingMask, UnfoldSentences
-from tfkit.models.text import (build_stacked_lstm, build_text_bilstm, build_text_cnn,
-                               build_text_gru, build_text_lstm)
+from tfkit.models.multitask import build_multitask
+from tfkit.models.text import (
+    build_stacked_lstm,
+    build_text_bilstm,
+    build_text_cnn,
+    build_text_gru,
+    build_text_lstm,
+)
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
 

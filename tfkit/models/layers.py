@@ -50,7 +50,6 @@ class AttentionPooling(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        dim = input_shape[-1]
         self.projection = keras.layers.Dense(self.units, activation="tanh", name="projection")
         self.projection.build(input_shape)
         self.context = self.add_weight(name="context", shape=(self.units,),
