@@ -95,3 +95,18 @@ def test_mixed_precision_run_trains_exports_and_restores_the_policy(tiny_csv):
     _, signature, _ = load_serving(result.export_path)
     out = signature(text=tf.constant(["great taste", ""]))
     assert out["probabilities"].dtype == tf.float32
+
+
+def test_bad_devices_and_unreachable_tpu_exit_cleanly_from_the_cli(workdir):
+    import subprocess
+    import sys
+
+    for sets in (["train.strategy=tpu", "train.tpu=no-such-tpu"],
+                 ["train.strategy=mirrored", 'train.devices=["/cpu:0", "/cpu:0"]']):
+        done = subprocess.run([sys.executable, "-m", "tfkit.cli", "train"]
+                              + [a for s in sets for a in ("--set", s)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("tfkit: error: train.")
+        assert "Traceback" not in done.stderr
+        assert not (workdir / "runs").exists()

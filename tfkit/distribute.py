@@ -124,7 +124,11 @@ def resolve_strategy(name: str = "auto", *, tpu: str | None = None, devices=None
         devices = list(devices or []) or (
             [d.name for d in tf.config.list_logical_devices("GPU")]
             or [d.name for d in tf.config.list_logical_devices("CPU")])
-        strategy = tf.distribute.MirroredStrategy(devices)
+        try:
+            strategy = tf.distribute.MirroredStrategy(devices)
+        except (AssertionError, ValueError, RuntimeError) as exc:
+            raise StrategyError(f"train.devices {devices!r} cannot be mirrored: {exc}. Use "
+                                "distinct devices such as ['/gpu:0', '/gpu:1'].") from None
     elif chosen == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
