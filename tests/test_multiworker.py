@@ -126,6 +126,18 @@ def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
     done = min(finished_epochs())  # epochs both backups hold
     assert "Epoch 6/6" not in first[0], first[0]
 
+    # a worker whose backup is an epoch behind (killed between the two workers' writes)
+    # is caught on restart: every worker stops with a clear message, nothing trains
+    meta = backups[1] / "training_metadata.json"
+    good = meta.read_text()
+    meta.write_text(json.dumps({**json.loads(good), "epoch": done - 1}))
+    restarted = start_workers(argv, tmp_path)
+    refused = finish(restarted)
+    assert [p.returncode for p in restarted] == [2, 2], refused  # the CLI's error exit
+    assert all("backups hold different epochs" in out for out in refused)
+    assert all(" - loss: " not in out for out in refused)
+    meta.write_text(good)
+
     outputs = finish(start_workers(argv, tmp_path))
     assert [p.returncode for p in processes] != [0, 0]
     assert f"Epoch {done + 1}/6" in outputs[0] and "Epoch 1/6" not in outputs[0], outputs[0]

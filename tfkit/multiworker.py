@@ -69,6 +69,31 @@ def _reduce_per_replica(original):
     return reduce_per_replica
 
 
+class BackupsAgree(keras.callbacks.Callback):
+    """Stops a restarted multi-worker run whose workers restored different epochs.
+
+    Each worker restores its own BackupAndRestore state. A worker killed between the
+    epoch-end writes of two workers would resume one epoch behind the others, with other
+    weights, and the job would silently train inconsistent replicas. Placed after
+    ``BackupAndRestore``, this callback compares the restored epoch across all workers
+    (two all-reduces: sum and sum of squares) and, if they differ, every worker raises.
+    """
+
+    def on_train_begin(self, logs=None):
+        strategy = self.model.distribute_strategy
+        mine = float(self.model._initial_epoch or 0)  # set by BackupAndRestore, read by fit
+        values = strategy.run(lambda: tf.constant([mine, mine * mine]))
+        total = strategy.reduce("SUM", values, axis=None).numpy()
+        n = strategy.num_replicas_in_sync
+        mean = total[0] / n
+        if abs(total[1] / n - mean * mean) > 1e-6:
+            raise RuntimeError(
+                f"the workers' backups hold different epochs (this worker: {int(mine)}, mean "
+                f"over replicas: {mean:.2f}): a worker died between two backup writes. Delete "
+                "the backup folders of this run on every worker (runs/<name>/<run_name>/backup "
+                "and worker-<i>/backup) to restart it from scratch.")
+
+
 @contextlib.contextmanager
 def multi_worker_fixes(strategy):
     """Applies the two fixes while the block runs, only under a multi-worker strategy.

@@ -45,10 +45,10 @@ from tfkit.data import (
     load_preprocessor,
     token_dataset,
 )
-from tfkit.distribute import is_chief, resolve_strategy, task_id
+from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.export import export_for_serving
 from tfkit.models import build_model, model_inputs
-from tfkit.multiworker import multi_worker_fixes
+from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 
 log = logging.getLogger("tfkit")
 
@@ -195,16 +195,17 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
                   jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
 
 
-def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool) -> list:
-    """TensorBoard and best checkpoint under ``out_dir``, BackupAndRestore in ``backup_dir``,
-    optional early stopping."""
+def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool,
+                   multi_worker: bool = False) -> list:
+    """TensorBoard and best checkpoint under ``out_dir``, BackupAndRestore in ``backup_dir``
+    (checked to agree across workers under a multi-worker strategy), optional early stopping."""
     monitor = "val_loss" if has_validation else "loss"
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch"),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"),
                                         monitor=monitor, save_best_only=True),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-    ]
+    ] + ([BackupsAgree()] if multi_worker else [])
     if config.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config.train.early_stopping_patience,
@@ -308,8 +309,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             history = model.fit(
                 train_ds, validation_data=val_ds, epochs=config.train.epochs,
                 steps_per_epoch=config.train.steps_per_epoch,
-                callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None)
-                + list(callbacks), shuffle=False,
+                callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
+                                         is_multi_worker(strategy)) + list(callbacks),
+                shuffle=False,
                 verbose=config.train.verbose if config.train.verbose == "auto"
                 else int(config.train.verbose))
             seconds = time.perf_counter() - started
