@@ -126,6 +126,23 @@ def test_tensorboard_server_reads_the_logs(trained):
                f"run={urllib.request.quote(train_run)}&tag=epoch_loss")
         points = json.loads(urllib.request.urlopen(url, timeout=5).read())
         assert len(points) == 2  # two epochs
+        # the validation confusion matrix, as an image and as a text table, per epoch
+        images = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=5).read())
+        assert "confusion_matrix" in images[val_run]
+        url = (f"http://127.0.0.1:{port}/data/plugin/images/images?"
+               f"run={urllib.request.quote(val_run)}&tag=confusion_matrix")
+        assert len(json.loads(urllib.request.urlopen(url, timeout=5).read())) == 2
+        text = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/text/tags", timeout=5).read())
+        assert "confusion_matrix_table" in text.get(val_run, []), text
+        # the config as hyperparameters of the run
+        hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
+            data=json.dumps({"experimentName": ""}).encode(),
+            headers={"Content-Type": "application/json"}), timeout=5).read())
+        names = {h["name"] for h in hparams["hparamInfos"]}
+        assert {"model.name", "train.learning_rate", "data.max_tokens"} <= names
     finally:
         proc.terminate()
         proc.wait(timeout=30)

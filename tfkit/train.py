@@ -6,7 +6,8 @@ Reads top to bottom: :func:`train` is the whole job. Each run gets its own direc
         status.json          {"state": "running" | "finished" | "failed", ...}
         config.yaml          the resolved config (tfkit train config.yaml reproduces it)
         preprocessor.json    adapted vocabulary and settings
-        logs/train, logs/validation, logs/test   TensorBoard event files
+        logs/train, logs/validation, logs/test   TensorBoard event files (scalars; the
+                             validation confusion matrix per epoch; hparams in logs/)
         checkpoints/best.keras   best epoch by validation loss
         backup/              BackupAndRestore state while running (resume after a crash)
         model.keras          the final (best) model, token ids in
@@ -48,6 +49,7 @@ from tfkit.data import (
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.export import export_for_serving
 from tfkit.models import build_model, model_inputs
+from tfkit.monitor import ConfusionMatrix, log_hparams
 from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 
 log = logging.getLogger("tfkit")
@@ -291,6 +293,11 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
     log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
     heads = head_specs(data)
+    extra = []  # TensorBoard extras: the chief's only, single-task classifiers with validation
+    if chief and val_ds is not None and not heads:
+        extra.append(ConfusionMatrix(out_dir / "logs", val_ds, data.label_names))
+    if chief:
+        log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         "float32" if config.train.mixed_precision == "none" else config.train.mixed_precision)
@@ -310,7 +317,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 train_ds, validation_data=val_ds, epochs=config.train.epochs,
                 steps_per_epoch=config.train.steps_per_epoch,
                 callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
-                                         is_multi_worker(strategy)) + list(callbacks),
+                                         is_multi_worker(strategy)) + extra + list(callbacks),
                 shuffle=False,
                 verbose=config.train.verbose if config.train.verbose == "auto"
                 else int(config.train.verbose))

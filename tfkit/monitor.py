@@ -1,0 +1,107 @@
+"""TensorBoard extras beyond Keras' scalars: a confusion matrix per epoch and the run's hparams.
+
+- :class:`ConfusionMatrix` writes, after every epoch, the validation confusion matrix as
+  an image (``Images`` tab) and as a table with the label names (``Text`` tab) into
+  ``logs/validation`` (tags ``confusion_matrix`` and ``confusion_matrix_table``).
+- :func:`log_hparams` records the resolved config in ``logs/`` for the ``HParams`` tab,
+  so runs with different settings can be compared next to their validation metrics.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+
+def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
+    """The matrix, rows normalised, as an ``uint8 [1, h, w, 4]`` PNG image (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.45 * len(label_names)
+    figure, ax = plt.subplots(figsize=(size + 1, size))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(label_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                        color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return tf.image.decode_png(buffer.getvalue(), channels=4)[None].numpy()
+
+
+class ConfusionMatrix(keras.callbacks.Callback):
+    """Logs the validation confusion matrix after every epoch (single-task classifiers).
+
+    Args:
+        log_dir: the run's ``logs`` folder; writes into ``log_dir/validation``.
+        dataset: the validation ``tf.data.Dataset`` of ``(inputs, label ids)``.
+        label_names: the class names, in id order.
+    """
+
+    def __init__(self, log_dir, dataset, label_names):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.dataset = dataset
+        self.label_names = list(label_names)
+        self.writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        n = len(self.label_names)
+        matrix = np.zeros((n, n), np.int64)
+        for x, y in self.dataset:
+            predicted = np.argmax(np.asarray(self.model(x, training=False)), axis=-1)
+            np.add.at(matrix, (np.asarray(y).reshape(-1), predicted), 1)
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
+        header = "| true \\ predicted | " + " | ".join(self.label_names) + " |"
+        rows = [header, "|---" * (n + 1) + "|"] + [
+            f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |"
+            for i, name in enumerate(self.label_names)]
+        with self.writer.as_default():
+            tf.summary.image("confusion_matrix", confusion_image(matrix, self.label_names),
+                             step=epoch)
+            tf.summary.text("confusion_matrix_table", "\n".join(rows), step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def flat_hparams(config: dict, prefix: str = "") -> dict:
+    """``{"model.params.units": 64, ...}`` with values the HParams plugin accepts."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat_hparams(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+def log_hparams(log_dir, config: dict, run_name: str) -> None:
+    """Writes the resolved config as this run's hyperparameters into ``log_dir``."""
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        hp.hparams(flat_hparams(config), trial_id=run_name)
+    writer.close()
