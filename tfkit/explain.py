@@ -47,8 +47,9 @@ def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreproce
                                                      probe(ids, training=False))
     batch, max_sentences, max_words = ids.shape
     word_weights = word_weights.reshape(batch, max_sentences, max_words)
-    sentences = preprocessor.sentences(texts).to_list()
-    words = tf.strings.split(standardize_text(preprocessor.sentences(texts))).to_list()
+    kept = preprocessor.sentences(texts)
+    sentences = kept.to_list()
+    words = tf.strings.split(standardize_text(kept)).to_list()
     out = []
     for doc in range(batch):
         kept = []

@@ -48,7 +48,7 @@ from tfkit.data import (
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.export import export_for_serving
-from tfkit.models import build_model, model_inputs
+from tfkit.models import TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import ConfusionMatrix, log_hparams
 from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 
@@ -80,7 +80,7 @@ def make_preprocessor(config: Config, data: LabeledData):
     name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
     x = data.train.x
     is_text = x.dtype == object
-    takes_text = inputs in ("tokens", "documents")
+    takes_text = inputs in TEXT_INPUTS
     if takes_text != is_text:
         given = "text" if is_text else f"arrays of shape {x.shape[1:]}"
         raise ConfigError(f"model '{name}' takes {'text' if takes_text else inputs} "
@@ -327,6 +327,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 model.load_weights(best)  # weights only: the model stays in the strategy
             test = model.evaluate(test_ds, return_dict=True, verbose=0)
         epochs_run = len(history.history.get("loss", []))
+        history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
         metrics = {f"test_{k}": float(v) for k, v in test.items()}
         metrics.update({
             "train_seconds": round(seconds, 2), "epochs": epochs_run,
@@ -341,7 +342,6 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
             with contextlib.suppress(OSError):
                 run_dir.parent.rmdir()  # the run folder, when only this worker used it
-            history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
             return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
                              None)
         model.save(run_dir / "model.keras")
@@ -361,7 +361,6 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         keras.mixed_precision.set_global_policy(policy)
         if not chief:
             shutil.rmtree(out_dir, ignore_errors=True)
-    history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
     return RunResult(run_dir, metrics, history_dict, model, preprocessor, data.label_names,
                      export_path)
 

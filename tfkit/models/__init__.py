@@ -34,6 +34,8 @@ from tfkit.models.text import (
 )
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
+TEXT_INPUTS = ("tokens", "documents")  # the input kinds a text preprocessor feeds
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -130,7 +132,7 @@ def build_model(name: str, **kwargs) -> keras.Model:
 
 
 __all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "PaddingMask",
-           "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
+           "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm",
            "build_image_cnn", "build_sequence_lstm"]

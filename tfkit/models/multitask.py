@@ -43,11 +43,11 @@ def build_multitask(*, vocab_size: int, heads: dict, encoder: str = "text_bilstm
         >>> sorted(model(np.array([[4, 5, 0]])))
         ['topic', 'year']
     """
-    from tfkit.models import build_model, get_entry  # the registry imports this module
+    from tfkit.models import TEXT_INPUTS, build_model, get_entry  # the registry imports this
 
     if not heads:
         raise ValueError("build_multitask needs at least one head. Received: heads={}")
-    if get_entry(encoder).inputs not in ("tokens", "documents"):
+    if get_entry(encoder).inputs not in TEXT_INPUTS:
         raise ValueError(f"encoder must be a registered text model. Received: encoder={encoder!r}")
     trunk = build_model(encoder, vocab_size=vocab_size, num_classes=2, **(encoder_params or {}))
     features = trunk.get_layer("probabilities").input  # pooled features, below the softmax
