@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         return 2
     except tf.errors.InvalidArgumentError as exc:  # e.g. bytes that are not an image
         lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
-        reason = next((line for line in lines if "assertion failed" in line), lines[0])
+        reason = next((line for line in lines if "assertion failed" in line),
+                      next((line for line in lines if "execution error" not in line), exc.message))
         print(f"tfkit: error: the model rejected the input: {reason}", file=sys.stderr)
         return 2
 

@@ -72,9 +72,12 @@ class ImagePreprocessor:
         def one(data):
             known = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
                                    for magic in _MAGIC.values()])
-            tf.debugging.Assert(known, ["image_bytes is not a PNG, JPEG, GIF or BMP image; "
-                                        "first bytes:", tf.strings.substr(data, 0, 8)])
-            image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
+            check = tf.debugging.Assert(known, ["image_bytes is not a PNG, JPEG, GIF or BMP "
+                                                "image; first bytes:", tf.strings.substr(data, 0, 8)])
+            # the check must run first: otherwise decode_image may fail first, with its own
+            # less helpful message, depending on which op the executor schedules
+            with tf.control_dependencies([check]):
+                image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
             return tf.image.resize(tf.cast(image, tf.float32), (self.height, self.width))
 
         return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
