@@ -15,6 +15,7 @@ TINY_PARAMS = {
     "text_bilstm": {"embedding_dim": 8, "units": 4},
     "text_gru": {"embedding_dim": 8, "units": 4},
     "text_cnn": {"embedding_dim": 8, "filters": 4},
+    "text_fasttext": {"embedding_dim": 8, "ngrams": 3, "buckets": 64},
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
     "han": {"embedding_dim": 8, "word_units": 4, "sentence_units": 4, "attention_units": 4},
     "multitask": {"encoder": "text_gru", "encoder_params": {"embedding_dim": 8, "units": 4}},
@@ -117,3 +118,32 @@ def test_stacked_lstm_wires_return_sequences():
     rnns = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
     assert [layer.units for layer in rnns] == [5, 6, 7]
     assert [layer.return_sequences for layer in rnns] == [True, True, False]
+
+
+def test_hashed_ngrams_ids():
+    """Words keep their ids; each bigram/trigram gets one id after the vocabulary; n-grams
+    touching padding are 0; word order matters."""
+    layer = tfkit.models.HashedNgrams(vocab_size=10, buckets=100, ngrams=3)
+    out = layer(np.array([[4, 5, 6, 0], [5, 4, 0, 0], [7, 0, 0, 0]])).numpy()
+    assert out.shape == (3, 4 + 3 + 2)
+    np.testing.assert_array_equal(out[:, :4], [[4, 5, 6, 0], [5, 4, 0, 0], [7, 0, 0, 0]])
+    p = layer.PRIME
+    bigram = lambda a, b: (a * p + b) % 100 + 10  # noqa: E731
+    trigram = lambda a, b, c: ((a * p + b) % 100 * p + c) % 100 + 10  # noqa: E731
+    np.testing.assert_array_equal(out[0, 4:], [bigram(4, 5), bigram(5, 6), 0, trigram(4, 5, 6), 0])
+    np.testing.assert_array_equal(out[1, 4:], [bigram(5, 4), 0, 0, 0, 0])
+    np.testing.assert_array_equal(out[2, 4:], [0] * 5)
+    assert bigram(4, 5) != bigram(5, 4)
+    assert out.min() >= 0 and out.max() < 110
+    # one-token inputs (no n-gram fits) still work
+    assert layer(np.array([[3]])).numpy().tolist() == [[3]]
+    with pytest.raises(ValueError, match="ngrams >= 2"):
+        tfkit.models.HashedNgrams(vocab_size=10, ngrams=1)
+
+
+def test_fasttext_uses_ngrams_only_when_asked():
+    words = build_model("text_fasttext", vocab_size=20, num_classes=2, ngrams=1, embedding_dim=4)
+    assert words.get_layer("embedding").input_dim == 20
+    assert not any(isinstance(layer, tfkit.models.HashedNgrams) for layer in words.layers)
+    bigrams = build_model("text_fasttext", vocab_size=20, num_classes=2, buckets=30, embedding_dim=4)
+    assert bigrams.get_layer("embedding").input_dim == 50

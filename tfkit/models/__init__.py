@@ -23,12 +23,19 @@ from dataclasses import dataclass
 import keras
 
 from tfkit.models.hierarchical import build_han
-from tfkit.models.layers import AttentionPooling, FoldSentences, PaddingMask, UnfoldSentences
+from tfkit.models.layers import (
+    AttentionPooling,
+    FoldSentences,
+    HashedNgrams,
+    PaddingMask,
+    UnfoldSentences,
+)
 from tfkit.models.multitask import build_multitask
 from tfkit.models.text import (
     build_stacked_lstm,
     build_text_bilstm,
     build_text_cnn,
+    build_text_fasttext,
     build_text_gru,
     build_text_lstm,
 )
@@ -48,6 +55,7 @@ MODELS: dict[str, Entry] = {
     "text_bilstm": Entry(build_text_bilstm, "tokens"),
     "text_gru": Entry(build_text_gru, "tokens"),
     "text_cnn": Entry(build_text_cnn, "tokens"),
+    "text_fasttext": Entry(build_text_fasttext, "tokens"),
     "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
     "han": Entry(build_han, "documents"),
     "multitask": Entry(build_multitask, "encoder"),
@@ -131,8 +139,8 @@ def build_model(name: str, **kwargs) -> keras.Model:
     return builder(**data, **params)
 
 
-__all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "PaddingMask",
+__all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "HashedNgrams", "PaddingMask",
            "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
-           "build_text_bilstm", "build_text_cnn", "build_text_gru", "build_text_lstm",
+           "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
            "build_image_cnn", "build_sequence_lstm"]

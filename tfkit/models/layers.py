@@ -133,3 +133,58 @@ class UnfoldSentences(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         vectors, ids = input_shape
         return (ids[0], ids[1]) + tuple(vectors[1:])
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class HashedNgrams(keras.layers.Layer):
+    """Token ids ``[batch, length]`` -> the same ids followed by hashed n-gram ids.
+
+    fastText's trick (Joulin et al. 2017): every run of ``2..ngrams`` consecutive
+    tokens is hashed into one of ``buckets`` extra ids, numbered after the vocabulary
+    (``vocab_size .. vocab_size + buckets - 1``), so one ``Embedding`` of size
+    ``vocab_size + buckets`` holds words and n-grams. An n-gram touching padding gets
+    id 0, so the output stays right-padded with the same meaning and a mean over the
+    mask does not depend on how far a batch was padded. Pure integer arithmetic: runs
+    in the training step, in the SavedModel and under any strategy.
+
+    Args:
+        vocab_size: number of word ids (the n-gram ids start here).
+        buckets: number of hash buckets shared by all n-grams.
+        ngrams: longest n-gram (2 = words and bigrams, 3 = also trigrams).
+
+    Examples:
+        >>> HashedNgrams(vocab_size=10, buckets=100)(np.array([[4, 5, 0]])).shape
+        TensorShape([1, 5])
+    """
+
+    PRIME = 1_000_003
+
+    def __init__(self, vocab_size, buckets=65536, ngrams=2, **kwargs):
+        super().__init__(**kwargs)
+        if ngrams < 2 or buckets < 1:
+            raise ValueError(f"HashedNgrams needs ngrams >= 2 and buckets >= 1. "
+                             f"Received: ngrams={ngrams}, buckets={buckets}")
+        self.vocab_size, self.buckets, self.ngrams = vocab_size, buckets, ngrams
+
+    def call(self, ids):
+        ids = ops.cast(ids, "int64")
+        length = ops.shape(ids)[1]
+        pieces = [ids]
+        for n in range(2, self.ngrams + 1):
+            window = [ids[:, k:length - n + 1 + k] for k in range(n)]
+            code, valid = window[0], ops.greater(window[0], 0)
+            for token in window[1:]:
+                code = (code * self.PRIME + token) % self.buckets  # stays far below 2**63
+                valid = ops.logical_and(valid, ops.greater(token, 0))
+            pieces.append(ops.where(valid, code + self.vocab_size, ops.zeros_like(code)))
+        return ops.concatenate(pieces, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        length = input_shape[1]
+        if length is None:
+            return (input_shape[0], None)
+        return (input_shape[0], sum(max(length - n + 1, 0) for n in range(1, self.ngrams + 1)))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size,
+                "buckets": self.buckets, "ngrams": self.ngrams}

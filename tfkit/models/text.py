@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfkit.models.layers import AttentionPooling, PaddingMask
+from tfkit.models.layers import AttentionPooling, HashedNgrams, PaddingMask
 
 RNN_CELLS = {"lstm": layers.LSTM, "gru": layers.GRU}
 POOLINGS = ("last", "mean", "attention")
@@ -203,3 +203,45 @@ def build_text_cnn(*, vocab_size: int, num_classes: int, embedding_dim: int = 12
         pooled.append(layers.GlobalMaxPooling1D(name=f"max_pool_{width}")(conv))
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="features")(pooled)
     return keras.Model(ids, classifier_head(x, num_classes, dropout), name="text_cnn")
+
+
+def build_text_fasttext(*, vocab_size: int, num_classes: int, embedding_dim: int = 64,
+                        ngrams: int = 2, buckets: int = 65536, embedding_dropout: float = 0.0,
+                        head_dropout: float = 0.3) -> keras.Model:
+    """fastText (Joulin et al. 2017): the mean of word and hashed n-gram vectors -> Dense.
+
+    A bag of n-grams with learned embeddings: no recurrence, so an epoch takes about a
+    second on two CPU cores, and on a few thousand reviews it is more accurate than
+    the LSTM (word order enters only through the n-grams). The n-grams are hashed
+    inside the model (:class:`HashedNgrams`), so the SavedModel still takes raw text.
+
+    Args:
+        vocab_size: number of token ids, including padding (0) and OOV (1).
+        num_classes: number of labels (>= 2).
+        embedding_dim: size of the word and n-gram vectors.
+        ngrams: longest n-gram (1 = words only, 2 = words and bigrams, 3 = also trigrams).
+        buckets: hash buckets for the n-grams (ignored when ``ngrams=1``).
+        embedding_dropout: drops whole word/n-gram vectors before averaging.
+        head_dropout: dropout on the averaged vector, before the softmax.
+
+    Returns:
+        A functional ``keras.Model`` from ``int32 [batch, length]`` to ``[batch, num_classes]``.
+
+    Examples:
+        >>> build_text_fasttext(vocab_size=100, num_classes=2, buckets=64)(np.array([[4, 5, 0]])).shape
+        TensorShape([1, 2])
+    """
+    if ngrams < 1:
+        raise ValueError(f"ngrams must be >= 1. Received: ngrams={ngrams}")
+    if vocab_size < 3:
+        raise ValueError(f"vocab_size must be >= 3 (padding, OOV, one word). Received: {vocab_size}")
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    x, size = ids, vocab_size
+    if ngrams > 1:
+        x = HashedNgrams(vocab_size, buckets, ngrams, name="ngrams")(ids)
+        size += buckets
+    x = layers.Embedding(size, embedding_dim, mask_zero=True, name="embedding")(x)
+    if embedding_dropout:
+        x = layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
+    x = layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    return keras.Model(ids, classifier_head(x, num_classes, head_dropout), name="text_fasttext")
