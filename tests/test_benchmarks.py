@@ -20,7 +20,8 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert all(v > 0 for v in written["train_examples_per_second"].values())
     assert written["matmul_peak_gflops"] > 0
     assert 0 < written["fraction_of_matmul_peak"]["tfkit"]
-    assert set(written["time_to_test_accuracy"]) == {"target", "seed", "tfkit_default_preset"}
+    assert set(written["time_to_test_accuracy"]) == {"target", "seed", "tfkit_text_lstm",
+                                                     "tfkit_default_preset"}
     serving = written["serving"]
     assert serving["batch1_latency_ms_p50"] <= serving["batch1_latency_ms_p99"]
     assert serving["batch64_raw_strings_examples_per_second"] > 0

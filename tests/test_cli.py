@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_overrides
 
 from tfkit.cli import main
+from tfkit.config import DEFAULT_PRESET
 
 
 def sets(overrides):
@@ -40,10 +41,9 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["label_names"] == ["bad", "good"]
-    assert Path(summary["export_path"]) == Path("saved_models/fine_foods_text_lstm/1").resolve() \
-        or summary["export_path"].endswith("saved_models/fine_foods_text_lstm/1")
+    assert Path(summary["export_path"]).resolve() == Path(f"saved_models/{DEFAULT_PRESET}/1").resolve()
 
-    code, out, err = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm",
+    code, out, err = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
                              "delicious and fresh", "")
     assert code == 0, err
     lines = [json.loads(line) for line in out.strip().splitlines()]
@@ -54,17 +54,17 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
         assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
 
     Path("in.jsonl").write_text('{"text": "stale"}\n{"text": "love it"}\n')
-    code, out, _ = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm/1",
+    code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}/1",
                            "--input", "in.jsonl")
     assert code == 0 and len(out.strip().splitlines()) == 2
     Path("in.csv").write_text("review\nstale\n")
-    code, out, _ = run_cli(capsys, "predict", "saved_models/fine_foods_text_lstm",
+    code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
                            "--input", "in.csv", "--column", "review")
     assert code == 0 and json.loads(out)["input"] == "stale"
 
     code, out, err = run_cli(capsys, "export", str(run_dir))
     assert code == 0, err
-    assert json.loads(out)["export_path"].endswith(os.path.join("fine_foods_text_lstm", "2"))
+    assert json.loads(out)["export_path"].endswith(os.path.join(DEFAULT_PRESET, "2"))
 
     code, out, err = run_cli(capsys, "evaluate", str(run_dir))
     assert code == 0, err

@@ -2,12 +2,14 @@ import pytest
 import yaml
 
 import tfkit
-from tfkit.config import ConfigError, config_from_dict, load_config, save_config
+from tfkit.config import DEFAULT_PRESET, ConfigError, config_from_dict, load_config, save_config
+from tfkit.train import learning_rate
 
 
-def test_default_preset_is_the_seed_model_on_fine_foods():
+def test_default_preset_is_fasttext_on_fine_foods():
     config = load_config()
-    assert config.model.name == "text_lstm"
+    assert config.name == DEFAULT_PRESET == "fine_foods_fasttext"
+    assert config.model.name == "text_fasttext" and config.model.params["ngrams"] == 2
     assert config.data.source == "fine_foods"
 
 
@@ -50,10 +52,25 @@ def test_bad_choices_and_ranges():
         config_from_dict({"data": {"validation_fraction": 1.5}})
 
 
+def test_learning_rate_schedules_decay_to_zero_over_the_run():
+    config = load_config(None, ["train.epochs=2", "train.learning_rate=0.01"])
+    assert learning_rate(config, replicas=1, steps_per_epoch=10) == 0.01
+    for name, halfway in (("cosine", 0.005), ("linear", 0.005)):
+        config.train.lr_schedule = name
+        schedule = learning_rate(config, replicas=1, steps_per_epoch=10)
+        values = [float(schedule(step)) for step in (0, 10, 20, 25)]
+        assert values[0] == pytest.approx(0.01) and values[1] == pytest.approx(halfway)
+        assert values[2] == values[3] == pytest.approx(0.0)  # steps past the end keep the last
+    config.train.scale_learning_rate = True
+    assert float(learning_rate(config, replicas=4, steps_per_epoch=10)(0)) == pytest.approx(0.04)
+    with pytest.raises(ConfigError, match=r"train\.lr_schedule .*Did you mean 'cosine'"):
+        config_from_dict({"train": {"lr_schedule": "cosin"}})
+
+
 def test_set_overrides_are_yaml_typed():
-    config = load_config(None, ["train.epochs=2", "model.params.units=8",
+    config = load_config(None, ["train.epochs=2", "model.params.embedding_dim=8",
                                 "export.enabled=false", "data.limit=null"])
-    assert config.train.epochs == 2 and config.model.params["units"] == 8
+    assert config.train.epochs == 2 and config.model.params["embedding_dim"] == 8
     assert config.export.enabled is False and config.data.limit is None
 
 
@@ -77,7 +94,7 @@ def test_yaml_is_safe_loaded(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    config = load_config(None, ["train.epochs=7", "model.params.units=5"])
+    config = load_config(None, ["train.epochs=7", "model.params.buckets=5"])
     save_config(config, tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again == config

@@ -55,6 +55,14 @@ def test_layout_and_signature(trained):
     assert facts["label_names"] == ["bad", "good"]
 
 
+def test_each_weight_is_stored_once(trained):
+    """keras-team/keras#23553: ExportArchive.track(model) writes every weight twice."""
+    reader = tf.train.load_checkpoint(str(trained.export_path / "variables" / "variables"))
+    stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+                 if key.endswith("VARIABLE_VALUE"))
+    assert stored == trained.model.count_params() + len(trained.label_names)  # + label_names
+
+
 def test_raw_strings_including_empty_and_very_long(trained):
     _, signature, _ = tfkit.load_serving(trained.export_path)
     texts = ["delicious and fresh", "", "stale and bland " * 3000, "Très bon 美味しい", "!!!"]

@@ -19,6 +19,7 @@ import keras
 import pytest
 from conftest import tiny_overrides
 
+from tfkit.config import DEFAULT_PRESET
 from tfkit.multiworker import TESTED_KERAS
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,7 @@ def test_two_workers_train_through_the_cli_with_identical_losses(tiny_csv, tmp_p
 def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
     argv = lambda i: train_argv(tiny_csv, "train.epochs=6", "train.run_name=job")  # noqa: E731
     processes = start_workers(argv, tmp_path)
-    name = "fine_foods_text_lstm"  # the default preset's name; tiny_overrides keep it
+    name = DEFAULT_PRESET  # tiny_overrides keep the default preset's name
     backups = [tmp_path / "host0" / "runs" / name / "job" / "backup",
                tmp_path / "host1" / "runs" / name / "job" / "worker-1" / "backup"]
 

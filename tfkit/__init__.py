@@ -3,7 +3,7 @@
 Ten lines::
 
     import tfkit
-    result = tfkit.train("fine_foods_text_lstm", ["train.epochs=3"])
+    result = tfkit.train("fine_foods_fasttext", ["train.epochs=3"])
     print(result.metrics["test_accuracy"], result.export_path)
     print(tfkit.predict(result.export_path, ["Delicious, will buy again"]))
 """

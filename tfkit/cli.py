@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train, evaluate and export a model")
     p.add_argument("config", nargs="?", default=None,
-                   help="YAML config file or preset name (default: fine_foods_text_lstm)")
+                   help="YAML config file or preset name (default: fine_foods_fasttext)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")

@@ -74,6 +74,8 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 32  # per replica; the global batch is batch_size * replicas
     learning_rate: float = 1e-3
+    # constant | cosine | linear: cosine and linear decay learning_rate to 0 over the run's steps
+    lr_schedule: str = "constant"
     optimizer: str = "adam"
     strategy: str = "auto"
     devices: list | None = None  # mirrored/one_device: e.g. ["/gpu:0", "/gpu:1"] (default: all GPUs)
@@ -116,8 +118,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
-DEFAULT_PRESET = "fine_foods_text_lstm"
+DEFAULT_PRESET = "fine_foods_fasttext"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
@@ -202,6 +205,7 @@ def _validate(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     choices = {"train.optimizer": (config.train.optimizer, OPTIMIZERS),
+               "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
                "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES)}
@@ -292,7 +296,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
 
     Args:
         path: a YAML file, the name of a preset in ``tfkit/configs`` (``fine_foods_han``),
-            or None for the default preset (``fine_foods_text_lstm``).
+            or None for the default preset (``fine_foods_fasttext``).
         overrides: strings like ``"train.epochs=2"`` or ``"model.params.units=32"``.
 
     Returns:

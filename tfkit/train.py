@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -164,8 +165,27 @@ def jit_setting(config: Config, replicas: int):
     return jit
 
 
+def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
+    """``train.learning_rate`` (times ``replicas`` with ``scale_learning_rate``), constant or
+    decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``).
+
+    Steps past the end (length buckets can add a few partial batches) keep the final rate.
+    The TensorBoard callback logs the rate each epoch, whichever schedule.
+    """
+    rate = config.train.learning_rate
+    if config.train.scale_learning_rate:
+        rate *= replicas  # the linear scaling rule for a global batch `replicas` x larger
+    steps = max(1, config.train.epochs * steps_per_epoch)
+    if config.train.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+    if config.train.lr_schedule == "linear":
+        return keras.optimizers.schedules.PolynomialDecay(rate, decay_steps=steps,
+                                                          end_learning_rate=0.0)
+    return rate
+
+
 def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
-                  replicas: int = 1) -> None:
+                  replicas: int = 1, steps_per_epoch: int = 1) -> None:
     """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
 
     Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
@@ -173,10 +193,8 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
     standardised target, so heads in years and in class probabilities weigh alike.
     """
-    learning_rate = config.train.learning_rate
-    if config.train.scale_learning_rate:
-        learning_rate *= replicas  # the linear scaling rule for a global batch `replicas` x larger
-    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=learning_rate)
+    rate = learning_rate(config, replicas, steps_per_epoch)
+    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
     jit = jit_setting(config, replicas)
     if not heads:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
@@ -307,7 +325,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                                 vocab_size=getattr(preprocessor, "vocab_size", None),
                                 input_shape=getattr(preprocessor, "input_shape", None),
                                 **config.model.params)
-            compile_model(model, config, heads, replicas)
+            steps_per_epoch = config.train.steps_per_epoch or math.ceil(
+                len(data.train) / batch_size)
+            compile_model(model, config, heads, replicas, steps_per_epoch)
         started = time.perf_counter()
         # length buckets make the number of batches unknown until the first epoch ends;
         # Keras then warns that the input "ran out of data", which is expected here
