@@ -138,7 +138,7 @@ def test_tate_source_gives_medium_family_and_year():
 def test_multitask_config_errors(multi_csv):
     with pytest.raises(ConfigError, match="model 'multitask' needs data.heads"):
         tfkit.load_config(None, ["model.name=multitask", "model.params={}"])
-    with pytest.raises(ConfigError, match="data.heads is set, but model 'text_lstm'"):
+    with pytest.raises(ConfigError, match="data.heads is set, but model 'text_fasttext'"):
         tfkit.load_config(None, HEADS)
     with pytest.raises(ConfigError, match="data.heads.stars must be one of classification"):
         tfkit.load_config(None, multi_overrides(multi_csv, "data.heads={stars: ranking}"))
