@@ -31,7 +31,7 @@ warm-up and not counted). Also measured in the same run:
 - serving: the exported SavedModel called on raw strings (batch 1 latency p50/p99, batch 64
   throughput) vs in-process ``model.predict`` on integer tensors (batch 64).
 
-Results go to ``benchmarks/results/<machine>-<date>.json``. Timings are never asserted.
+Results go to ``benchmarks/results/<machine>-<date>-<time>.json`` (one file per run). Timings are never asserted.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import re
 import statistics
 import time
 from collections import Counter
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -291,7 +291,8 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{platform.node() or 'machine'}-{result['date']}{'-quick' if args.quick else ''}.json"
+    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    name = f"{platform.node() or 'machine'}-{stamp}{'-quick' if args.quick else ''}.json"
     (out / name).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result

@@ -210,8 +210,8 @@ def build_text_fasttext(*, vocab_size: int, num_classes: int, embedding_dim: int
                         head_dropout: float = 0.3) -> keras.Model:
     """fastText (Joulin et al. 2017): the mean of word and hashed n-gram vectors -> Dense.
 
-    A bag of n-grams with learned embeddings: no recurrence, so an epoch takes about a
-    second on two CPU cores, and on a few thousand reviews it is more accurate than
+    A bag of n-grams with learned embeddings: no recurrence, so an epoch on the 3,600
+    fine-food reviews takes 3-4 s on two CPU cores, and on a few thousand reviews it beats
     the LSTM (word order enters only through the n-grams). The n-grams are hashed
     inside the model (:class:`HashedNgrams`), so the SavedModel still takes raw text.
 
