@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -55,7 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
-from tfkit.train import compile_model, make_dataset, make_preprocessor  # noqa: E402
+from tfkit.train import compile_model, epoch_steps, make_dataset, make_preprocessor  # noqa: E402
 
 VOCAB, MAX_LEN, BATCH = 10000, 100, 32
 TARGET = 0.77  # the seed pipeline's best test accuracy on the fine-food reviews
@@ -146,8 +145,8 @@ def default_preset(limit: int | None):
     def make_model():
         model = tfkit.build_model(config.model.name, num_classes=data.num_classes,
                                   vocab_size=pre.vocab_size, **config.model.params)
-        compile_model(model, config,
-                      steps_per_epoch=math.ceil(len(data.train) / config.train.batch_size))
+        compile_model(model, config, steps_per_epoch=epoch_steps(
+            config, len(data.train), config.train.batch_size))
         return model
 
     return make_model, train_ds, test_ds

@@ -67,6 +67,18 @@ def test_learning_rate_schedules_decay_to_zero_over_the_run():
         config_from_dict({"train": {"lr_schedule": "cosin"}})
 
 
+def test_linear_schedule_reaches_zero_in_a_real_run(tiny_csv):
+    from conftest import tiny_overrides
+
+    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=[
+        "train.lr_schedule=linear", "train.learning_rate=0.01", "train.epochs=2",
+        "export.enabled=false"]))
+    optimizer = result.model.optimizer
+    assert optimizer.get_config()["learning_rate"]["class_name"] == "PolynomialDecay"
+    assert int(optimizer.iterations) > 0
+    assert float(optimizer.learning_rate) == pytest.approx(0.0)  # decayed over the whole run
+
+
 def test_set_overrides_are_yaml_typed():
     config = load_config(None, ["train.epochs=2", "model.params.embedding_dim=8",
                                 "export.enabled=false", "data.limit=null"])

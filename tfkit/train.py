@@ -165,6 +165,11 @@ def jit_setting(config: Config, replicas: int):
     return jit
 
 
+def epoch_steps(config: Config, examples: int, global_batch: int) -> int:
+    """Steps in one epoch: ``train.steps_per_epoch``, or ``ceil(examples / global_batch)``."""
+    return config.train.steps_per_epoch or math.ceil(examples / global_batch)
+
+
 def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
     """``train.learning_rate`` (times ``replicas`` with ``scale_learning_rate``), constant or
     decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``).
@@ -325,9 +330,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                                 vocab_size=getattr(preprocessor, "vocab_size", None),
                                 input_shape=getattr(preprocessor, "input_shape", None),
                                 **config.model.params)
-            steps_per_epoch = config.train.steps_per_epoch or math.ceil(
-                len(data.train) / batch_size)
-            compile_model(model, config, heads, replicas, steps_per_epoch)
+            compile_model(model, config, heads, replicas,
+                          epoch_steps(config, len(data.train), batch_size))
         started = time.perf_counter()
         # length buckets make the number of batches unknown until the first epoch ends;
         # Keras then warns that the input "ran out of data", which is expected here
