@@ -53,7 +53,8 @@ def test_bad_choices_and_ranges():
 
 
 def test_learning_rate_schedules_decay_to_zero_over_the_run():
-    config = load_config(None, ["train.epochs=2", "train.learning_rate=0.01"])
+    config = load_config(None, ["train.epochs=2", "train.learning_rate=0.01",
+                                "train.lr_schedule=constant"])
     assert learning_rate(config, replicas=1, steps_per_epoch=10) == 0.01
     for name, halfway in (("cosine", 0.005), ("linear", 0.005)):
         config.train.lr_schedule = name

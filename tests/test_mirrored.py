@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from tfkit.models import build_model
+    from tfkit.optimizers import LazyAdam
 
     rng = np.random.default_rng(0)
     n = 24
@@ -34,6 +35,9 @@ SCRIPT = textwrap.dedent("""
     classes = (np.arange(n) % 3).astype("int32")
     FAMILIES = {
         "text_lstm": (dict(vocab_size=50, units=4, embedding_dim=8), tokens, classes),
+        # the sparse embedding update, with rows repeated within and across replicas
+        "fasttext_lazy_adam": (dict(vocab_size=50, embedding_dim=8, buckets=64, head_dropout=0.0),
+                               tokens, classes),
         "text_cnn": (dict(vocab_size=50, filters=4, embedding_dim=8, dropout=0.0), tokens, classes),
         "stacked_lstm": (dict(vocab_size=50, units=[4, 4], embedding_dim=8), tokens, classes),
         "han": (dict(vocab_size=50, word_units=3, sentence_units=3, attention_units=4,
@@ -50,15 +54,16 @@ SCRIPT = textwrap.dedent("""
 
     def run(name, strategy, initial):
         kwargs, x, y = FAMILIES[name]
+        lazy = name == "fasttext_lazy_adam"
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            model = build_model(name, num_classes=3, **kwargs)
+            model = build_model("text_fasttext" if lazy else name, num_classes=3, **kwargs)
             if initial is not None:
                 model.set_weights(initial)
             weights = model.get_weights()
             loss = ({"a": "sparse_categorical_crossentropy", "b": "mse"} if isinstance(y, dict)
                     else "sparse_categorical_crossentropy")
-            model.compile(keras.optimizers.SGD(0.1), loss)
+            model.compile(LazyAdam(0.01) if lazy else keras.optimizers.SGD(0.1), loss)
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 3 global batches of 8
         history = model.fit(ds, epochs=2, shuffle=False, verbose=0)
         return weights, history.history["loss"], model.get_weights()
@@ -91,8 +96,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     line = next((x for x in done.stdout.splitlines() if x.startswith("REPORT")), None)
     assert line, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(line[len("REPORT"):])
-    assert set(report) == {"text_lstm", "text_cnn", "stacked_lstm", "han", "image_cnn",
-                           "sequence_lstm", "multitask"}
+    assert set(report) == {"text_lstm", "fasttext_lazy_adam", "text_cnn", "stacked_lstm", "han",
+                           "image_cnn", "sequence_lstm", "multitask"}
     for name, result in report.items():
         assert result["moved"] > 1e-4, name  # training really changed the weights
         assert result["loss_one"] == pytest.approx(result["loss_two"], abs=1e-5), name

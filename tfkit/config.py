@@ -119,7 +119,7 @@ class Config:
 
 
 DEFAULT_PRESET = "fine_foods_fasttext"
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "lazy_adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")

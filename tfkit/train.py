@@ -52,10 +52,11 @@ from tfkit.export import export_for_serving
 from tfkit.models import TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import ConfusionMatrix, log_hparams
 from tfkit.multiworker import BackupsAgree, multi_worker_fixes
+from tfkit.optimizers import LazyAdam
 
 log = logging.getLogger("tfkit")
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}  # keys: config.OPTIMIZERS
 
 
@@ -306,87 +307,99 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
               if len(data.validation) else None)
     test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
 
-    if resume is None:
-        run_dir = create_run_dir(config, chief, worker)
-        save_config(config, run_dir / "config.yaml")
-        preprocessor.save(run_dir)
-    write_status(run_dir, "running")
-    # only the chief keeps logs, checkpoints and the model; other workers write them to a
-    # temporary folder that is removed at the end, and keep just their own backup
-    out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
-    log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
     heads = head_specs(data)
-    extra = []  # TensorBoard extras: the chief's only, single-task classifiers with validation
-    if chief and val_ds is not None and not heads:
-        extra.append(ConfusionMatrix(out_dir / "logs", val_ds, data.label_names))
-    if chief:
-        log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(
-        "float32" if config.train.mixed_precision == "none" else config.train.mixed_precision)
-    try:
+    with precision_policy(config.train.mixed_precision):
         with strategy.scope():
-            model = build_model(config.model.name, num_classes=data.num_classes, heads=heads,
-                                vocab_size=getattr(preprocessor, "vocab_size", None),
-                                input_shape=getattr(preprocessor, "input_shape", None),
-                                **config.model.params)
+            try:  # the builder checks its arguments' values: fail before any folder exists
+                model = build_model(config.model.name, num_classes=data.num_classes, heads=heads,
+                                    vocab_size=getattr(preprocessor, "vocab_size", None),
+                                    input_shape=getattr(preprocessor, "input_shape", None),
+                                    **config.model.params)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"model.params of model '{config.model.name}' "
+                                  f"{dict(config.model.params)}: {exc}") from exc
             compile_model(model, config, heads, replicas,
                           epoch_steps(config, len(data.train), batch_size))
-        started = time.perf_counter()
-        # length buckets make the number of batches unknown until the first epoch ends;
-        # Keras then warns that the input "ran out of data", which is expected here
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        with multi_worker_fixes(strategy):
-            history = model.fit(
-                train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                steps_per_epoch=config.train.steps_per_epoch,
-                callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
-                                         is_multi_worker(strategy)) + extra + list(callbacks),
-                shuffle=False,
-                verbose=config.train.verbose if config.train.verbose == "auto"
-                else int(config.train.verbose))
-            seconds = time.perf_counter() - started
-            best = out_dir / "checkpoints" / "best.keras"
-            if best.is_file() and config.train.early_stopping_patience is None:
-                model.load_weights(best)  # weights only: the model stays in the strategy
-            test = model.evaluate(test_ds, return_dict=True, verbose=0)
-        epochs_run = len(history.history.get("loss", []))
-        history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
-        metrics = {f"test_{k}": float(v) for k, v in test.items()}
-        metrics.update({
-            "train_seconds": round(seconds, 2), "epochs": epochs_run,
-            "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1)
-            if epochs_run else 0.0,
-            "train_examples": len(data.train), "validation_examples": len(data.validation),
-            "test_examples": len(data.test), "label_names": data.label_names,
-            "replicas": replicas, "model": config.model.name, "heads": heads,
-        })
-        export_path = None
-        if not chief:
-            shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
-            with contextlib.suppress(OSError):
-                run_dir.parent.rmdir()  # the run folder, when only this worker used it
-            return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
-                             None)
-        model.save(run_dir / "model.keras")
-        log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
-        if config.export.enabled:
-            export_path = export_for_serving(
-                model, preprocessor, data.label_names,
-                Path(config.export.base_dir, config.export.name or config.name),
-                preprocessor.export_samples(data.test.x), metadata={"run_dir": str(run_dir), "metrics": metrics})
-            metrics["export_path"] = str(export_path)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
-    except BaseException as exc:
-        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-        if not chief:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        if resume is None:
+            run_dir = create_run_dir(config, chief, worker)
+            save_config(config, run_dir / "config.yaml")
+            preprocessor.save(run_dir)
+        write_status(run_dir, "running")
+        # only the chief keeps logs, checkpoints and the model; other workers write them to a
+        # temporary folder that is removed at the end, and keep just their own backup
+        out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
+        log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
+        extra = []  # TensorBoard extras: the chief's only, single-task classifiers with validation
+        if chief and val_ds is not None and not heads:
+            extra.append(ConfusionMatrix(out_dir / "logs", val_ds, data.label_names))
+        if chief:
+            log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
+        try:
+            started = time.perf_counter()
+            # length buckets make the number of batches unknown until the first epoch ends;
+            # Keras then warns that the input "ran out of data", which is expected here
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            with multi_worker_fixes(strategy):
+                history = model.fit(
+                    train_ds, validation_data=val_ds, epochs=config.train.epochs,
+                    steps_per_epoch=config.train.steps_per_epoch,
+                    callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
+                                             is_multi_worker(strategy)) + extra + list(callbacks),
+                    shuffle=False,
+                    verbose=config.train.verbose if config.train.verbose == "auto"
+                    else int(config.train.verbose))
+                seconds = time.perf_counter() - started
+                best = out_dir / "checkpoints" / "best.keras"
+                if best.is_file() and config.train.early_stopping_patience is None:
+                    model.load_weights(best)  # weights only: the model stays in the strategy
+                test = model.evaluate(test_ds, return_dict=True, verbose=0)
+            epochs_run = len(history.history.get("loss", []))
+            history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
+            metrics = {f"test_{k}": float(v) for k, v in test.items()}
+            metrics.update({
+                "train_seconds": round(seconds, 2), "epochs": epochs_run,
+                "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1)
+                if epochs_run else 0.0,
+                "train_examples": len(data.train), "validation_examples": len(data.validation),
+                "test_examples": len(data.test), "label_names": data.label_names,
+                "replicas": replicas, "model": config.model.name, "heads": heads,
+            })
+            export_path = None
+            if not chief:
+                shutil.rmtree(run_dir, ignore_errors=True)  # its backup is no longer needed
+                with contextlib.suppress(OSError):
+                    run_dir.parent.rmdir()  # the run folder, when only this worker used it
+                return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
+                                 None)
+            model.save(run_dir / "model.keras")
+            log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
+            if config.export.enabled:
+                export_path = export_for_serving(
+                    model, preprocessor, data.label_names,
+                    Path(config.export.base_dir, config.export.name or config.name),
+                    preprocessor.export_samples(data.test.x), metadata={"run_dir": str(run_dir), "metrics": metrics})
+                metrics["export_path"] = str(export_path)
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
+        except BaseException as exc:
+            write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            if not chief:
+                shutil.rmtree(out_dir, ignore_errors=True)
     return RunResult(run_dir, metrics, history_dict, model, preprocessor, data.label_names,
                      export_path)
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Sets the Keras global dtype policy (``"none"`` = float32) for the block, then restores it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def run_path(config: Config, chief: bool = True, worker: int = 0, stamp: str = "") -> Path:

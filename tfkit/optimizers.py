@@ -1,0 +1,53 @@
+"""LazyAdam: Adam whose embedding updates touch only the rows a batch used.
+
+Keras's ``Adam`` turns an embedding's sparse gradient (``tf.IndexedSlices``) into a dense
+one and updates both moment tensors and the weights over the whole table every step. For
+the fastText default (a 78k x 64 table) that dense update is ~85% of an epoch on two CPU
+cores. ``LazyAdam`` (as in TensorFlow Addons, now unmaintained) applies the Adam rule to
+the gathered rows only: rows that a batch did not use keep their moments and weights
+instead of decaying towards zero. For dense gradients it *is* Keras ``Adam``.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class LazyAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with sparse (row-wise) updates for ``tf.IndexedSlices``.
+
+    Same arguments as ``keras.optimizers.Adam`` except ``amsgrad``, which it does not
+    support.
+
+    Examples:
+        >>> optimizer = LazyAdam(learning_rate=0.003)
+        >>> optimizer.get_config()["learning_rate"]
+        0.003
+    """
+
+    def __init__(self, learning_rate=0.001, *args, amsgrad=False, **kwargs):
+        if amsgrad:
+            raise ValueError("LazyAdam does not support amsgrad=True; use keras.optimizers.Adam.")
+        super().__init__(learning_rate, *args, amsgrad=False, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        # An embedding's gradient lists one row per token: sum repeated rows first.
+        rows, position = tf.unique(gradient.indices)
+        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position,
+                                            tf.shape(rows)[0])
+        step = tf.cast(self.iterations + 1, dtype)
+        alpha = (tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(tf.cast(self.beta_2, dtype), step))
+                 / (1 - tf.pow(tf.cast(self.beta_1, dtype), step)))
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        m_rows = self.beta_1 * tf.gather(m.value, rows) + (1 - self.beta_1) * grad
+        v_rows = self.beta_2 * tf.gather(v.value, rows) + (1 - self.beta_2) * tf.square(grad)
+        self.assign(m, tf.IndexedSlices(m_rows, rows))
+        self.assign(v, tf.IndexedSlices(v_rows, rows))
+        self.assign_sub(variable, tf.IndexedSlices(
+            alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
