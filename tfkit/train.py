@@ -254,7 +254,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
 
     Args:
         config: a :class:`Config`, a YAML path or preset name, or None for the default
-            preset (``text_lstm`` on the embedded fine-food reviews).
+            preset (``fine_foods_fasttext``: ``text_fasttext`` on the embedded fine-food reviews).
         overrides: ``"section.key=value"`` strings applied to a YAML config.
         callbacks: extra Keras callbacks, run after tfkit's own (TensorBoard, best
             checkpoint, BackupAndRestore, early stopping).
