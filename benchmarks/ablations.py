@@ -4,7 +4,7 @@
 
 Variants of ``text_lstm`` (Embedding(10000, 128) -> LSTM(64), batch 32) on the 3,600
 fine-food training reviews, each trained one epoch per round in alternating order after a
-warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<date>.json``.
+warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<date>-<time>.json``.
 
 - ``buckets_to_edge``: tfkit's default: length buckets padded to the bucket's upper edge
   (16/32/64/100): at most 5 batch shapes.
@@ -14,6 +14,11 @@ warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<dat
 - ``edge_steps_per_execution_8``: the default with ``steps_per_execution=8``.
 - ``edge_jit_compile``: the default with ``jit_compile=True`` (XLA on the CPU).
 - ``edge_batch_64``: the default with batch 64 instead of 32.
+- ``edge_keras_adam``: the default with Keras ``Adam`` instead of tfkit's ``LazyAdam``.
+- ``fasttext_lazy_adam`` / ``fasttext_keras_adam``: the default preset (``fine_foods_fasttext``,
+  batch 64, a 78k x 64 embedding table) with its ``LazyAdam`` / with Keras ``Adam``.
+
+The LSTM variants use ``LazyAdam`` as tfkit's text presets do, except ``edge_keras_adam``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import argparse
 import json
 import statistics
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 import tfkit
-from benchmarks.run import BATCH, MAX_LEN, VOCAB, machine, mean_steps, tfkit_model
+from benchmarks.run import BATCH, MAX_LEN, VOCAB, default_preset, machine, mean_steps, tfkit_model
+from tfkit.train import OPTIMIZERS
 
 
 def longest_in_bucket(texts, y, pre):
@@ -61,11 +68,18 @@ def main(argv=None) -> dict:
         "edge_jit_compile": (tfkit_model(pre), edge),
         "edge_batch_64": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, 64, shuffle=True,
                                                                 bucket=True)),
+        "edge_keras_adam": (tfkit_model(pre, optimizer="adam"), edge),
     }
     for name, setting in (("edge_steps_per_execution_8", {"steps_per_execution": 8}),
                           ("edge_jit_compile", {"jit_compile": True})):
-        variants[name][0].compile("adam", "sparse_categorical_crossentropy",
+        variants[name][0].compile(OPTIMIZERS["lazy_adam"](), "sparse_categorical_crossentropy",
                                   metrics=["accuracy"], **setting)
+    make_fasttext, fasttext_ds, _ = default_preset(None)
+    variants["fasttext_lazy_adam"] = (make_fasttext(), fasttext_ds)
+    adam = make_fasttext()
+    adam.compile(keras.optimizers.Adam(0.01), adam.loss,
+                 metrics=["accuracy"])
+    variants["fasttext_keras_adam"] = (adam, fasttext_ds)
     for model, ds in variants.values():
         model.fit(ds, epochs=1, verbose=0)
     rates = {name: [] for name in variants}
@@ -80,10 +94,12 @@ def main(argv=None) -> dict:
                                             for k, v in rates.items()},
               "each_round": {k: [round(x, 1) for x in v] for k, v in rates.items()},
               "lstm_steps_per_example": {k: round(mean_steps(ds), 1)
-                                         for k, (_, ds) in variants.items()}}
+                                         for k, (_, ds) in variants.items()
+                                         if not k.startswith("fasttext")}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"ablations-{result['date']}.json").write_text(json.dumps(result, indent=2))
+    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    (out / f"ablations-{stamp}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 

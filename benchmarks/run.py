@@ -15,6 +15,8 @@ Workloads (same model size: Embedding(10000, 128) -> LSTM(64), batch 32, max 100
   rows updated sparsely).
 - ``tfkit_batch_128``: the same at batch 128 (same model size; the batch is a training
   choice, reported separately because it changes how many epochs the model needs).
+- ``tfkit_xla``: the same with ``jit_compile=True`` (XLA on the CPU; Keras's ``"auto"`` leaves
+  it off on CPU-only machines). Its compile time shows in ``warmup_epoch_seconds``.
 
 - ``seed_stacked`` vs ``tfkit_stacked``: the seed's section 4.2 (two stacked LSTM(64))
   against ``stacked_lstm``; ``tfkit_han`` (``han`` on documents) and ``tfkit_image_cnn``
@@ -92,13 +94,14 @@ def seed_model(stacked: bool = False):
     return model
 
 
-def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", **params):
+def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", jit_compile=False, **params):
     """A tfkit builder at the seed's size, compiled as tfkit's text presets are (LazyAdam,
-    learning rate 0.001); ``optimizer="adam"`` gives the plain Keras baseline."""
+    learning rate 0.001, no XLA on a CPU); ``optimizer="adam"`` gives the plain Keras baseline."""
     params = params or ({"units": 64} if name == "text_lstm" else {"units": [64, 64]})
     model = tfkit.build_model(name, vocab_size=pre.vocab_size, num_classes=2, embedding_dim=128,
                               **params)
-    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit_compile)
     return model
 
 
@@ -242,6 +245,7 @@ def main(argv=None) -> dict:
         "plain_keras": (tfkit_model(pre, optimizer="adam"), plain_ds, len(texts)),
         "tfkit": (tfkit_model(pre), tfkit_ds, len(texts)),
         "tfkit_batch_128": (tfkit_model(pre), tfkit_ds_128, len(texts)),
+        "tfkit_xla": (tfkit_model(pre, jit_compile=True), tfkit_ds, len(texts)),
         "seed_stacked": (seed_model(stacked=True), seed_ds, len(texts)),
         "tfkit_stacked": (tfkit_model(pre, "stacked_lstm"), tfkit_ds, len(texts)),
         "tfkit_han": (tfkit_model(docs, "han", word_units=32, sentence_units=32), han_ds,
@@ -251,8 +255,11 @@ def main(argv=None) -> dict:
                             image_ds, len(digits.train)),
     }
     models["tfkit_image_cnn"][0].compile("adam", "sparse_categorical_crossentropy")
-    for model, ds, _ in models.values():  # warm-up epoch: tracing, caches
+    warmup = {}
+    for name, (model, ds, _) in models.items():  # warm-up epoch: tracing, XLA compiling, caches
+        start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)
+        warmup[name] = round(time.perf_counter() - start, 1)
     rates = {name: [] for name in models}
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(reversed(models))
@@ -266,6 +273,7 @@ def main(argv=None) -> dict:
     peak = matmul_flops(512 if args.quick else 1024)
     steps = {"seed": MAX_LEN, "plain_keras": MAX_LEN, "tfkit": mean_steps(tfkit_ds),
              "tfkit_batch_128": mean_steps(tfkit_ds_128)}
+    steps["tfkit_xla"] = steps["tfkit"]
     steps.update(seed_stacked=steps["seed"], tfkit_stacked=steps["tfkit"])
     flops = {name: lstm_train_flops(steps[name], ((128, 64), (64, 64)) if "stacked" in name
                                     else ((128, 64),)) for name in steps}
@@ -302,6 +310,8 @@ def main(argv=None) -> dict:
         "ratio_tfkit_over_seed": round(median["tfkit"] / median["seed"], 2),
         "ratio_tfkit_over_plain_keras": round(median["tfkit"] / median["plain_keras"], 2),
         "ratio_tfkit_batch_128_over_seed": round(median["tfkit_batch_128"] / median["seed"], 2),
+        "ratio_tfkit_xla_over_seed": round(median["tfkit_xla"] / median["seed"], 2),
+        "warmup_epoch_seconds": warmup,
         "ratio_tfkit_stacked_over_seed_stacked": round(
             median["tfkit_stacked"] / median["seed_stacked"], 2),
         "matmul_peak_gflops": round(peak / 1e9, 1),

@@ -15,8 +15,9 @@ def test_quick_benchmark_writes_results(tmp_path):
     written = json.loads(files[0].read_text())
     assert written == result
     assert set(written["train_examples_per_second"]) == {
-        "seed", "plain_keras", "tfkit", "tfkit_batch_128", "seed_stacked", "tfkit_stacked", "tfkit_han",
-        "tfkit_image_cnn"}
+        "seed", "plain_keras", "tfkit", "tfkit_batch_128", "tfkit_xla", "seed_stacked",
+        "tfkit_stacked", "tfkit_han", "tfkit_image_cnn"}
+    assert set(written["warmup_epoch_seconds"]) == set(written["train_examples_per_second"])
     assert all(v > 0 for v in written["train_examples_per_second"].values())
     assert written["matmul_peak_gflops"] > 0
     assert 0 < written["fraction_of_matmul_peak"]["tfkit"]
