@@ -7,8 +7,9 @@ fine-food training reviews, each trained one epoch per round in alternating orde
 warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<date>-<time>.json``.
 
 - ``buckets_to_edge``: tfkit's default: length buckets padded to the bucket's upper edge
-  (16/32/64/100): at most 5 batch shapes.
-- ``buckets_to_longest``: same buckets, each batch padded only to its longest review
+  (multiples of 8 growing by >= 1.25: 8/16/24/32/40/48/64/80/96/100).
+- ``pow2_edges``: the previous default, buckets padded to 16/32/64/100.
+- ``buckets_to_longest``: tfkit's buckets, each batch padded only to its longest review
   (fewer padded steps, many more batch shapes).
 - ``fixed_padding``: every batch padded to 100.
 - ``edge_steps_per_execution_8``: the default with ``steps_per_execution=8``.
@@ -24,29 +25,38 @@ The LSTM variants use ``LazyAdam`` as tfkit's text presets do, except ``edge_ker
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 import tfkit
-from benchmarks.run import BATCH, MAX_LEN, VOCAB, default_preset, machine, mean_steps, tfkit_model
+from benchmarks.run import (
+    BATCH,
+    MAX_LEN,
+    VOCAB,
+    default_preset,
+    machine,
+    mean_steps,
+    tfkit_model,
+    write_result,
+)
 from tfkit.train import OPTIMIZERS
 
 
-def longest_in_bucket(texts, y, pre):
-    """Like token_dataset(bucket=True) but padding each batch to its longest member."""
+def rebucket(texts, y, pre, edges, to_edge=True):
+    """Like token_dataset(bucket=True) with other bucket ``edges``, each batch padded to its
+    bucket's edge or (``to_edge=False``) only to its longest member."""
     ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=False)
     ds = ds.unbatch().map(lambda ids, label: (ids[: tf.reduce_max(
         tf.where(ids != 0)[:, 0]) + 1], label))  # cut the padding off again
-    edges = tfkit.data.bucket_boundaries(MAX_LEN) + [MAX_LEN]
     return ds.bucket_by_sequence_length(
         lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
-        bucket_batch_sizes=[BATCH] * (len(edges) + 1)).prefetch(tf.data.AUTOTUNE)
+        bucket_batch_sizes=[BATCH] * (len(edges) + 1),
+        pad_to_bucket_boundary=to_edge).prefetch(tf.data.AUTOTUNE)
 
 
 def main(argv=None) -> dict:
@@ -61,7 +71,9 @@ def main(argv=None) -> dict:
     edge = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
     variants = {
         "buckets_to_edge": (tfkit_model(pre), edge),
-        "buckets_to_longest": (tfkit_model(pre), longest_in_bucket(texts, y, pre)),
+        "pow2_edges": (tfkit_model(pre), rebucket(texts, y, pre, [16, 32, 64, MAX_LEN])),
+        "buckets_to_longest": (tfkit_model(pre), rebucket(
+            texts, y, pre, tfkit.data.bucket_boundaries(MAX_LEN) + [MAX_LEN], to_edge=False)),
         "fixed_padding": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, BATCH,
                                                                 shuffle=True, bucket=False)),
         "edge_steps_per_execution_8": (tfkit_model(pre), edge),
@@ -96,12 +108,7 @@ def main(argv=None) -> dict:
               "lstm_steps_per_example": {k: round(mean_steps(ds), 1)
                                          for k, (_, ds) in variants.items()
                                          if not k.startswith("fasttext")}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    (out / f"ablations-{stamp}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return result
+    return write_result(result, args.out, "ablations")
 
 
 if __name__ == "__main__":

@@ -323,11 +323,16 @@ def main(argv=None) -> dict:
         "seed_python_tokenize_seconds": round(seed_tokenize_s, 3),
         "mean_tokens_per_review": round(float((plain_x != 0).sum(axis=1).mean()), 1),
     }
-    out = Path(args.out)
+    return write_result(result, args.out, platform.node() or "machine", args.quick)
+
+
+def write_result(result: dict, out: str, prefix: str, quick: bool = False) -> dict:
+    """Writes ``<out>/<prefix>-<date>-<time>[-quick].json``, prints it, returns ``result``."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    name = f"{platform.node() or 'machine'}-{stamp}{'-quick' if args.quick else ''}.json"
-    (out / name).write_text(json.dumps(result, indent=2))
+    (out / f"{prefix}-{stamp}{'-quick' if quick else ''}.json").write_text(
+        json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 

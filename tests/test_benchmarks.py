@@ -27,3 +27,15 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert serving["batch1_latency_ms_p50"] <= serving["batch1_latency_ms_p99"]
     assert serving["batch64_raw_strings_examples_per_second"] > 0
     assert written["machine"]["cores"] >= 1
+
+
+@pytest.mark.slow
+def test_quick_thread_benchmark_runs_each_setting_in_its_own_process(tmp_path):
+    from benchmarks.threads import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    files = list(tmp_path.glob("threads-*-quick.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == result
+    assert result["threads_used"] == {"default": {"intra_op": 0, "inter_op": 0},
+                                      "intra1_inter1": {"intra_op": 1, "inter_op": 1}}
+    assert all(v > 0 for v in result["train_examples_per_second"].values())

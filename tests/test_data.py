@@ -114,6 +114,15 @@ def test_preprocessor_save_load(tmp_path):
     np.testing.assert_array_equal(again(probe).numpy(), pre(probe).numpy())
 
 
+@pytest.mark.parametrize("max_len", [20, 100, 400, 1000])
+def test_bucket_edges_bound_the_padding(max_len):
+    edges = bucket_boundaries(max_len)
+    assert edges == sorted(set(edges)) and all(e % 8 == 0 and e < max_len for e in edges)
+    for length in range(1, max_len + 1):
+        edge = min([e for e in edges if e >= length] + [max_len])
+        assert edge - length < max(8, 0.25 * length + 8), (length, edge)
+
+
 def test_token_dataset_buckets_by_length():
     texts = ["a " * n for n in (1, 2, 3, 20, 21, 40, 60)] * 4
     pre = tfkit.TextPreprocessor(max_tokens=50, max_len=64)
