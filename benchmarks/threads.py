@@ -69,11 +69,15 @@ def main(argv=None) -> dict:
         for name in (list(settings) if r % 2 == 0 else list(reversed(settings))):
             command = [sys.executable, "-m", "benchmarks.threads", "--child",
                        *map(str, settings[name])] + (["--quick"] if args.quick else [])
-            out = subprocess.run(command, capture_output=True, text=True, check=True,
+            out = subprocess.run(command, capture_output=True, text=True,
                                  cwd=Path(__file__).parent.parent)
+            if out.returncode:
+                raise RuntimeError(f"{' '.join(command)} exited {out.returncode}:\n"
+                                   f"{out.stderr[-3000:]}")
             measured = json.loads(out.stdout.splitlines()[-1])
             rates[name].append(round(measured.pop("examples_per_second"), 1))
             used[name] = measured
+    # not at module level: a child sets its thread pools before tfkit is imported
     from benchmarks.run import machine, write_result
 
     result = {"machine": machine(), "quick": args.quick, "rounds": len(rates["default"]),
