@@ -105,6 +105,17 @@ def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", jit_compile=False,
     return model
 
 
+def bucketed_reviews(limit: int | None = None):
+    """The fine-food training reviews (the first ``limit``) as tfkit feeds ``text_lstm`` at
+    the seed's size: a preprocessor adapted on them and ``token_dataset``'s length buckets.
+    Returns ``(preprocessor, dataset, number of reviews)``."""
+    data = tfkit.load_data(tfkit.DataConfig(source="fine_foods"))
+    texts, y = [str(t) for t in data.train.x][:limit], data.train.y[:limit]
+    pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
+    pre.adapt(texts)
+    return pre, tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True), len(texts)
+
+
 def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
     """Dense float32 matmul FLOP/s of this machine (best of ``repeats`` n x n products)."""
     a = tf.random.normal((n, n))

@@ -32,21 +32,16 @@ def child(intra: int, inter: int, limit: int | None) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-    import tfkit
-    from benchmarks.run import BATCH, MAX_LEN, VOCAB, tfkit_model
+    from benchmarks.run import bucketed_reviews, tfkit_model
 
-    data = tfkit.load_data(tfkit.DataConfig(source="fine_foods"))
-    texts, y = [str(t) for t in data.train.x][:limit], data.train.y[:limit]
-    pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
-    pre.adapt(texts)
-    ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
+    pre, ds, n = bucketed_reviews(limit)
     model = tfkit_model(pre)
     model.fit(ds, epochs=1, verbose=0)
     rates = []
     for _ in range(3):
         start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)
-        rates.append(len(texts) / (time.perf_counter() - start))
+        rates.append(n / (time.perf_counter() - start))
     return {"examples_per_second": statistics.median(rates),
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}

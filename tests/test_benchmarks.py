@@ -39,3 +39,18 @@ def test_quick_thread_benchmark_runs_each_setting_in_its_own_process(tmp_path):
     assert result["threads_used"] == {"default": {"intra_op": 0, "inter_op": 0},
                                       "intra1_inter1": {"intra_op": 1, "inter_op": 1}}
     assert all(v > 0 for v in result["train_examples_per_second"].values())
+
+
+@pytest.mark.slow
+def test_quick_xla_cache_benchmark_reuses_the_programs_it_compiled(tmp_path):
+    from benchmarks.xla_cache import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    files = list(tmp_path.glob("xla-cache-*-quick.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == result
+    (cold,), (warm,), (plain,) = (result["runs"][m] for m in ("xla_cold", "xla_warm", "no_xla"))
+    assert len(cold["cache_files_written"]) >= 2  # one program per batch shape
+    assert all(name.endswith("XLA_CPU_JIT.pb") for name in cold["cache_files_written"])
+    # a process that missed the cache would compile again and rewrite its entries
+    assert warm["cache_files_written"] == [] and plain["cache_files_written"] == []
+    assert all(v > 0 for v in result["later_examples_per_second"].values())
