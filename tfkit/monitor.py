@@ -61,13 +61,30 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.dataset = dataset
         self.label_names = list(label_names)
         self.writer = None
+        self.predict = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def matrix(self) -> np.ndarray:
+        """``[true, predicted]`` counts over the validation dataset.
+
+        The model is called in a ``tf.function`` (traced once per input signature, with
+        relaxed shapes for length buckets): called eagerly, a recurrent model runs its time
+        loop op by op in Python, which took ~8 s per epoch for ``text_lstm`` on 400 reviews.
+        Not ``model.predict``: under a multi-worker strategy only the chief runs this, and
+        ``predict`` would wait on the other workers' collectives.
+        """
+        if self.predict is None:
+            self.predict = tf.function(
+                lambda x: tf.argmax(self.model(x, training=False), axis=-1),
+                reduce_retracing=True)
         n = len(self.label_names)
         matrix = np.zeros((n, n), np.int64)
         for x, y in self.dataset:
-            predicted = np.argmax(np.asarray(self.model(x, training=False)), axis=-1)
-            np.add.at(matrix, (np.asarray(y).reshape(-1), predicted), 1)
+            np.add.at(matrix, (np.asarray(y).reshape(-1), self.predict(x).numpy()), 1)
+        return matrix
+
+    def on_epoch_end(self, epoch, logs=None):
+        n = len(self.label_names)
+        matrix = self.matrix()
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
         header = "| true \\ predicted | " + " | ".join(self.label_names) + " |"
