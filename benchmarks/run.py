@@ -38,6 +38,11 @@ warm-up and not counted). Also measured in the same run:
 - serving: the exported SavedModel called on raw strings (batch 1 latency p50/p99, batch 64
   throughput) vs in-process ``model.predict`` on integer tensors (batch 64).
 
+- end to end: ``tfkit.train`` on the default preset and on ``fine_foods_text_lstm`` as the
+  CLI runs it (validation, TensorBoard logs, confusion matrix, checkpoints, backups, test,
+  export) against a bare ``fit`` of the same model on the same batches: the share of the
+  training time the run's extras cost (twice each, alternating).
+
 Results go to ``benchmarks/results/<machine>-<date>-<time>.json`` (one file per run). Timings are never asserted.
 """
 
@@ -160,10 +165,11 @@ def time_to_accuracy(make_model, train_ds, test_ds, target: float, epochs: int) 
     return {"seconds": None, "epochs": len(history), "test_accuracy": history}
 
 
-def default_preset(limit: int | None):
-    """What ``tfkit train`` builds for the default preset (``fine_foods_fasttext``): a model
-    factory, the training and test datasets (its own preprocessor, adapted on train)."""
-    config = tfkit.load_config(None, [f"data.limit={limit}"] if limit else [])
+def default_preset(limit: int | None, preset: str | None = None):
+    """What ``tfkit train`` builds for ``preset`` (default: the default preset,
+    ``fine_foods_fasttext``): a model factory, the training and test datasets (its own
+    preprocessor, adapted on train)."""
+    config = tfkit.load_config(preset, [f"data.limit={limit}"] if limit else [])
     data = tfkit.load_data(config.data)
     pre = make_preprocessor(config, data)
     train_ds = make_dataset(data.train, pre, config, config.train.batch_size, training=True)
@@ -177,6 +183,28 @@ def default_preset(limit: int | None):
         return model
 
     return make_model, train_ds, test_ds
+
+
+def end_to_end(preset: str, limit: int | None, workdir: Path) -> dict:
+    """``tfkit.train(preset)`` as the CLI runs it (validation, TensorBoard, confusion matrix,
+    checkpoints, backups, test, export) against a bare ``fit`` of the same model on the same
+    batches for the same epochs: seconds of each, and the share the extras cost."""
+    config = tfkit.load_config(preset)
+    overrides = [f"train.runs_dir={workdir / 'runs'}", f"export.base_dir={workdir / 'export'}",
+                 "train.verbose=0"] + ([f"data.limit={limit}"] if limit else [])
+    started = time.perf_counter()
+    run = tfkit.train(preset, overrides)
+    total = time.perf_counter() - started
+    make_model, train_ds, _ = default_preset(limit, preset)
+    model = make_model()
+    started = time.perf_counter()
+    model.fit(train_ds, epochs=config.train.epochs, verbose=0)
+    bare = time.perf_counter() - started
+    return {"epochs": config.train.epochs, "bare_fit_seconds": round(bare, 2),
+            "tfkit_train_fit_seconds": run.metrics["train_seconds"],
+            "tfkit_train_total_seconds": round(total, 2),
+            "fit_ratio": round(run.metrics["train_seconds"] / bare, 2),
+            "test_accuracy": round(run.metrics["test_accuracy"], 4)}
 
 
 def serving(model, pre, texts, workdir: Path, calls: int) -> dict:
@@ -312,6 +340,11 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         serve = serving(models["tfkit"][0], pre, test_texts, Path(tmp), 50 if args.quick else 300)
+    presets = {name: [] for name in ("fine_foods_fasttext", "fine_foods_text_lstm")}
+    for r in range(1 if args.quick else 2):  # alternating
+        for name in (list(presets) if r % 2 == 0 else list(reversed(presets))):
+            with tempfile.TemporaryDirectory() as tmp:
+                presets[name].append(end_to_end(name, limit, Path(tmp)))
 
     result = {
         "date": date.today().isoformat(), "machine": machine(), "quick": args.quick,
@@ -331,6 +364,7 @@ def main(argv=None) -> dict:
         "fraction_of_matmul_peak": peak_fraction,
         "time_to_test_accuracy": {"target": TARGET, **to_target},
         "serving": serve,
+        "end_to_end": presets,
         "seed_python_tokenize_seconds": round(seed_tokenize_s, 3),
         "mean_tokens_per_review": round(float((plain_x != 0).sum(axis=1).mean()), 1),
     }

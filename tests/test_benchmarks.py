@@ -27,6 +27,10 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert serving["batch1_latency_ms_p50"] <= serving["batch1_latency_ms_p99"]
     assert serving["batch64_raw_strings_examples_per_second"] > 0
     assert written["machine"]["cores"] >= 1
+    assert set(written["end_to_end"]) == {"fine_foods_fasttext", "fine_foods_text_lstm"}
+    for (run,) in written["end_to_end"].values():
+        assert run["bare_fit_seconds"] > 0 and run["tfkit_train_fit_seconds"] > 0
+        assert run["tfkit_train_total_seconds"] >= run["tfkit_train_fit_seconds"]
 
 
 @pytest.mark.slow
