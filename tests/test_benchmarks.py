@@ -20,6 +20,8 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert set(written["warmup_epoch_seconds"]) == set(written["train_examples_per_second"])
     assert all(v > 0 for v in written["train_examples_per_second"].values())
     assert written["matmul_peak_gflops"] > 0
+    assert written["ratio_tfkit_over_seed_best_rounds"] > 0
+    assert written["ratio_tfkit_over_seed_paired_median"] > 0
     assert 0 < written["fraction_of_matmul_peak"]["tfkit"]
     assert set(written["time_to_test_accuracy"]) == {"target", "seed", "tfkit_text_lstm",
                                                      "tfkit_default_preset"}
