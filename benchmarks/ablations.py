@@ -122,9 +122,8 @@ def main(argv=None) -> dict:
                                             for k, v in rates.items()},
               "each_round": {k: [round(x, 1) for x in v] for k, v in rates.items()},
               "lstm_steps_per_example": {k: round(mean_steps(ds), 1)
-                                         for k, (_, ds) in variants.items()
-                                         if ds is not None and k.startswith(("edge", "buck",
-                                                                             "pow2", "fixed"))}}
+                                         for k, (model, ds) in variants.items()
+                                         if model is not None and not k.startswith("fasttext")}}
     return write_result(result, args.out, "ablations")
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from benchmarks.child import run_child
 
 SETTINGS = {"default": (0, 0), "intra1_inter1": (1, 1), "intra1_inter2": (1, 2),
             "intra2_inter1": (2, 1)}
@@ -62,14 +62,8 @@ def main(argv=None) -> dict:
     rates, used = {name: [] for name in settings}, {}
     for r in range(1 if args.quick else args.rounds):
         for name in (list(settings) if r % 2 == 0 else list(reversed(settings))):
-            command = [sys.executable, "-m", "benchmarks.threads", "--child",
-                       *map(str, settings[name])] + (["--quick"] if args.quick else [])
-            out = subprocess.run(command, capture_output=True, text=True,
-                                 cwd=Path(__file__).parent.parent)
-            if out.returncode:
-                raise RuntimeError(f"{' '.join(command)} exited {out.returncode}:\n"
-                                   f"{out.stderr[-3000:]}")
-            measured = json.loads(out.stdout.splitlines()[-1])
+            measured = run_child("benchmarks.threads", ["--child", *map(str, settings[name])]
+                                 + (["--quick"] if args.quick else []))
             rates[name].append(round(measured.pop("examples_per_second"), 1))
             used[name] = measured
     # not at module level: a child sets its thread pools before tfkit is imported

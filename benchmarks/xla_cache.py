@@ -28,11 +28,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.child import run_child
 
 MODES = ("no_xla", "xla_cold", "xla_warm")
 
@@ -51,7 +51,7 @@ def child(jit_compile: bool, epochs: int, limit: int | None) -> dict:
     return {"epoch_seconds": seconds, "examples": n}
 
 
-def run_child(mode: str, cache: Path, epochs: int, quick: bool) -> dict:
+def run_mode(mode: str, cache: Path, epochs: int, quick: bool) -> dict:
     """Runs one mode in a fresh Python process; for the XLA modes also records the cache
     files' names and modification times before and after."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")  # the cache reader logs a text-format
@@ -60,13 +60,8 @@ def run_child(mode: str, cache: Path, epochs: int, quick: bool) -> dict:
         env["TF_XLA_FLAGS"] = f"{env.get('TF_XLA_FLAGS', '')} " \
                               f"--tf_xla_persistent_cache_directory={cache}".strip()
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
-    command = [sys.executable, "-m", "benchmarks.xla_cache", "--child", mode,
-               "--epochs", str(epochs)] + (["--quick"] if quick else [])
-    out = subprocess.run(command, capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).parent.parent)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(command)} exited {out.returncode}:\n{out.stderr[-3000:]}")
-    measured = json.loads(out.stdout.splitlines()[-1])
+    measured = run_child("benchmarks.xla_cache", ["--child", mode, "--epochs", str(epochs)]
+                         + (["--quick"] if quick else []), env)
     after = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     seconds = measured["epoch_seconds"]
     later = [measured["examples"] / s for s in seconds[1:]]
@@ -95,7 +90,7 @@ def main(argv=None) -> dict:
             # no_xla first or last, alternating; xla_warm always reads what xla_cold wrote
             order = list(MODES) if r % 2 == 0 else ["xla_cold", "xla_warm", "no_xla"]
             for mode in order:
-                runs[mode].append(run_child(mode, Path(tmp), epochs, args.quick))
+                runs[mode].append(run_mode(mode, Path(tmp), epochs, args.quick))
     from benchmarks.run import machine, write_result
 
     def median(key):
