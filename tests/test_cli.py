@@ -42,6 +42,9 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["label_names"] == ["bad", "good"]
     assert Path(summary["export_path"]).resolve() == Path(f"saved_models/{DEFAULT_PRESET}/1").resolve()
+    # tfkit's progress lines, and no TensorFlow log record passed off as tfkit's
+    assert f"tfkit: run directory: {run_dir}" in err
+    assert "tfkit: Assets written" not in err and "INFO:tensorflow" not in err
 
     code, out, err = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
                              "delicious and fresh", "")
@@ -90,7 +93,8 @@ def test_run_directories_are_never_reused(tiny_csv, capsys):
 def test_bad_input_exits_nonzero_and_leaves_no_run(tiny_csv, capsys, override, message):
     code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv) + [override]))
     assert code == 2
-    assert message in err and err.startswith("tfkit: error:")
+    last = err.strip().splitlines()[-1]  # after tfkit's progress lines, if any
+    assert message in last and last.startswith("tfkit: error:")
     assert not Path("runs").exists()  # not even a failed run: nothing was written
     assert not Path("saved_models").exists()
 

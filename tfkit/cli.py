@@ -10,7 +10,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -131,8 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="tfkit: %(message)s")
+    # tfkit's own progress lines only: a root handler would also print (and prefix with
+    # "tfkit:") every record TensorFlow's Python logger emits
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tfkit: %(message)s"))
+    log = logging.getLogger("tfkit")
+    log.handlers, log.propagate = [handler], False
+    log.setLevel(logging.INFO)
     import tensorflow as tf
 
     try:
