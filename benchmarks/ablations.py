@@ -7,7 +7,10 @@ fine-food training reviews, each trained one epoch per round in alternating orde
 warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<date>-<time>.json``.
 
 - ``buckets_to_edge``: tfkit's default: length buckets padded to the bucket's upper edge
-  (multiples of 8 growing by >= 1.25: 8/16/24/32/40/48/64/80/96/100).
+  (multiples of 8 growing by >= 1.25: 8/16/24/32/40/48/64/80/96/100), partial batches
+  filled to 32 rows (``full_batches=True``: a static batch size, filler rows weigh 0).
+- ``edge_partial_batches``: the same without filling partial batches (the previous default:
+  Keras traces the training step for an unknown batch size).
 - ``pow2_edges``: the previous default, buckets padded to 16/32/64/100.
 - ``buckets_to_longest``: tfkit's buckets, each batch padded only to its longest review
   (fewer padded steps, many more batch shapes).
@@ -24,7 +27,8 @@ warm-up epoch; medians of examples/s. Writes ``benchmarks/results/ablations-<dat
 - ``pipeline_first_epoch``: a fresh ``token_dataset`` iterated once: in-graph tokenising of
   every review and filling the cache (what the first training epoch pays on top).
 
-The LSTM variants use ``LazyAdam`` as tfkit's text presets do, except ``edge_keras_adam``.
+The LSTM variants use ``LazyAdam`` as tfkit's text presets do, except ``edge_keras_adam``,
+and full batches, except ``edge_partial_batches``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from benchmarks.run import (
     tfkit_model,
     write_result,
 )
+from tfkit.data.pipeline import finish
 from tfkit.train import OPTIMIZERS
 
 
@@ -58,10 +63,10 @@ def rebucket(texts, y, pre, edges, to_edge=True):
     ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=False)
     ds = ds.unbatch().map(lambda ids, label: (ids[: tf.reduce_max(
         tf.where(ids != 0)[:, 0]) + 1], label))  # cut the padding off again
-    return ds.bucket_by_sequence_length(
+    return finish(ds.bucket_by_sequence_length(
         lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
-        bucket_batch_sizes=[BATCH] * (len(edges) + 1),
-        pad_to_bucket_boundary=to_edge).prefetch(tf.data.AUTOTUNE)
+        bucket_batch_sizes=[BATCH] * (len(edges) + 1), pad_to_bucket_boundary=to_edge),
+        BATCH, full_batches=True)
 
 
 def main(argv=None) -> dict:
@@ -73,36 +78,40 @@ def main(argv=None) -> dict:
     texts, y = [str(t) for t in data.train.x], data.train.y
     pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
     pre.adapt(texts)
-    edge = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
+    edge = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True,
+                               full_batches=True)
     variants = {
         "buckets_to_edge": (tfkit_model(pre), edge),
+        "edge_partial_batches": (tfkit_model(pre), tfkit.token_dataset(
+            texts, y, pre, BATCH, shuffle=True, bucket=True)),
         "pow2_edges": (tfkit_model(pre), rebucket(texts, y, pre, [16, 32, 64, MAX_LEN])),
         "buckets_to_longest": (tfkit_model(pre), rebucket(
             texts, y, pre, tfkit.data.bucket_boundaries(MAX_LEN) + [MAX_LEN], to_edge=False)),
-        "fixed_padding": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, BATCH,
-                                                                shuffle=True, bucket=False)),
+        "fixed_padding": (tfkit_model(pre), tfkit.token_dataset(
+            texts, y, pre, BATCH, shuffle=True, bucket=False, full_batches=True)),
         "edge_steps_per_execution_8": (tfkit_model(pre), edge),
         "edge_jit_compile": (tfkit_model(pre), edge),
-        "edge_batch_64": (tfkit_model(pre), tfkit.token_dataset(texts, y, pre, 64, shuffle=True,
-                                                                bucket=True)),
+        "edge_batch_64": (tfkit_model(pre), tfkit.token_dataset(
+            texts, y, pre, 64, shuffle=True, bucket=True, full_batches=True)),
         "edge_keras_adam": (tfkit_model(pre, optimizer="adam"), edge),
     }
     for name, setting in (("edge_steps_per_execution_8", {"steps_per_execution": 8}),
                           ("edge_jit_compile", {"jit_compile": True})):
-        variants[name][0].compile(OPTIMIZERS["lazy_adam"](), "sparse_categorical_crossentropy",
-                                  metrics=["accuracy"], **setting)
+        model = variants[name][0]
+        model.compile(OPTIMIZERS["lazy_adam"](), model.loss, weighted_metrics=["accuracy"],
+                      **setting)
     make_fasttext, fasttext_ds, _ = default_preset(None)
     variants["fasttext_lazy_adam"] = (make_fasttext(), fasttext_ds)
     adam = make_fasttext()
-    adam.compile(keras.optimizers.Adam(0.01), adam.loss,
-                 metrics=["accuracy"])
+    adam.compile(keras.optimizers.Adam(0.01), adam.loss, weighted_metrics=["accuracy"])
     variants["fasttext_keras_adam"] = (adam, fasttext_ds)
     variants["pipeline_only"] = (None, edge)
     variants["pipeline_first_epoch"] = (None, None)  # a fresh dataset each round
 
     def one_epoch(model, ds):
         if ds is None:
-            ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
+            ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True,
+                                     full_batches=True)
         if model is None:
             for _ in ds:
                 pass

@@ -69,6 +69,7 @@ import tensorflow as tf  # noqa: E402
 import tfkit  # noqa: E402
 from tfkit.train import (  # noqa: E402
     OPTIMIZERS,
+    WEIGHTED_MEAN,
     compile_model,
     epoch_steps,
     make_dataset,
@@ -106,8 +107,8 @@ def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", jit_compile=False,
     params = params or ({"units": 64} if name == "text_lstm" else {"units": [64, 64]})
     model = tfkit.build_model(name, vocab_size=pre.vocab_size, num_classes=2, embedding_dim=128,
                               **params)
-    model.compile(OPTIMIZERS[optimizer](), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(OPTIMIZERS[optimizer](), keras.losses.SparseCategoricalCrossentropy(
+        reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
@@ -119,7 +120,8 @@ def bucketed_reviews(limit: int | None = None):
     texts, y = [str(t) for t in data.train.x][:limit], data.train.y[:limit]
     pre = tfkit.TextPreprocessor(max_tokens=VOCAB, max_len=MAX_LEN)
     pre.adapt(texts)
-    return pre, tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True), len(texts)
+    return pre, tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True,
+                                    full_batches=True), len(texts)
 
 
 def matmul_flops(n: int = 1024, repeats: int = 20) -> float:
@@ -144,11 +146,12 @@ def lstm_train_flops(steps: float, layers=((128, 64),)) -> float:
 
 
 def mean_steps(ds) -> float:
-    """Mean padded sequence length the model really runs over (buckets make it < max_len)."""
+    """Sequence steps the model really runs per example (buckets make it < max_len): padded
+    length x rows, the filler rows of full batches included, over the real examples."""
     total = count = 0
-    for ids, _ in ds:
+    for ids, _, *weights in ds:
         total += int(ids.shape[0]) * int(ids.shape[1])
-        count += int(ids.shape[0])
+        count += int(weights[0].numpy().sum()) if weights else int(ids.shape[0])
     return total / count
 
 
@@ -274,9 +277,12 @@ def main(argv=None) -> dict:
     seed_ds = tf.data.Dataset.from_tensor_slices((seed_x, y.astype("float32"))).batch(BATCH)
     plain_x = pre(tf.constant(texts)).numpy()
     plain_ds = tf.data.Dataset.from_tensor_slices((plain_x, y)).cache().batch(BATCH)
-    tfkit_ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True)
-    tfkit_ds_128 = tfkit.token_dataset(texts, y, pre, 128, shuffle=True, bucket=True)
-    han_ds = tfkit.token_dataset(texts, y, docs, BATCH, shuffle=True, bucket=True)
+    tfkit_ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=True,
+                                   full_batches=True)
+    tfkit_ds_128 = tfkit.token_dataset(texts, y, pre, 128, shuffle=True, bucket=True,
+                                       full_batches=True)
+    han_ds = tfkit.token_dataset(texts, y, docs, BATCH, shuffle=True, bucket=True,
+                                 full_batches=True)
     image_ds = tfkit.array_dataset(digits.train.x, digits.train.y, images, BATCH, shuffle=True)
 
     models = {

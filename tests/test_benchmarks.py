@@ -60,3 +60,19 @@ def test_quick_xla_cache_benchmark_reuses_the_programs_it_compiled(tmp_path):
     # a process that missed the cache would compile again and rewrite its entries
     assert warm["cache_files_written"] == [] and plain["cache_files_written"] == []
     assert all(v > 0 for v in result["later_examples_per_second"].values())
+
+
+@pytest.mark.slow
+def test_quick_step_benchmark_times_every_part(tmp_path):
+    from benchmarks.step import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    files = list(tmp_path.glob("step-*-quick.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == result
+    assert result["batch_shape"] == [32, 64]
+    assert set(result["ms_per_step"]) == {
+        "lstm_unmasked", "lstm", "forward_backward", "with_optimizer", "keras_train_step",
+        "keras_train_step_batch_known", "keras_train_step_relaxed"}
+    assert all(v > 0 for v in result["ms_per_step"].values())
+    assert result["share_of_fit_step"]["keras_train_step_batch_known"] == 1.0
+    assert 0 < result["lstm_fraction_of_matmul_peak"] < 1

@@ -134,3 +134,59 @@ def test_token_dataset_buckets_by_length():
     assert fixed == {64}
     total = sum(len(y) for _, y in tfkit.token_dataset(texts, labels, pre, 4, bucket=True))
     assert total == len(texts)
+
+
+@pytest.mark.parametrize("documents", [False, True])
+def test_full_batches_fill_partial_batches_with_rows_that_weigh_nothing(documents):
+    texts = ["good tasty snack. would buy again", "stale", "too sweet. not for me",
+             "fresh and crunchy. kids love it. great value"] * 5 + ["ok"]
+    pre = (tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=4, max_words=8)
+           if documents else tfkit.TextPreprocessor(max_tokens=50, max_len=8))
+    pre.adapt(texts)
+    labels = {"sentiment": np.arange(len(texts)) % 2, "stars": np.linspace(1, 5, len(texts))}
+    ds = tfkit.token_dataset(texts, labels, pre, 4, bucket=True, full_batches=True)
+    ids_spec, label_spec, weight_spec = ds.element_spec
+    assert ids_spec.shape[0] == 4 and weight_spec.shape == (4,)
+    assert {k: v.shape for k, v in label_spec.items()} == {"sentiment": (4,), "stars": (4,)}
+    real, fillers = [], 0
+    for ids, y, weights in ds:
+        for row, sentiment, stars, weight in zip(ids.numpy(), y["sentiment"].numpy(),
+                                                 y["stars"].numpy(), weights.numpy()):
+            if weight == 1:
+                real.append((tuple(row[row != 0]), sentiment, round(float(stars), 4)))
+            else:  # one out-of-vocabulary token (never an all-padding row), label 0, weight 0
+                assert weight == 0 and row.flat[0] == 1 and (row != 0).sum() == 1
+                assert sentiment == 0 and stars == 0
+                fillers += 1
+    plain = [(tuple(row[row != 0]), sentiment, round(float(stars), 4))
+             for ids, y in tfkit.token_dataset(texts, labels, pre, 4, bucket=True)
+             for row, sentiment, stars in zip(ids.numpy(), y["sentiment"].numpy(),
+                                              y["stars"].numpy())]
+    assert sorted(real) == sorted(plain) and len(real) == len(texts)  # each example once
+    assert fillers > 0 and (len(real) + fillers) % 4 == 0
+
+
+def test_filler_rows_change_neither_the_loss_nor_the_gradients(tiny_config):
+    """compile_model's loss over a filled batch = the plain mean over its real rows."""
+    from tfkit.train import compile_model
+
+    texts, y = ["tasty", "awful stale crackers", "good"], np.array([1, 0, 1])
+    pre = tfkit.TextPreprocessor(max_tokens=20, max_len=6)
+    pre.adapt(texts)
+    (ids, labels, weights), = tfkit.token_dataset(texts, y, pre, 8, full_batches=True)
+    assert float(tf.reduce_sum(weights)) == 3 and ids.shape[0] == 8
+    model = tfkit.build_model("text_lstm", vocab_size=pre.vocab_size, num_classes=2,
+                              embedding_dim=4, units=4)
+    compile_model(model, tiny_config)
+
+    def loss_and_gradients(*batch):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=batch[0], y=batch[1], y_pred=model(batch[0]),
+                                      sample_weight=batch[2] if len(batch) > 2 else None)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    filled, plain = loss_and_gradients(ids, labels, weights), loss_and_gradients(
+        ids[:3], labels[:3])
+    np.testing.assert_allclose(filled[0], plain[0], rtol=1e-6)
+    for a, b in zip(filled[1], plain[1]):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-7)

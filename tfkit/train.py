@@ -55,6 +55,7 @@ from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 from tfkit.optimizers import LazyAdam
 
 log = logging.getLogger("tfkit")
+WEIGHTED_MEAN = "mean_with_sample_weight"  # a loss's mean over the rows that weigh
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam, "adamw": keras.optimizers.AdamW,
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}  # keys: config.OPTIMIZERS
@@ -117,7 +118,8 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     """
     if isinstance(preprocessor, TextPreprocessor):
         ds = token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                           bucket=config.data.bucket_by_length, seed=config.data.seed)
+                           bucket=config.data.bucket_by_length, seed=config.data.seed,
+                           full_batches=training)
     else:
         ds = array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
                            seed=config.data.seed)
@@ -194,6 +196,9 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
                   replicas: int = 1, steps_per_epoch: int = 1) -> None:
     """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
 
+    Losses average over the sample weights and the metrics are ``weighted_metrics``: the
+    filler rows of the training batches (``token_dataset(full_batches=True)``) weigh 0.
+
     Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
     for classification, mean squared error and MAE for regression. A regression loss is
     weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
@@ -203,22 +208,24 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
     jit = jit_setting(config, replicas)
     if not heads:
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=jit,
-                      steps_per_execution=config.train.steps_per_execution)
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
+                          reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy"],
+                      jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
         return
     weights = config.train.loss_weights or {}
     losses, loss_weights, metrics = {}, {}, {}
     for head, spec in heads.items():
         weight = float(weights.get(head, 1.0))
         if "num_classes" in spec:
-            losses[head], metrics[head] = "sparse_categorical_crossentropy", ["accuracy"]
+            losses[head] = keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN)
+            metrics[head] = ["accuracy"]
         else:
-            losses[head], metrics[head] = "mse", ["mae"]
+            losses[head], metrics[head] = keras.losses.MeanSquaredError(reduction=WEIGHTED_MEAN), ["mae"]
             weight /= spec["std"] ** 2
         loss_weights[head] = weight
-    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights, metrics=metrics,
-                  jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
+                  weighted_metrics=metrics, jit_compile=jit,
+                  steps_per_execution=config.train.steps_per_execution)
 
 
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool,

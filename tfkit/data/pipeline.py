@@ -33,7 +33,7 @@ def bucket_boundaries(max_len: int) -> list[int]:
 
 def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool = False,
                   bucket: bool = False, seed: int = 0, drop_remainder: bool = False,
-                  ) -> tf.data.Dataset:
+                  full_batches: bool = False) -> tf.data.Dataset:
     """Raw texts and label ids -> batches of ``(token ids, label ids)``.
 
     Texts are tokenised in parallel batches by the preprocessor, cached as ragged ids
@@ -53,6 +53,10 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
         bucket: batch by length buckets instead of padding to ``max_len``.
         seed: shuffle seed.
         drop_remainder: drop the last partial batch.
+        full_batches: fill every partial batch up to ``batch_size`` (see :func:`fill_batch`)
+            and yield ``(token ids, label ids, sample weights)`` with a static batch size.
+            For training: compile with a loss reduced by ``"mean_with_sample_weight"`` and
+            ``weighted_metrics``, as :func:`tfkit.train.compile_model` does.
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -82,7 +86,7 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
                 drop_remainder=drop_remainder)
         else:
             ds = ds.padded_batch(batch_size, padded_shapes=padded, drop_remainder=drop_remainder)
-        return ds.prefetch(AUTOTUNE)
+        return finish(ds, batch_size, full_batches)
     max_len = preprocessor.max_len
     if bucket and bucket_boundaries(max_len):
         # pad each batch to its bucket's upper edge: a bounded set of shapes (one XLA
@@ -95,7 +99,41 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=([max_len], label_shapes),
                              drop_remainder=drop_remainder)
+    return finish(ds, batch_size, full_batches)
+
+
+def finish(ds: tf.data.Dataset, batch_size: int, full_batches: bool) -> tf.data.Dataset:
+    """Fills partial batches when asked (:func:`fill_batch`), then prefetches."""
+    if full_batches:
+        ds = ds.map(lambda ids, labels: fill_batch(ids, labels, batch_size),
+                    num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def fill_batch(ids, labels, batch_size: int):
+    """Fills a batch of right-padded ids (``[batch, length]`` or documents ``[batch,
+    sentences, words]``) up to ``batch_size`` rows; returns ``(ids, labels, weights)`` with
+    the batch dimension static.
+
+    Keras's ``fit`` traces one training step for the dataset's element spec. With the batch
+    size unknown there, TensorFlow cannot simplify the gradient of the masking inside a
+    recurrent layer's time loop (broadcast checks and reductions at every step): the same
+    ``text_lstm`` step traced for a known batch size trains ~1.2x faster
+    (``benchmarks/step.py``). The filler rows hold one out-of-vocabulary token (id 1; an
+    all-padding row would keep an LSTM off the cuDNN kernel), label 0 and weight 0.
+    """
+    missing = batch_size - tf.shape(ids)[0]
+    rest = ids.shape[1:]
+    filler = tf.pad(tf.ones([missing] + [1] * len(rest), ids.dtype),
+                    [[0, 0]] + [[0, tf.shape(ids)[i + 1] - 1] for i in range(len(rest))])
+    ids = tf.ensure_shape(tf.concat([ids, filler], 0), [batch_size] + rest)
+
+    def fill(label):
+        zeros = tf.zeros(tf.concat([[missing], tf.shape(label)[1:]], 0), label.dtype)
+        return tf.ensure_shape(tf.concat([label, zeros], 0), [batch_size] + label.shape[1:])
+
+    weights = tf.concat([tf.ones([batch_size - missing]), tf.zeros([missing])], 0)
+    return ids, tf.nest.map_structure(fill, labels), tf.ensure_shape(weights, [batch_size])
 
 
 def example_shape(ids: tf.RaggedTensor) -> tf.Tensor:
