@@ -53,7 +53,7 @@ from benchmarks.run import (
     tfkit_model,
     write_result,
 )
-from tfkit.data.pipeline import finish
+from tfkit.data.pipeline import fill_and_prefetch
 from tfkit.train import OPTIMIZERS
 
 
@@ -63,7 +63,7 @@ def rebucket(texts, y, pre, edges, to_edge=True):
     ds = tfkit.token_dataset(texts, y, pre, BATCH, shuffle=True, bucket=False)
     ds = ds.unbatch().map(lambda ids, label: (ids[: tf.reduce_max(
         tf.where(ids != 0)[:, 0]) + 1], label))  # cut the padding off again
-    return finish(ds.bucket_by_sequence_length(
+    return fill_and_prefetch(ds.bucket_by_sequence_length(
         lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
         bucket_batch_sizes=[BATCH] * (len(edges) + 1), pad_to_bucket_boundary=to_edge),
         BATCH, full_batches=True)

@@ -86,7 +86,7 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
                 drop_remainder=drop_remainder)
         else:
             ds = ds.padded_batch(batch_size, padded_shapes=padded, drop_remainder=drop_remainder)
-        return finish(ds, batch_size, full_batches)
+        return fill_and_prefetch(ds, batch_size, full_batches)
     max_len = preprocessor.max_len
     if bucket and bucket_boundaries(max_len):
         # pad each batch to its bucket's upper edge: a bounded set of shapes (one XLA
@@ -99,10 +99,11 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=([max_len], label_shapes),
                              drop_remainder=drop_remainder)
-    return finish(ds, batch_size, full_batches)
+    return fill_and_prefetch(ds, batch_size, full_batches)
 
 
-def finish(ds: tf.data.Dataset, batch_size: int, full_batches: bool) -> tf.data.Dataset:
+def fill_and_prefetch(ds: tf.data.Dataset, batch_size: int, full_batches: bool
+                      ) -> tf.data.Dataset:
     """Fills partial batches when asked (:func:`fill_batch`), then prefetches."""
     if full_batches:
         ds = ds.map(lambda ids, labels: fill_batch(ids, labels, batch_size),
