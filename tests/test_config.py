@@ -78,6 +78,10 @@ def test_linear_schedule_reaches_zero_in_a_real_run(tiny_csv):
     assert optimizer.get_config()["learning_rate"]["class_name"] == "PolynomialDecay"
     assert int(optimizer.iterations) > 0
     assert float(optimizer.learning_rate) == pytest.approx(0.0)  # decayed over the whole run
+    # and not earlier: the schedule's length is the run's real number of steps (length
+    # buckets included), so no step trains at a rate of 0
+    schedule = optimizer.get_config()["learning_rate"]["config"]
+    assert schedule["decay_steps"] == int(optimizer.iterations)
 
 
 def test_set_overrides_are_yaml_typed():

@@ -137,6 +137,26 @@ def test_token_dataset_buckets_by_length():
 
 
 @pytest.mark.parametrize("documents", [False, True])
+@pytest.mark.parametrize("bucket", [False, True])
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_token_dataset_knows_its_number_of_batches(documents, bucket, drop_remainder):
+    """Keras reads the number of batches (progress bar, schedules, steps_per_epoch) from
+    the dataset's cardinality: with length buckets it must be counted, and exact."""
+    # 1-7 sentences of 3 words: several length buckets and sentence-count buckets
+    texts = [". ".join(["good tasty snack"] * (1 + n % 7)) for n in range(62)]
+    pre = (tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=8, max_words=16)
+           if documents else tfkit.TextPreprocessor(max_tokens=50, max_len=48))
+    pre.adapt(texts)
+    ds = tfkit.token_dataset(texts, np.zeros(len(texts), np.int32), pre, 4, shuffle=True,
+                             bucket=bucket, drop_remainder=drop_remainder)
+    batches = [len(y) for _, y in ds]
+    assert int(ds.cardinality()) == len(batches) == len([_ for _ in ds])
+    # 62 texts in batches of 4: 16 (15 full); in three buckets, each ending partial: 17 (14)
+    expected = {(False, False): 16, (False, True): 15, (True, False): 17, (True, True): 14}
+    assert len(batches) == expected[bucket, drop_remainder]
+
+
+@pytest.mark.parametrize("documents", [False, True])
 def test_full_batches_fill_partial_batches_with_rows_that_weigh_nothing(documents):
     texts = ["good tasty snack. would buy again", "stale", "too sweet. not for me",
              "fresh and crunchy. kids love it. great value"] * 5 + ["ok"]

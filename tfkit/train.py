@@ -22,11 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -168,16 +166,16 @@ def jit_setting(config: Config, replicas: int):
     return jit
 
 
-def epoch_steps(config: Config, examples: int, global_batch: int) -> int:
-    """Steps in one epoch: ``train.steps_per_epoch``, or ``ceil(examples / global_batch)``."""
-    return config.train.steps_per_epoch or math.ceil(examples / global_batch)
+def epoch_steps(config: Config, dataset: tf.data.Dataset) -> int:
+    """Steps in one epoch: ``train.steps_per_epoch``, or the training dataset's batches
+    (tfkit's datasets know their number of batches, length buckets included)."""
+    return config.train.steps_per_epoch or int(dataset.cardinality())
 
 
 def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
     """``train.learning_rate`` (times ``replicas`` with ``scale_learning_rate``), constant or
     decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``).
 
-    Steps past the end (length buckets can add a few partial batches) keep the final rate.
     The TensorBoard callback logs the rate each epoch, whichever schedule.
     """
     rate = config.train.learning_rate
@@ -326,7 +324,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 raise ConfigError(f"model.params of model '{config.model.name}' "
                                   f"{dict(config.model.params)}: {exc}") from exc
             compile_model(model, config, heads, replicas,
-                          epoch_steps(config, len(data.train), batch_size))
+                          epoch_steps(config, train_ds))
         if resume is None:
             run_dir = create_run_dir(config, chief, worker)
             save_config(config, run_dir / "config.yaml")
@@ -343,9 +341,6 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
         try:
             started = time.perf_counter()
-            # length buckets make the number of batches unknown until the first epoch ends;
-            # Keras then warns that the input "ran out of data", which is expected here
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
             with multi_worker_fixes(strategy):
                 history = model.fit(
                     train_ds, validation_data=val_ds, epochs=config.train.epochs,

@@ -72,33 +72,40 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     # tf.data batches only dense elements: cut each padded example back to its own shape
     ds = ds.map(lambda ids, shape, y: (tf.slice(ids, tf.zeros_like(shape), shape), y),
                 num_parallel_calls=AUTOTUNE).cache()
+    cached = ds
     if shuffle:
         ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
+    max_len = getattr(preprocessor, "max_len", None)
     if ds.element_spec[0].shape.rank == 2:
         # documents [sentences, words]: pad each batch to its longest document and sentence;
         # buckets group documents with similar sentence counts
-        padded = ([None, None], label_shapes)
-        if bucket:
-            ds = ds.bucket_by_sequence_length(
-                lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[2, 4, 8, 16],
-                bucket_batch_sizes=[batch_size] * 5, padded_shapes=padded,
-                drop_remainder=drop_remainder)
-        else:
-            ds = ds.padded_batch(batch_size, padded_shapes=padded, drop_remainder=drop_remainder)
-        return fill_and_prefetch(ds, batch_size, full_batches)
-    max_len = preprocessor.max_len
-    if bucket and bucket_boundaries(max_len):
-        # pad each batch to its bucket's upper edge: a bounded set of shapes (one XLA
-        # program each with jit_compile) instead of one per length
-        edges = bucket_boundaries(max_len) + [max_len]
-        ds = ds.bucket_by_sequence_length(
-            lambda ids, _: tf.shape(ids)[0], bucket_boundaries=[e + 1 for e in edges],
-            bucket_batch_sizes=[batch_size] * (len(edges) + 1), pad_to_bucket_boundary=True,
-            drop_remainder=drop_remainder)
+        padded, boundaries, pad_to_edge = ([None, None], label_shapes), [2, 4, 8, 16], False
     else:
-        ds = ds.padded_batch(batch_size, padded_shapes=([max_len], label_shapes),
-                             drop_remainder=drop_remainder)
+        # tokens: pad each batch to its bucket's upper edge: a bounded set of shapes (one
+        # XLA program each with jit_compile) instead of one per length
+        padded, pad_to_edge = ([max_len], label_shapes), True
+        boundaries = [edge + 1 for edge in bucket_boundaries(max_len) + [max_len]]
+        bucket = bucket and len(boundaries) > 1
+
+    def batch(examples):
+        if bucket:
+            return examples.bucket_by_sequence_length(
+                lambda ids, _: tf.shape(ids)[0], bucket_boundaries=boundaries,
+                bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+                pad_to_bucket_boundary=pad_to_edge, drop_remainder=drop_remainder)
+        return examples.padded_batch(batch_size, padded_shapes=padded,
+                                     drop_remainder=drop_remainder)
+
+    if bucket:
+        # one pass over the (unshuffled) buckets counts the batches, whose number depends on
+        # how many texts fall in each bucket; it also fills the cache the epochs read
+        batches = int(batch(cached).reduce(np.int64(0), lambda count, _: count + 1))
+    else:
+        batches = len(texts) // batch_size if drop_remainder else math.ceil(len(texts) / batch_size)
+    # a known number of batches: Keras shows progress (and ETA) from the first epoch, and a
+    # learning-rate schedule can end on the last step
+    ds = batch(ds).apply(tf.data.experimental.assert_cardinality(batches))
     return fill_and_prefetch(ds, batch_size, full_batches)
 
 
