@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -151,6 +152,24 @@ def test_tensorboard_server_reads_the_logs(trained):
             headers={"Content-Type": "application/json"}), timeout=5).read())
         names = {h["name"] for h in hparams["hparamInfos"]}
         assert {"model.name", "train.learning_rate", "data.max_tokens"} <= names
+        # the trained word vectors in the Projector tab, one per vocabulary word, labelled
+        def projector(route, **query):
+            url = f"http://127.0.0.1:{port}/data/plugin/projector/{route}"
+            return urllib.request.urlopen(f"{url}?{urllib.parse.urlencode(query)}",
+                                          timeout=30).read()
+
+        assert json.loads(projector("runs")) == [train_run]
+        info = json.loads(projector("info", run=train_run))
+        vocabulary = trained.preprocessor.vocabulary()
+        (embedding,) = info["embeddings"]
+        name = embedding["tensorName"]
+        weights = trained.model.get_layer("embedding").embeddings.numpy()
+        assert [int(n) for n in embedding["tensorShape"]] == [len(vocabulary), weights.shape[1]]
+        vectors = np.frombuffer(projector("tensor", run=train_run, name=name), np.float32)
+        np.testing.assert_array_equal(vectors.reshape(len(vocabulary), -1),
+                                      weights[: len(vocabulary)])
+        words = projector("metadata", run=train_run, name=name).decode().splitlines()
+        assert words == ["<pad>"] + vocabulary[1:] and words[1] == "[UNK]"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

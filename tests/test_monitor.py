@@ -1,10 +1,12 @@
-"""The validation confusion matrix: counts right over length buckets, traced not eager."""
+"""The validation confusion matrix: counts right over length buckets, traced not eager;
+the word vectors for the Projector: one per vocabulary word, wherever the embedding sits."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfkit
-from tfkit.monitor import ConfusionMatrix
+from tfkit.monitor import EMBEDDING_TENSOR, ConfusionMatrix
 
 
 def test_confusion_matrix_counts_every_validation_example(tmp_path):
@@ -45,3 +47,29 @@ def test_confusion_matrix_counts_every_validation_example(tmp_path):
     rows = [line for line in tables[0].splitlines() if line.startswith("| **")]
     counts = [[int(v) for v in row.split("|")[2:-1]] for row in rows]
     np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("name", ["text_fasttext", "han", "multitask"])
+def test_log_embeddings_writes_one_labelled_vector_per_word(tmp_path, name):
+    """fastText's table holds hashed bigram rows past the vocabulary (left out); the
+    multi-task model's embedding sits inside its shared encoder."""
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=8)
+    pre.adapt(["good tasty snack", "stale bad crackers", "good value"])
+    extra = ({"heads": {"stars": {"mean": 3.0, "std": 1.0}, "sentiment": {"num_classes": 2}}}
+             if name == "multitask" else {"num_classes": 2})
+    model = tfkit.build_model(name, vocab_size=pre.vocab_size, **extra)
+    path = tfkit.log_embeddings(tmp_path, model, pre.vocabulary())
+    table = next(w for w in model.weights if w.path.endswith("embeddings")).numpy()
+    assert table.shape[0] >= pre.vocab_size and (name != "text_fasttext" or
+                                                 table.shape[0] > pre.vocab_size)
+    np.testing.assert_array_equal(tf.train.load_checkpoint(str(path)).get_tensor(
+        EMBEDDING_TENSOR), table[: pre.vocab_size])
+    assert tf.train.latest_checkpoint(str(tmp_path / "train")) == str(path)
+    words = (tmp_path / "train" / "metadata.tsv").read_text(encoding="utf-8").splitlines()
+    assert words == ["<pad>", "[UNK]"] + pre.vocabulary()[2:]
+
+
+def test_log_embeddings_skips_models_without_a_word_embedding(tmp_path):
+    model = tfkit.build_model("image_cnn", input_shape=(8, 8, 1), num_classes=3)
+    assert tfkit.log_embeddings(tmp_path, model, ["", "[UNK]", "a"]) is None
+    assert not (tmp_path / "train").exists()

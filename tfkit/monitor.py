@@ -1,10 +1,13 @@
-"""TensorBoard extras beyond Keras' scalars: a confusion matrix per epoch and the run's hparams.
+"""TensorBoard extras beyond Keras' scalars: a confusion matrix per epoch, the run's hparams
+and the learned word vectors.
 
 - :class:`ConfusionMatrix` writes, after every epoch, the validation confusion matrix as
   an image (``Images`` tab) and as a table with the label names (``Text`` tab) into
   ``logs/validation`` (tags ``confusion_matrix`` and ``confusion_matrix_table``).
 - :func:`log_hparams` records the resolved config in ``logs/`` for the ``HParams`` tab,
   so runs with different settings can be compared next to their validation metrics.
+- :func:`log_embeddings` writes the trained word embedding, labelled by word, for the
+  ``Projector`` tab (into ``logs/train``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins import projector
 from tensorboard.plugins.hparams import api as hp
+
+EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in the checkpoint
 
 
 def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
@@ -122,3 +128,51 @@ def log_hparams(log_dir, config: dict, run_name: str) -> None:
     with writer.as_default():
         hp.hparams(flat_hparams(config), trial_id=run_name)
     writer.close()
+
+
+def log_embeddings(log_dir, model: keras.Model, vocabulary: list[str]) -> Path | None:
+    """Writes the model's word vectors for TensorBoard's Projector tab, labelled by word.
+
+    The vectors are the rows of the model's first ``keras.layers.Embedding`` (at any depth)
+    with at least ``len(vocabulary)`` rows, one per word in id order; rows past the
+    vocabulary (fastText's hashed n-grams) are left out. Written into ``log_dir/train``, a
+    folder TensorBoard lists as a run: a TensorFlow checkpoint of the ``[words, dim]``
+    matrix, ``metadata.tsv`` (one word per line; id 0, the padding, as ``<pad>``) and
+    ``projector_config.pbtxt``. (Keras's own ``TensorBoard(embeddings_freq=...)`` saves a
+    ``.weights.h5`` file that the projector cannot read.)
+
+    Args:
+        log_dir: the run's ``logs`` folder.
+        model: a trained text model.
+        vocabulary: the preprocessor's vocabulary (``TextPreprocessor.vocabulary()``).
+
+    Returns:
+        The checkpoint's path, or None when the model has no embedding of the vocabulary.
+    """
+    layer = next((layer for layer in _all_layers(model)
+                  if isinstance(layer, keras.layers.Embedding)
+                  and layer.input_dim >= len(vocabulary)), None)
+    if layer is None:
+        return None
+    out = Path(log_dir) / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    vectors = keras.ops.convert_to_numpy(layer.embeddings)[: len(vocabulary)]
+    # TextVectorization's tokens hold no whitespace, so each word is one metadata line
+    (out / "metadata.tsv").write_text("".join(f"{word or '<pad>'}\n" for word in vocabulary),
+                                      encoding="utf-8")
+    # save() (not write()) records the checkpoint, by relative path, in the folder's
+    # `checkpoint` file, where the projector looks for it: the run folder can be moved
+    path = tf.train.Checkpoint(word_embedding=tf.Variable(vectors, trainable=False)).save(
+        str(out / "word_embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    embedding = config.embeddings.add()
+    embedding.tensor_name, embedding.metadata_path = EMBEDDING_TENSOR, "metadata.tsv"
+    projector.visualize_embeddings(str(out), config)
+    return Path(path)
+
+
+def _all_layers(layer):
+    """The layers inside ``layer``, depth first (nested models and wrappers included)."""
+    for inner in getattr(layer, "layers", []):
+        yield inner
+        yield from _all_layers(inner)
