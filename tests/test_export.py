@@ -91,6 +91,48 @@ def test_loads_like_tf_serving(trained):
     np.testing.assert_allclose(probs[:, 0], [d["probabilities"]["bad"] for d in direct], atol=1e-5)
 
 
+def test_warmup_requests_replay_like_tf_serving(trained):
+    """assets.extra/tf_serving_warmup_requests: PredictionLog records (parsed with the real
+    tensorflow-serving-api protos) that TF Serving replays in its session when it loads the
+    version: the first sample alone, then all of them."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = trained.export_path
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+               tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))]
+    requests = [record.predict_log.request for record in records]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    assert {r.model_spec.name for r in requests} == {path.parent.name}
+    texts = [[t.decode() for t in tf.make_ndarray(r.inputs["text"])] for r in requests]
+    assert len(texts[0]) == 1 and texts[0] == texts[1][:1] and len(texts[1]) > 3
+    assert "" in texts[1]  # the edge cases the export was checked with
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
+        sig = meta.signature_def["serving_default"]
+        probs = sess.run(sig.outputs["probabilities"].name, feed_dict={
+            sig.inputs["text"].name: tf.make_ndarray(requests[1].inputs["text"])})
+    direct = tfkit.predict(path, texts[1])
+    np.testing.assert_allclose(probs[:, 1], [d["probabilities"]["good"] for d in direct],
+                               atol=1e-5)
+
+
+def test_a_failing_warmup_request_publishes_nothing(trained, tmp_path, monkeypatch):
+    """TF Serving refuses a version whose warmup fails: the export check replays them."""
+    import tfkit.export
+
+    write = tfkit.export.write_warmup_requests
+
+    def wrong_input_name(path, model_name, inputs):
+        return write(path, model_name, {e: ("txt", batch) for e, (_, batch) in inputs.items()})
+
+    monkeypatch.setattr(tfkit.export, "write_warmup_requests", wrong_input_name)
+    base = tmp_path / "m"
+    with pytest.raises(ExportError, match=r"warmup request 1 \(serving_default, inputs \['txt'\]\)"):
+        export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                           samples=["x", ""])
+    assert list(base.iterdir()) == []  # no version, no staging folder
+
+
 def test_versions_increment_and_failed_check_publishes_nothing(trained, tmp_path):
     base = tmp_path / "m"
     first = export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,

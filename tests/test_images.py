@@ -52,6 +52,24 @@ def test_png_and_jpeg_bytes_match_the_keras_model(digits_run):
     assert {s.decode() for s in png["label"].numpy()} <= {str(i) for i in range(10)}
 
 
+def test_warmup_requests_cover_both_endpoints(digits_run):
+    """PNG bytes for serving_default, float pixels for serving_tensor: one and many each."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup = digits_run.export_path / "assets.extra" / "tf_serving_warmup_requests"
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
+                for r in tf.data.TFRecordDataset(str(warmup))]
+    inputs = [(r.model_spec.signature_name, name, tf.make_ndarray(proto).shape)
+              for r in requests for name, proto in r.inputs.items()]
+    batch = inputs[1][2][0]
+    assert inputs == [("serving_default", "image_bytes", (1,)),
+                      ("serving_default", "image_bytes", (batch,)),
+                      ("serving_tensor", "images", (1, 8, 8, 1)),
+                      ("serving_tensor", "images", (batch, 8, 8, 1))] and batch > 1
+    png = tf.make_ndarray(requests[0].inputs["image_bytes"])[0]
+    assert tf.io.decode_png(png).shape == (8, 8, 1)
+
+
 def test_rgb_and_larger_images_are_converted(digits_run):
     loaded = tf.saved_model.load(str(digits_run.export_path))
     grey = load_data(DataConfig(source="digits")).test.x[:4]

@@ -2,13 +2,15 @@
 
 Layout (what TF Serving's file-system poller expects)::
 
-    saved_models/<name>/1/saved_model.pb, variables/, assets/
+    saved_models/<name>/1/saved_model.pb, variables/, assets/,
+                          assets.extra/tf_serving_warmup_requests, assets.extra/tfkit.json
     saved_models/<name>/2/...
 
 A version is written with Keras 3's ``ExportArchive`` into a hidden temporary folder
 beside the versions (TF Serving ignores names that are not integers), loaded back
-with ``tf.saved_model.load``, checked against the Keras model on sample inputs, and
-only then renamed to the next integer version. A failed export leaves no version.
+with ``tf.saved_model.load``, checked against the Keras model on sample inputs (and its
+warmup requests replayed, as TF Serving does when it loads it), and only then renamed to the
+next integer version. A failed export leaves no version.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 SERVING_KEY = "serving_default"
+WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
 
 
 class ExportError(RuntimeError):
@@ -95,18 +99,70 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     return archive
 
 
-def _check_export(path: Path, model, preprocessor, label_names, samples, atol: float) -> None:
-    """Loads the SavedModel back and compares every endpoint's float outputs (probabilities,
-    regression values) with the Keras model on the same inputs."""
-    loaded = tf.saved_model.load(str(path))
+def endpoint_inputs(preprocessor, samples) -> tuple[dict, tf.Tensor]:
+    """The samples as each endpoint takes them, ``{endpoint: (input name, batch)}`` (the
+    raw samples for ``serving_default``; for the others, such as ``serving_tensor``, the
+    tensor the preprocessor makes of them), and that tensor (what the Keras model takes)."""
     endpoints = preprocessor.serving_endpoints()
     raw = tf.constant(samples)
-    model_inputs = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
+    prepared = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
+    return {endpoint: (signature[0].name, raw if endpoint == SERVING_KEY else prepared)
+            for endpoint, (_, signature) in endpoints.items()}, prepared
+
+
+def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> int:
+    """Writes TF Serving's SavedModel warmup file, ``assets.extra/tf_serving_warmup_requests``.
+
+    TF Serving initialises parts of the TensorFlow runtime lazily, so the first request to a
+    fresh version pays for them; with this file it replays the requests when it loads the
+    version, before the version serves. A TFRecord of ``PredictionLog`` protos (the
+    ``tensorflow-serving-api`` messages): per endpoint, one request with the first sample
+    and one with all of them.
+
+    Returns:
+        The number of requests written.
+    """
+    count = 0
+    with tf.io.TFRecordWriter(str(path / "assets.extra" / WARMUP_FILE)) as writer:
+        for endpoint, (name, batch) in inputs.items():
+            for rows in (batch[:1], batch):
+                request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+                    name=model_name, signature_name=endpoint))
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+                count += 1
+    return count
+
+
+def replay_warmup_requests(path: Path, loaded) -> int:
+    """Runs every warmup request of the SavedModel at ``path`` through ``loaded``'s
+    signatures, as TF Serving does when it loads the version (a failing request makes TF
+    Serving refuse the version). Returns the number of requests."""
+    records = tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE))
+    for number, record in enumerate(records, 1):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        signature = request.model_spec.signature_name
+        try:
+            loaded.signatures[signature](**{name: tf.constant(tf.make_ndarray(proto))
+                                            for name, proto in request.inputs.items()})
+        except (KeyError, TypeError, ValueError, tf.errors.OpError) as exc:
+            raise ExportError(f"warmup request {number} ({signature}, inputs "
+                              f"{sorted(request.inputs)}) fails on the exported model at "
+                              f"'{path}': {exc}") from exc
+    return number
+
+
+def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
+                  atol: float) -> None:
+    """Loads the SavedModel back, compares every endpoint's float outputs (probabilities,
+    regression values) on ``inputs`` with the Keras model's on ``model_inputs``
+    (:func:`endpoint_inputs`), and replays the warmup requests."""
+    loaded = tf.saved_model.load(str(path))
     expected = _outputs(model(model_inputs, training=False), label_names)
-    for endpoint, (_, signature) in endpoints.items():
-        # serving_default gets the raw inputs; other endpoints take the prepared tensor
-        inputs = raw if endpoint == SERVING_KEY else model_inputs
-        served = loaded.signatures[endpoint](**{signature[0].name: inputs})
+    for endpoint, (name, batch) in inputs.items():
+        served = loaded.signatures[endpoint](**{name: batch})
         if set(served) != set(expected):
             raise ExportError(f"exported model at '{path}' ({endpoint}) returns {sorted(served)}, "
                               f"expected {sorted(expected)}")
@@ -123,6 +179,7 @@ def _check_export(path: Path, model, preprocessor, label_names, samples, atol: f
                 raise ExportError(f"exported model at '{path}' ({endpoint}) differs from the "
                                   f"Keras model in {key}: max relative |diff| = {diff:.3g} "
                                   f"> atol = {atol}")
+    replay_warmup_requests(path, loaded)
 
 
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
@@ -135,7 +192,8 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         preprocessor: the adapted preprocessor the model was trained with.
         label_names: label string for each class id.
         model_dir: ``saved_models/<name>``; versions are created inside it.
-        samples: raw inputs used to check the export (include edge cases: "" and long text).
+        samples: raw inputs used to check the export (include edge cases: "" and long text)
+            and written as its TF Serving warmup requests (``assets.extra/``).
         atol: largest allowed difference between served and Keras probabilities.
         metadata: extra facts written to ``assets.extra/tfkit.json`` (run dir, metrics).
 
@@ -143,7 +201,8 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         The published version directory, e.g. ``saved_models/fine_foods/1``.
 
     Raises:
-        ExportError: if the reloaded SavedModel does not match; nothing is published.
+        ExportError: if the reloaded SavedModel does not match or a warmup request fails;
+            nothing is published.
 
     Examples:
         >>> path = export_for_serving(model, pre, ["great", "other"], "saved_models/demo",
@@ -161,7 +220,9 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                  "preprocessor": preprocessor.get_config(),
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
-        _check_export(staging / "model", model, preprocessor, label_names, samples, atol)
+        inputs, model_inputs = endpoint_inputs(preprocessor, samples)
+        write_warmup_requests(staging / "model", model_dir.name, inputs)
+        _check_export(staging / "model", model, label_names, inputs, model_inputs, atol)
         while True:  # another exporter may take a version number between our check and rename
             target = model_dir / str(next_version(model_dir))
             try:
