@@ -187,6 +187,7 @@ def test_tensorboard_server_reads_the_logs(trained):
         text = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{port}/data/plugin/text/tags", timeout=5).read())
         assert "confusion_matrix_table" in text.get(val_run, []), text
+        assert "misclassified" in text[val_run]
         # the config as hyperparameters of the run
         hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfkit
-from tfkit.monitor import EMBEDDING_TENSOR, ConfusionMatrix
+from tfkit.monitor import EMBEDDING_TENSOR, ConfusionMatrix, log_misclassified
 
 
 def test_confusion_matrix_counts_every_validation_example(tmp_path):
@@ -73,3 +73,35 @@ def test_log_embeddings_skips_models_without_a_word_embedding(tmp_path):
     model = tfkit.build_model("image_cnn", input_shape=(8, 8, 1), num_classes=3)
     assert tfkit.log_embeddings(tmp_path, model, ["", "[UNK]", "a"]) is None
     assert not (tmp_path / "train").exists()
+
+
+def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
+    texts = ["good tasty snack", "stale | bad crackers", "good value", "awful", "tasty " * 80,
+             "bad bad", "good"]
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=16)
+    pre.adapt(texts)
+    model = tfkit.build_model("text_lstm", vocab_size=pre.vocab_size, num_classes=2,
+                              embedding_dim=4, units=4)
+    probabilities = model(pre(tf.constant(texts))).numpy()
+    labels = 1 - probabilities.argmax(axis=1)  # every text wrong but the first
+    labels[0] = probabilities[0].argmax()
+    expected = sorted(range(1, 7), key=lambda i: -probabilities[i].max())
+    rows = log_misclassified(tmp_path, model, pre, texts, labels, ["neg", "pos"], step=4,
+                             count=3)
+    assert [r["text"] for r in rows] == [texts[i] for i in expected[:3]]
+    for row, i in zip(rows, expected):
+        assert row["label"] == ["neg", "pos"][labels[i]] != row["predicted"]
+        assert row["probability"] == pytest.approx(probabilities[i].max(), abs=1e-6)
+    (event,) = [e for file in (tmp_path / "validation").iterdir()
+                for e in tf.compat.v1.train.summary_iterator(str(file)) if e.summary.value]
+    assert event.step == 4 and event.summary.value[0].tag == "misclassified"
+    table = tf.make_ndarray(event.summary.value[0].tensor).item().decode()
+    assert table.startswith("6 of 7 validation texts misclassified")
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 3
+    rows = log_misclassified(tmp_path / "all", model, pre, texts, labels, ["neg", "pos"], step=0)
+    assert len(rows) == 6 and texts[0] not in [r["text"] for r in rows]
+    (event,) = [e for file in (tmp_path / "all" / "validation").iterdir()
+                for e in tf.compat.v1.train.summary_iterator(str(file)) if e.summary.value]
+    table = tf.make_ndarray(event.summary.value[0].tensor).item().decode()
+    assert "| stale \\| bad crackers |" in table  # a | in a text is escaped, not a new column
+    assert "tasty " * 49 + "tasty …" in table  # long texts cut at 300 characters

@@ -35,7 +35,7 @@ from tfkit.distribute import choose_strategy, resolve_strategy
 from tfkit.explain import attention_html, attention_weights
 from tfkit.export import export_for_serving, load_serving, predict
 from tfkit.models import MODELS, build_model, model_params
-from tfkit.monitor import log_embeddings
+from tfkit.monitor import log_embeddings, log_misclassified
 from tfkit.optimizers import LazyAdam
 from tfkit.train import RunResult, evaluate, export_run, load_run, train
 
@@ -48,7 +48,7 @@ __all__ = [
     "array_dataset", "load_data", "load_preprocessor", "token_dataset",
     "choose_strategy", "resolve_strategy",
     "attention_html", "attention_weights", "export_for_serving", "load_serving", "predict",
-    "log_embeddings",
+    "log_embeddings", "log_misclassified",
     "MODELS", "build_model", "model_params", "LazyAdam",
     "RunResult", "evaluate", "export_run", "load_run", "train",
 ]

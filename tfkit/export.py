@@ -110,7 +110,7 @@ def endpoint_inputs(preprocessor, samples) -> tuple[dict, tf.Tensor]:
             for endpoint, (_, signature) in endpoints.items()}, prepared
 
 
-def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> int:
+def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> None:
     """Writes TF Serving's SavedModel warmup file, ``assets.extra/tf_serving_warmup_requests``.
 
     TF Serving initialises parts of the TensorFlow runtime lazily, so the first request to a
@@ -118,11 +118,7 @@ def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> int:
     version, before the version serves. A TFRecord of ``PredictionLog`` protos (the
     ``tensorflow-serving-api`` messages): per endpoint, one request with the first sample
     and one with all of them.
-
-    Returns:
-        The number of requests written.
     """
-    count = 0
     with tf.io.TFRecordWriter(str(path / "assets.extra" / WARMUP_FILE)) as writer:
         for endpoint, (name, batch) in inputs.items():
             for rows in (batch[:1], batch):
@@ -132,14 +128,12 @@ def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> int:
                 log = prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
-                count += 1
-    return count
 
 
-def replay_warmup_requests(path: Path, loaded) -> int:
+def replay_warmup_requests(path: Path, loaded) -> None:
     """Runs every warmup request of the SavedModel at ``path`` through ``loaded``'s
     signatures, as TF Serving does when it loads the version (a failing request makes TF
-    Serving refuse the version). Returns the number of requests."""
+    Serving refuse the version)."""
     records = tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE))
     for number, record in enumerate(records, 1):
         request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
@@ -151,7 +145,6 @@ def replay_warmup_requests(path: Path, loaded) -> int:
             raise ExportError(f"warmup request {number} ({signature}, inputs "
                               f"{sorted(request.inputs)}) fails on the exported model at "
                               f"'{path}': {exc}") from exc
-    return number
 
 
 def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,

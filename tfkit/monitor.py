@@ -1,5 +1,5 @@
-"""TensorBoard extras beyond Keras' scalars: a confusion matrix per epoch, the run's hparams
-and the learned word vectors.
+"""TensorBoard extras beyond Keras' scalars: a confusion matrix per epoch, the run's hparams,
+the learned word vectors and the validation texts the model gets most wrong.
 
 - :class:`ConfusionMatrix` writes, after every epoch, the validation confusion matrix as
   an image (``Images`` tab) and as a table with the label names (``Text`` tab) into
@@ -8,6 +8,8 @@ and the learned word vectors.
   so runs with different settings can be compared next to their validation metrics.
 - :func:`log_embeddings` writes the trained word embedding, labelled by word, for the
   ``Projector`` tab (into ``logs/train``).
+- :func:`log_misclassified` writes the validation texts predicted wrong with the highest
+  confidence as a table (``Text`` tab, ``logs/validation``, tag ``misclassified``).
 """
 
 from __future__ import annotations
@@ -176,3 +178,54 @@ def _all_layers(layer):
     for inner in getattr(layer, "layers", []):
         yield inner
         yield from _all_layers(inner)
+
+
+def log_misclassified(log_dir, model: keras.Model, preprocessor, texts, labels,
+                      label_names: list[str], step: int, count: int = 20) -> list[dict]:
+    """Writes the texts the model gets most confidently wrong as a table in the Text tab.
+
+    The model runs on ``preprocessor(texts)`` in batches of 256, inside one ``tf.function``
+    (a recurrent model called eagerly runs its time loop op by op). Among the texts whose
+    predicted class is not their label, the ``count`` with the highest predicted probability
+    go into a Markdown table (text cut at 300 characters, true label, predicted label, its
+    probability) under ``log_dir/validation``, tag ``misclassified``, at ``step``.
+
+    Args:
+        log_dir: the run's ``logs`` folder.
+        model: a trained single-task classifier.
+        preprocessor: what turns the raw texts into the model's input.
+        texts: raw validation texts.
+        labels: their label ids.
+        label_names: the class names, in id order.
+        step: the TensorBoard step (the last epoch).
+        count: how many texts to list.
+
+    Returns:
+        The rows written: ``{"text", "label", "predicted", "probability"}`` dicts.
+    """
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    texts, labels = [str(t) for t in texts], np.asarray(labels).reshape(-1)
+    probabilities = np.concatenate([
+        predict(preprocessor(tf.constant(texts[start:start + 256]))).numpy()
+        for start in range(0, len(texts), 256)])
+    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    rows = [{"text": texts[i], "label": label_names[labels[i]],
+             "predicted": label_names[predicted[i]], "probability": float(confidence[i])}
+            for i in worst]
+
+    def cell(text: str) -> str:  # one Markdown table cell
+        text = " ".join(text.split())
+        return (text[:300].rstrip() + " …" if len(text) > 300 else text).replace("|", "\\|")
+
+    table = [f"{len(wrong)} of {len(texts)} validation texts misclassified; the "
+             f"{len(rows)} predicted wrong with the highest probability:", "",
+             "| text | true | predicted | probability |", "|---|---|---|---|"] + [
+        f"| {cell(r['text'])} | {r['label']} | {r['predicted']} | {r['probability']:.3f} |"
+        for r in rows]
+    writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation"))
+    with writer.as_default():
+        tf.summary.text("misclassified", "\n".join(table), step=step)
+    writer.close()
+    return rows

@@ -7,8 +7,9 @@ Reads top to bottom: :func:`train` is the whole job. Each run gets its own direc
         config.yaml          the resolved config (tfkit train config.yaml reproduces it)
         preprocessor.json    adapted vocabulary and settings
         logs/train, logs/validation, logs/test   TensorBoard event files (scalars; the
-                             validation confusion matrix per epoch; hparams in logs/;
-                             the word vectors for the Projector in logs/train)
+                             validation confusion matrix per epoch; the validation texts
+                             most confidently misclassified; hparams in logs/; the word
+                             vectors for the Projector in logs/train)
         checkpoints/best.keras   best epoch by validation loss
         backup/              BackupAndRestore state while running (resume after a crash)
         model.keras          the final (best) model, token ids in
@@ -49,7 +50,7 @@ from tfkit.data import (
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.export import export_for_serving
 from tfkit.models import TEXT_INPUTS, build_model, model_inputs
-from tfkit.monitor import ConfusionMatrix, log_embeddings, log_hparams
+from tfkit.monitor import ConfusionMatrix, log_embeddings, log_hparams, log_misclassified
 from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 from tfkit.optimizers import LazyAdam
 
@@ -378,6 +379,10 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
                 log_embeddings(run_dir / "logs", model, preprocessor.vocabulary())
+                if len(data.validation) and not heads:
+                    log_misclassified(run_dir / "logs", model, preprocessor, data.validation.x,
+                                      data.validation.y, data.label_names,
+                                      step=max(epochs_run - 1, 0))
             if config.export.enabled:
                 export_path = export_for_serving(
                     model, preprocessor, data.label_names,

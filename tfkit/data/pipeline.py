@@ -76,7 +76,6 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     if shuffle:
         ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
-    max_len = getattr(preprocessor, "max_len", None)
     if ds.element_spec[0].shape.rank == 2:
         # documents [sentences, words]: pad each batch to its longest document and sentence;
         # buckets group documents with similar sentence counts
@@ -84,6 +83,7 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     else:
         # tokens: pad each batch to its bucket's upper edge: a bounded set of shapes (one
         # XLA program each with jit_compile) instead of one per length
+        max_len = preprocessor.max_len
         padded, pad_to_edge = ([max_len], label_shapes), True
         boundaries = [edge + 1 for edge in bucket_boundaries(max_len) + [max_len]]
         bucket = bucket and len(boundaries) > 1
