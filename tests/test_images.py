@@ -70,6 +70,27 @@ def test_warmup_requests_cover_both_endpoints(digits_run):
     assert tf.io.decode_png(png).shape == (8, 8, 1)
 
 
+def test_misclassified_validation_images_in_tensorboard(digits_run):
+    """The table names the validation rows; the Images tab shows the same images, in order."""
+    logs = digits_run.run_dir / "logs" / "validation"
+    summaries = {v.tag: (e.step, v) for file in logs.iterdir()
+                 for e in tf.compat.v1.train.summary_iterator(str(file))
+                 for v in e.summary.value if v.tag.startswith("misclassified")}
+    step, table = summaries["misclassified"]
+    table = tf.make_ndarray(table.tensor).item().decode()
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[4:]]
+    data = load_data(tfkit.load_config(digits_run.run_dir / "config.yaml").data)
+    probabilities = digits_run.model(tf.cast(data.validation.x, tf.float32)).numpy()
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != data.validation.y)
+    assert table.startswith(f"{len(wrong)} of {len(data.validation)} validation examples")
+    assert 0 < len(rows) <= 20 and {int(r) for r in rows} <= set(wrong.tolist())
+    step_images, images = summaries["misclassified_images"]
+    encoded = tf.make_ndarray(images.tensor)[2:]  # width, height, then one PNG per image
+    assert step == step_images == 1 and len(encoded) == len(rows)
+    np.testing.assert_array_equal(tf.io.decode_png(encoded[0]).numpy(),
+                                  data.validation.x[int(rows[0])])
+
+
 def test_rgb_and_larger_images_are_converted(digits_run):
     loaded = tf.saved_model.load(str(digits_run.export_path))
     grey = load_data(DataConfig(source="digits")).test.x[:4]

@@ -96,7 +96,7 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
                 for e in tf.compat.v1.train.summary_iterator(str(file)) if e.summary.value]
     assert event.step == 4 and event.summary.value[0].tag == "misclassified"
     table = tf.make_ndarray(event.summary.value[0].tensor).item().decode()
-    assert table.startswith("6 of 7 validation texts misclassified")
+    assert table.startswith("6 of 7 validation examples misclassified")
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 3
     rows = log_misclassified(tmp_path / "all", model, pre, texts, labels, ["neg", "pos"], step=0)
     assert len(rows) == 6 and texts[0] not in [r["text"] for r in rows]

@@ -180,52 +180,65 @@ def _all_layers(layer):
         yield from _all_layers(inner)
 
 
-def log_misclassified(log_dir, model: keras.Model, preprocessor, texts, labels,
+def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
                       label_names: list[str], step: int, count: int = 20) -> list[dict]:
-    """Writes the texts the model gets most confidently wrong as a table in the Text tab.
+    """Writes the validation examples the model gets most confidently wrong, for TensorBoard.
 
-    The model runs on ``preprocessor(texts)`` in batches of 256, inside one ``tf.function``
-    (a recurrent model called eagerly runs its time loop op by op). Among the texts whose
+    The model runs on ``preprocessor(inputs)`` in batches of 256, inside one ``tf.function``
+    (a recurrent model called eagerly runs its time loop op by op). Among the examples whose
     predicted class is not their label, the ``count`` with the highest predicted probability
-    go into a Markdown table (text cut at 300 characters, true label, predicted label, its
-    probability) under ``log_dir/validation``, tag ``misclassified``, at ``step``.
+    go into a Markdown table (Text tab, ``log_dir/validation``, tag ``misclassified``, at
+    ``step``): the text (cut at 300 characters) or, for images, the validation row, then the
+    true label, the predicted one and its probability. Images also go, in the table's order,
+    to the Images tab (tag ``misclassified_images``).
 
     Args:
         log_dir: the run's ``logs`` folder.
         model: a trained single-task classifier.
-        preprocessor: what turns the raw texts into the model's input.
-        texts: raw validation texts.
+        preprocessor: what turns the raw inputs into the model's input.
+        inputs: raw validation texts, or images ``[n, h, w(, c)]`` with values 0..255.
         labels: their label ids.
         label_names: the class names, in id order.
         step: the TensorBoard step (the last epoch).
-        count: how many texts to list.
+        count: how many examples to list.
 
     Returns:
-        The rows written: ``{"text", "label", "predicted", "probability"}`` dicts.
+        The rows written: ``{"row", "label", "predicted", "probability"}`` dicts, plus
+        ``"text"`` for texts.
     """
+    inputs, labels = np.asarray(inputs), np.asarray(labels).reshape(-1)
+    texts = inputs.dtype.kind in "OSU"
+    if texts:
+        inputs = inputs.astype(str)
     predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    texts, labels = [str(t) for t in texts], np.asarray(labels).reshape(-1)
     probabilities = np.concatenate([
-        predict(preprocessor(tf.constant(texts[start:start + 256]))).numpy()
-        for start in range(0, len(texts), 256)])
+        predict(preprocessor(tf.constant(inputs[start:start + 256]))).numpy()
+        for start in range(0, len(inputs), 256)])
     predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
-    rows = [{"text": texts[i], "label": label_names[labels[i]],
-             "predicted": label_names[predicted[i]], "probability": float(confidence[i])}
-            for i in worst]
+    rows = [{"row": int(i), **({"text": str(inputs[i])} if texts else {}),
+             "label": label_names[labels[i]], "predicted": label_names[predicted[i]],
+             "probability": float(confidence[i])} for i in worst]
 
-    def cell(text: str) -> str:  # one Markdown table cell
-        text = " ".join(text.split())
+    def cell(row: dict) -> str:  # the first Markdown table cell
+        if not texts:
+            return str(row["row"])
+        text = " ".join(row["text"].split())
         return (text[:300].rstrip() + " …" if len(text) > 300 else text).replace("|", "\\|")
 
-    table = [f"{len(wrong)} of {len(texts)} validation texts misclassified; the "
-             f"{len(rows)} predicted wrong with the highest probability:", "",
-             "| text | true | predicted | probability |", "|---|---|---|---|"] + [
-        f"| {cell(r['text'])} | {r['label']} | {r['predicted']} | {r['probability']:.3f} |"
-        for r in rows]
+    table = [f"{len(wrong)} of {len(inputs)} validation examples misclassified; the "
+             f"{len(rows)} predicted wrong with the highest probability"
+             + ("" if texts else " (images: Images tab, tag misclassified_images)") + ":", "",
+             f"| {'text' if texts else 'validation row'} | true | predicted | probability |",
+             "|---|---|---|---|"] + [
+        f"| {cell(r)} | {r['label']} | {r['predicted']} | {r['probability']:.3f} |" for r in rows]
     writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation"))
     with writer.as_default():
         tf.summary.text("misclassified", "\n".join(table), step=step)
+        if not texts and len(worst):
+            images = inputs[worst] if inputs.ndim == 4 else inputs[worst][..., None]
+            tf.summary.image("misclassified_images", np.clip(images, 0, 255).astype(np.uint8),
+                             max_outputs=count, step=step)
     writer.close()
     return rows

@@ -7,7 +7,7 @@ Reads top to bottom: :func:`train` is the whole job. Each run gets its own direc
         config.yaml          the resolved config (tfkit train config.yaml reproduces it)
         preprocessor.json    adapted vocabulary and settings
         logs/train, logs/validation, logs/test   TensorBoard event files (scalars; the
-                             validation confusion matrix per epoch; the validation texts
+                             validation confusion matrix per epoch; the validation examples
                              most confidently misclassified; hparams in logs/; the word
                              vectors for the Projector in logs/train)
         checkpoints/best.keras   best epoch by validation loss
@@ -379,10 +379,11 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             log_test_metrics(run_dir, test, step=max(epochs_run - 1, 0))
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
                 log_embeddings(run_dir / "logs", model, preprocessor.vocabulary())
-                if len(data.validation) and not heads:
-                    log_misclassified(run_dir / "logs", model, preprocessor, data.validation.x,
-                                      data.validation.y, data.label_names,
-                                      step=max(epochs_run - 1, 0))
+            if (isinstance(preprocessor, (TextPreprocessor, ImagePreprocessor))
+                    and len(data.validation) and not heads):
+                log_misclassified(run_dir / "logs", model, preprocessor, data.validation.x,
+                                  data.validation.y, data.label_names,
+                                  step=max(epochs_run - 1, 0))
             if config.export.enabled:
                 export_path = export_for_serving(
                     model, preprocessor, data.label_names,
