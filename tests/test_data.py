@@ -140,8 +140,9 @@ def test_token_dataset_buckets_by_length():
 @pytest.mark.parametrize("bucket", [False, True])
 @pytest.mark.parametrize("drop_remainder", [False, True])
 def test_token_dataset_knows_its_number_of_batches(documents, bucket, drop_remainder):
-    """Keras reads the number of batches (progress bar, schedules, steps_per_epoch) from
-    the dataset's cardinality: with length buckets it must be counted, and exact."""
+    """Keras reads the number of batches (progress bar, end of epoch) and tfkit the length
+    of a learning-rate schedule from the dataset's cardinality: with length buckets it must
+    be counted, and exact (assert_cardinality fails on a wrong count)."""
     # 1-7 sentences of 3 words: several length buckets and sentence-count buckets
     texts = [". ".join(["good tasty snack"] * (1 + n % 7)) for n in range(62)]
     pre = (tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=8, max_words=16)
