@@ -84,6 +84,26 @@ def test_linear_schedule_reaches_zero_in_a_real_run(tiny_csv):
     assert schedule["decay_steps"] == int(optimizer.iterations)
 
 
+def test_profile_batch_traces_the_chosen_training_steps(tiny_csv):
+    """train.profile_batch: the TensorFlow profiler's trace (an XSpace proto, what
+    TensorBoard's Profile tab reads) of training steps, under logs/train/plugins/profile."""
+    from conftest import tiny_overrides
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=[
+        "train.profile_batch=[2, 3]", "export.enabled=false"]))
+    (trace,) = (result.run_dir / "logs" / "train" / "plugins" / "profile").glob("*/*.xplane.pb")
+    space = xplane_pb2.XSpace.FromString(trace.read_bytes())
+    names = {meta.name for plane in space.planes for meta in plane.event_metadata.values()}
+    # Keras's train function and the ops of its backward pass, as the CPU executed them
+    assert any("step_on_iterator" in name for name in names), sorted(names)[:20]
+    assert any("gradient_tape/text_lstm" in name and "lstm" in name.split("/")[2]
+               for name in names), sorted(names)[:20]
+    for bad in ("[3, 2]", "[0, 2]", "3", "[1, 2, 3]", "[1.5, 2]"):
+        with pytest.raises(ConfigError, match=r"train\.profile_batch must be (\[start, stop\]|list)"):
+            load_config(None, [f"train.profile_batch={bad}"])
+
+
 def test_set_overrides_are_yaml_typed():
     config = load_config(None, ["train.epochs=2", "model.params.embedding_dim=8",
                                 "export.enabled=false", "data.limit=null"])

@@ -92,6 +92,9 @@ class TrainConfig:
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
     verbose: str = "auto"  # passed to model.fit: auto, 0, 1 or 2
+    # [start, stop]: trace these training batches (1-based, counted over the run) with the
+    # TensorFlow profiler, for TensorBoard's Profile tab (pip install tensorboard-plugin-profile)
+    profile_batch: list | None = None
 
 
 @dataclass
@@ -235,6 +238,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
     if t.verbose not in ("auto", "0", "1", "2"):
         raise ConfigError(f"train.verbose must be one of auto, 0, 1, 2; got {t.verbose!r}.")
+    if t.profile_batch is not None and not (
+            len(t.profile_batch) == 2
+            and all(type(v) is int for v in t.profile_batch)
+            and 1 <= t.profile_batch[0] <= t.profile_batch[1]):
+        raise ConfigError("train.profile_batch must be [start, stop], training batches counted "
+                          f"from 1 over the run with start <= stop, or null; got {t.profile_batch!r}.")
 
 
 def _validate_heads(config: Config) -> None:
