@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,12 @@ def finished_runs(root="runs"):
 
 
 def test_train_export_predict_evaluate(tiny_csv, capsys):
-    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv)))
+    code, out, err = run_cli(capsys, "train",
+                             *sets(tiny_overrides(tiny_csv, extra=["train.verbose=2"])))
     assert code == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+    (line,) = out.strip().splitlines()  # stdout: the result alone; Keras's progress: stderr
+    summary = json.loads(line)
+    assert re.search(r"\n\d+/\d+ - .* - loss: ", err), err  # verbose=2: one line per epoch
     run_dir = Path(summary["run_dir"])
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",

@@ -7,6 +7,7 @@ value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -49,7 +50,10 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
 def _cmd_train(args) -> int:
     import tfkit
 
-    result = tfkit.train(args.config, args.set, resume=args.resume)
+    # stdout carries the result alone (one JSON line, for scripts and jq); Keras prints its
+    # progress bar to stdout, so it goes to stderr, with tfkit's own progress lines
+    with contextlib.redirect_stdout(sys.stderr):
+        result = tfkit.train(args.config, args.set, resume=args.resume)
     summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items()
                                                    if k.startswith("test_") or k in
                                                    ("train_seconds", "export_path")}}
