@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,3 +66,17 @@ def tiny_overrides(csv_path=None, model="text_lstm", extra=()):
 @pytest.fixture
 def tiny_config(tiny_csv):
     return tfkit.load_config(None, tiny_overrides(tiny_csv))
+
+
+def summaries(folder, prefix=""):
+    """``{tag: [(step, value proto), ...]}`` of the TensorBoard event files in ``folder``,
+    for tags starting with ``prefix``."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.startswith(prefix):
+                    found.setdefault(value.tag, []).append((event.step, value))
+    return found

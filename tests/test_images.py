@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import summaries
 
 import tfkit
 from tfkit.config import DataConfig
@@ -72,11 +73,8 @@ def test_warmup_requests_cover_both_endpoints(digits_run):
 
 def test_misclassified_validation_images_in_tensorboard(digits_run):
     """The table names the validation rows; the Images tab shows the same images, in order."""
-    logs = digits_run.run_dir / "logs" / "validation"
-    summaries = {v.tag: (e.step, v) for file in logs.iterdir()
-                 for e in tf.compat.v1.train.summary_iterator(str(file))
-                 for v in e.summary.value if v.tag.startswith("misclassified")}
-    step, table = summaries["misclassified"]
+    logged = summaries(digits_run.run_dir / "logs" / "validation", "misclassified")
+    ((step, table),) = logged["misclassified"]
     table = tf.make_ndarray(table.tensor).item().decode()
     rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[4:]]
     data = load_data(tfkit.load_config(digits_run.run_dir / "config.yaml").data)
@@ -84,7 +82,7 @@ def test_misclassified_validation_images_in_tensorboard(digits_run):
     wrong = np.flatnonzero(probabilities.argmax(axis=1) != data.validation.y)
     assert table.startswith(f"{len(wrong)} of {len(data.validation)} validation examples")
     assert 0 < len(rows) <= 20 and {int(r) for r in rows} <= set(wrong.tolist())
-    step_images, images = summaries["misclassified_images"]
+    ((step_images, images),) = logged["misclassified_images"]
     encoded = tf.make_ndarray(images.tensor)[2:]  # width, height, then one PNG per image
     assert step == step_images == 1 and len(encoded) == len(rows)
     np.testing.assert_array_equal(tf.io.decode_png(encoded[0]).numpy(),

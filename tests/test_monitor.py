@@ -4,6 +4,7 @@ the word vectors for the Projector: one per vocabulary word, wherever the embedd
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import summaries
 
 import tfkit
 from tfkit.monitor import EMBEDDING_TENSOR, ConfusionMatrix, log_misclassified
@@ -37,12 +38,8 @@ def test_confusion_matrix_counts_every_validation_example(tmp_path):
     assert callback.predict.experimental_get_tracing_count() <= 3 < len(shapes)
     callback.on_train_end()
 
-    tables = []
-    for path in (tmp_path / "logs" / "validation").glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == "confusion_matrix_table":
-                    tables.append(tf.make_ndarray(value.tensor).item().decode())
+    tables = [tf.make_ndarray(value.tensor).item().decode() for _, value in summaries(
+        tmp_path / "logs" / "validation")["confusion_matrix_table"]]
     assert len(tables) == 2
     rows = [line for line in tables[0].splitlines() if line.startswith("| **")]
     counts = [[int(v) for v in row.split("|")[2:-1]] for row in rows]
@@ -92,16 +89,15 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
     for row, i in zip(rows, expected):
         assert row["label"] == ["neg", "pos"][labels[i]] != row["predicted"]
         assert row["probability"] == pytest.approx(probabilities[i].max(), abs=1e-6)
-    (event,) = [e for file in (tmp_path / "validation").iterdir()
-                for e in tf.compat.v1.train.summary_iterator(str(file)) if e.summary.value]
-    assert event.step == 4 and event.summary.value[0].tag == "misclassified"
-    table = tf.make_ndarray(event.summary.value[0].tensor).item().decode()
+    assert list(summaries(tmp_path / "validation")) == ["misclassified"]
+    ((step, value),) = summaries(tmp_path / "validation")["misclassified"]
+    assert step == 4
+    table = tf.make_ndarray(value.tensor).item().decode()
     assert table.startswith("6 of 7 validation examples misclassified")
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 3
     rows = log_misclassified(tmp_path / "all", model, pre, texts, labels, ["neg", "pos"], step=0)
     assert len(rows) == 6 and texts[0] not in [r["text"] for r in rows]
-    (event,) = [e for file in (tmp_path / "all" / "validation").iterdir()
-                for e in tf.compat.v1.train.summary_iterator(str(file)) if e.summary.value]
-    table = tf.make_ndarray(event.summary.value[0].tensor).item().decode()
+    ((_, value),) = summaries(tmp_path / "all" / "validation")["misclassified"]
+    table = tf.make_ndarray(value.tensor).item().decode()
     assert "| stale \\| bad crackers |" in table  # a | in a text is escaped, not a new column
     assert "tasty " * 49 + "tasty …" in table  # long texts cut at 300 characters

@@ -54,6 +54,18 @@ def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
     return tf.image.decode_png(buffer.getvalue(), channels=4)[None].numpy()
 
 
+def traced_call(model: keras.Model):
+    """``model(x, training=False)`` in a ``tf.function`` (traced once per input signature,
+    with relaxed shapes for length buckets).
+
+    Called eagerly, a recurrent model runs its time loop op by op in Python, which took ~8 s
+    per epoch for ``text_lstm`` on 400 reviews. Not ``model.predict``: under a multi-worker
+    strategy only the chief runs these extras, and ``predict`` would wait on the other
+    workers' collectives.
+    """
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
 class ConfusionMatrix(keras.callbacks.Callback):
     """Logs the validation confusion matrix after every epoch (single-task classifiers).
 
@@ -72,22 +84,14 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.predict = None
 
     def matrix(self) -> np.ndarray:
-        """``[true, predicted]`` counts over the validation dataset.
-
-        The model is called in a ``tf.function`` (traced once per input signature, with
-        relaxed shapes for length buckets): called eagerly, a recurrent model runs its time
-        loop op by op in Python, which took ~8 s per epoch for ``text_lstm`` on 400 reviews.
-        Not ``model.predict``: under a multi-worker strategy only the chief runs this, and
-        ``predict`` would wait on the other workers' collectives.
-        """
+        """``[true, predicted]`` counts over the validation dataset (see :func:`traced_call`)."""
         if self.predict is None:
-            self.predict = tf.function(
-                lambda x: tf.argmax(self.model(x, training=False), axis=-1),
-                reduce_retracing=True)
+            self.predict = traced_call(self.model)
         n = len(self.label_names)
         matrix = np.zeros((n, n), np.int64)
         for x, y in self.dataset:
-            np.add.at(matrix, (np.asarray(y).reshape(-1), self.predict(x).numpy()), 1)
+            np.add.at(matrix, (np.asarray(y).reshape(-1),
+                               self.predict(x).numpy().argmax(axis=-1)), 1)
         return matrix
 
     def on_epoch_end(self, epoch, logs=None):
@@ -184,8 +188,8 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
                       label_names: list[str], step: int, count: int = 20) -> list[dict]:
     """Writes the validation examples the model gets most confidently wrong, for TensorBoard.
 
-    The model runs on ``preprocessor(inputs)`` in batches of 256, inside one ``tf.function``
-    (a recurrent model called eagerly runs its time loop op by op). Among the examples whose
+    The model runs on ``preprocessor(inputs)`` in batches of 256 (:func:`traced_call`).
+    Among the examples whose
     predicted class is not their label, the ``count`` with the highest predicted probability
     go into a Markdown table (Text tab, ``log_dir/validation``, tag ``misclassified``, at
     ``step``): the text (cut at 300 characters) or, for images, the validation row, then the
@@ -210,7 +214,7 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
     texts = inputs.dtype.kind in "OSU"
     if texts:
         inputs = inputs.astype(str)
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    predict = traced_call(model)
     probabilities = np.concatenate([
         predict(preprocessor(tf.constant(inputs[start:start + 256]))).numpy()
         for start in range(0, len(inputs), 256)])
