@@ -1,5 +1,6 @@
 """The CLI end to end on a tiny config, through the same entry point as `tfkit`."""
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from conftest import tiny_overrides
 
 from tfkit.cli import main
 from tfkit.config import DEFAULT_PRESET
+from tfkit.train import fit_verbosity
 
 
 def sets(overrides):
@@ -31,11 +33,14 @@ def finished_runs(root="runs"):
 
 def test_train_export_predict_evaluate(tiny_csv, capsys):
     code, out, err = run_cli(capsys, "train",
-                             *sets(tiny_overrides(tiny_csv, extra=["train.verbose=2"])))
+                             *sets(tiny_overrides(tiny_csv, extra=["train.verbose=auto"])))
     assert code == 0, err
     (line,) = out.strip().splitlines()  # stdout: the result alone; Keras's progress: stderr
     summary = json.loads(line)
-    assert re.search(r"\n\d+/\d+ - .* - loss: ", err), err  # verbose=2: one line per epoch
+    # verbose=auto with stderr not a terminal: one plain line per epoch, not Keras's live bar
+    # (backspaces, carriage returns, colour codes) written into a log file
+    assert len(re.findall(r"\n\d+/\d+ - .* - loss: ", err)) == 1, err  # train.epochs=1
+    assert not re.search("[\b\r\x1b]", err), repr(err)
     run_dir = Path(summary["run_dir"])
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",
@@ -76,6 +81,23 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     code, out, err = run_cli(capsys, "evaluate", str(run_dir))
     assert code == 0, err
     assert abs(json.loads(out)["test_accuracy"] - summary["test_accuracy"]) < 1e-6
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_verbose_auto_is_the_live_bar_only_where_someone_watches(monkeypatch):
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert fit_verbosity("auto") == 2  # a file or a pipe: one line per epoch
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    assert fit_verbosity("auto") == 1  # a terminal: Keras's live progress bar
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)
+    assert fit_verbosity("auto") == 1  # a notebook (not a terminal, but it draws the bar)
+    assert [fit_verbosity(v) for v in ("0", "1", "2")] == [0, 1, 2]
 
 
 def test_run_directories_are_never_reused(tiny_csv, capsys):

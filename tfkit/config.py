@@ -91,7 +91,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
-    verbose: str = "auto"  # passed to model.fit: auto, 0, 1 or 2
+    verbose: str = "auto"  # model.fit: 0, 1, 2; auto: 1 on a terminal or in a notebook, else 2
     # [start, stop]: trace these training batches (1-based, counted over the run) with the
     # TensorFlow profiler, for TensorBoard's Profile tab (pip install tensorboard-plugin-profile)
     profile_batch: list | None = None

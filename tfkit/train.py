@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -166,6 +167,21 @@ def jit_setting(config: Config, replicas: int):
                               "XLA, keras-team/keras#21366); set jit_compile: false or auto.")
         return False
     return jit
+
+
+def fit_verbosity(verbose: str) -> int:
+    """``train.verbose`` as ``fit`` takes it; ``auto``: the progress bar where someone watches.
+
+    Keras's ``auto`` is always the live bar (1), and Keras redraws it with backspaces, carriage
+    returns and colour codes even when the output is a file (its ``Progbar`` treats every POSIX
+    system as a terminal), so a log file or CI log gets one unreadable line per epoch. tfkit's
+    ``auto`` is 1 in a notebook or when the output (stdout, which the CLI points at stderr) is a
+    terminal, and 2 (one plain line per epoch) otherwise.
+    """
+    if verbose != "auto":
+        return int(verbose)
+    interactive = "ipykernel" in sys.modules or (hasattr(sys.stdout, "isatty") and sys.stdout.isatty())
+    return 1 if interactive else 2
 
 
 def epoch_steps(config: Config, dataset: tf.data.Dataset) -> int:
@@ -352,8 +368,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                     callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
                                              is_multi_worker(strategy)) + extra + list(callbacks),
                     shuffle=False,
-                    verbose=config.train.verbose if config.train.verbose == "auto"
-                    else int(config.train.verbose))
+                    verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
                 best = out_dir / "checkpoints" / "best.keras"
                 if best.is_file() and config.train.early_stopping_patience is None:
