@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import tiny_overrides
+from conftest import summaries, tiny_overrides
 
 from tfkit.cli import main
 from tfkit.config import DEFAULT_PRESET
@@ -50,6 +51,15 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["label_names"] == ["bad", "good"]
+    # per-class test scores from the test confusion matrix, which agrees with Keras's own
+    # test accuracy (two independent passes); on stdout only the scalar macro F1
+    matrix = np.array(metrics["test_confusion_matrix"])
+    assert matrix.sum() == metrics["test_examples"]
+    assert abs(np.trace(matrix) / matrix.sum() - summary["test_accuracy"]) < 1e-6
+    assert [c["support"] for c in metrics["test_per_class"].values()] == matrix.sum(1).tolist()
+    assert summary["test_macro_f1"] == metrics["test_macro_f1"] and "test_per_class" not in summary
+    logged = summaries(run_dir / "logs" / "test")
+    assert {"classification_report", "confusion_matrix", "epoch_macro_f1"} <= set(logged)
     assert Path(summary["export_path"]).resolve() == Path(f"saved_models/{DEFAULT_PRESET}/1").resolve()
     # tfkit's progress lines, and no TensorFlow log record passed off as tfkit's
     assert f"tfkit: run directory: {run_dir}" in err
@@ -80,7 +90,9 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
 
     code, out, err = run_cli(capsys, "evaluate", str(run_dir))
     assert code == 0, err
-    assert abs(json.loads(out)["test_accuracy"] - summary["test_accuracy"]) < 1e-6
+    evaluated = json.loads(out)
+    assert abs(evaluated["test_accuracy"] - summary["test_accuracy"]) < 1e-6
+    assert evaluated["test_confusion_matrix"] == metrics["test_confusion_matrix"]
 
 
 class _Terminal(io.StringIO):

@@ -172,7 +172,8 @@ def test_tensorboard_server_reads_the_logs(trained):
         val_run = next(run for run in tags if run.endswith("validation"))
         assert "epoch_loss" in tags[val_run]
         test_run = next(run for run in tags if run.endswith("test"))
-        assert "epoch_accuracy" in tags[test_run]
+        assert {"epoch_accuracy", "epoch_macro_f1"} <= set(tags[test_run])
+        assert "epoch_macro_f1" in tags[val_run]
         url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?"
                f"run={urllib.request.quote(train_run)}&tag=epoch_loss")
         points = json.loads(urllib.request.urlopen(url, timeout=5).read())
@@ -186,8 +187,15 @@ def test_tensorboard_server_reads_the_logs(trained):
         assert len(json.loads(urllib.request.urlopen(url, timeout=5).read())) == 2
         text = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{port}/data/plugin/text/tags", timeout=5).read())
-        assert "confusion_matrix_table" in text.get(val_run, []), text
+        assert {"confusion_matrix_table", "classification_report"} <= set(text.get(val_run, []))
         assert "misclassified" in text[val_run]
+        assert {"confusion_matrix_table", "classification_report"} <= set(text[test_run])
+        assert "confusion_matrix" in images[test_run]
+        url = (f"http://127.0.0.1:{port}/data/plugin/text/text?"
+               f"run={urllib.request.quote(test_run)}&tag=classification_report")
+        (report,) = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        for name in trained.label_names:  # rendered as an HTML table, one row per class
+            assert f"<td>{name}</td>" in report["text"], report["text"]
         # the config as hyperparameters of the run
         hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",

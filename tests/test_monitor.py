@@ -1,4 +1,5 @@
-"""The validation confusion matrix: counts right over length buckets, traced not eager;
+"""The validation confusion matrix: counts right over length buckets, traced not eager; the
+per-class scores derived from it (checked against scikit-learn);
 the word vectors for the Projector: one per vocabulary word, wherever the embedding sits."""
 
 import numpy as np
@@ -7,7 +8,12 @@ import tensorflow as tf
 from conftest import summaries
 
 import tfkit
-from tfkit.monitor import EMBEDDING_TENSOR, ConfusionMatrix, log_misclassified
+from tfkit.monitor import (
+    EMBEDDING_TENSOR,
+    ConfusionMatrix,
+    classification_report,
+    log_misclassified,
+)
 
 
 def test_confusion_matrix_counts_every_validation_example(tmp_path):
@@ -44,6 +50,37 @@ def test_confusion_matrix_counts_every_validation_example(tmp_path):
     rows = [line for line in tables[0].splitlines() if line.startswith("| **")]
     counts = [[int(v) for v in row.split("|")[2:-1]] for row in rows]
     np.testing.assert_array_equal(counts, expected)
+    # per-class scores and the macro F1 of the same matrix, per epoch
+    logged = summaries(tmp_path / "logs" / "validation")
+    report = tf.make_ndarray(logged["classification_report"][-1][1].tensor).item().decode()
+    assert [line.split("|")[1].strip() for line in report.splitlines()[2:]] == [
+        "neg", "neu", "pos", "**macro average**"]
+    (step, value), = logged["epoch_macro_f1"][-1:]
+    assert step == 1 and abs(tf.make_ndarray(value.tensor).item() -
+                             classification_report(expected, ["a", "b", "c"])["macro_f1"]) < 1e-6
+
+
+def test_classification_report_matches_scikit_learn():
+    """Against an independent implementation, with a class the model never predicts (its
+    precision is 0) and a class absent from the labels (its recall is 0)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(1)
+    true = rng.choice([0, 1, 2], size=200, p=[0.6, 0.4, 0.0])
+    predicted = rng.choice([0, 1, 3], size=200)
+    matrix = confusion_matrix(true, predicted, labels=[0, 1, 2, 3])
+    report = classification_report(matrix, ["a", "b", "c", "d"])
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, predicted, labels=[0, 1, 2, 3], zero_division=0)
+    rows = report["per_class"]
+    np.testing.assert_allclose([rows[n]["precision"] for n in "abcd"], precision)
+    np.testing.assert_allclose([rows[n]["recall"] for n in "abcd"], recall)
+    np.testing.assert_allclose([rows[n]["f1"] for n in "abcd"], f1)
+    assert [rows[n]["support"] for n in "abcd"] == support.tolist()
+    assert rows["c"]["precision"] == 0 and rows["c"]["recall"] == 0  # never seen, never said
+    assert rows["d"]["precision"] == 0 and rows["d"]["support"] == 0
+    assert abs(report["macro_f1"] - f1.mean()) < 1e-12
+    assert report["confusion_matrix"] == matrix.tolist()
 
 
 @pytest.mark.parametrize("name", ["text_fasttext", "han", "multitask"])

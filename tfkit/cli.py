@@ -54,9 +54,11 @@ def _cmd_train(args) -> int:
     # progress bar to stdout, so it goes to stderr, with tfkit's own progress lines
     with contextlib.redirect_stdout(sys.stderr):
         result = tfkit.train(args.config, args.set, resume=args.resume)
-    summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items()
-                                                   if k.startswith("test_") or k in
-                                                   ("train_seconds", "export_path")}}
+    # one line: the scalar test metrics (per-class scores and the matrix: metrics.json)
+    summary = {"run_dir": str(result.run_dir), **{
+        k: v for k, v in result.metrics.items()
+        if (k.startswith("test_") and not isinstance(v, (dict, list)))
+        or k in ("train_seconds", "export_path")}}
     print(json.dumps(summary))
     return 0
 

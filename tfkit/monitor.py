@@ -3,7 +3,10 @@ the learned word vectors and the validation texts the model gets most wrong.
 
 - :class:`ConfusionMatrix` writes, after every epoch, the validation confusion matrix as
   an image (``Images`` tab) and as a table with the label names (``Text`` tab) into
-  ``logs/validation`` (tags ``confusion_matrix`` and ``confusion_matrix_table``).
+  ``logs/validation`` (tags ``confusion_matrix`` and ``confusion_matrix_table``), with
+  per-class precision, recall and F1 (``classification_report``) and the macro F1 scalar
+  (``epoch_macro_f1``, next to Keras's ``epoch_accuracy``); :func:`write_confusion` does the
+  same for the test split at the end of a run (``logs/test``).
 - :func:`log_hparams` records the resolved config in ``logs/`` for the ``HParams`` tab,
   so runs with different settings can be compared next to their validation metrics.
 - :func:`log_embeddings` writes the trained word embedding, labelled by word, for the
@@ -66,6 +69,58 @@ def traced_call(model: keras.Model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
+def confusion_counts(predict, dataset, num_classes: int) -> np.ndarray:
+    """``[true, predicted]`` counts of ``predict`` (:func:`traced_call`) over ``(x, y)`` batches."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for x, y in dataset:
+        np.add.at(matrix, (np.asarray(y).reshape(-1), predict(x).numpy().argmax(axis=-1)), 1)
+    return matrix
+
+
+def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
+    """Per-class precision, recall, F1 and support from ``[true, predicted]`` counts.
+
+    Returns ``{"macro_f1", "macro_precision", "macro_recall", "per_class": {name: {...}},
+    "confusion_matrix": [[...]]}``. A class never predicted has precision 0, and a class with
+    no example recall 0 (scikit-learn's ``zero_division=0``).
+    """
+    matrix = np.asarray(matrix)
+    hits = np.diag(matrix).astype(float)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = hits / np.maximum(predicted, 1)
+    recall = hits / np.maximum(support, 1)
+    f1 = np.where(precision + recall > 0,
+                  2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return {
+        "macro_f1": float(f1.mean()), "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(label_names)},
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def write_confusion(matrix: np.ndarray, label_names: list[str], step: int) -> None:
+    """The confusion matrix as an image (tag ``confusion_matrix``) and a table with the label
+    names (``confusion_matrix_table``), and per-class precision, recall and F1
+    (``classification_report``), into the default summary writer."""
+    report = classification_report(matrix, label_names)
+    counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
+              "|---" * (len(label_names) + 1) + "|"] + [
+        f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |"
+        for i, name in enumerate(label_names)]
+    scores = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"] + [
+        f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+        for name, c in report["per_class"].items()] + [
+        f"| **macro average** | {report['macro_precision']:.3f} | {report['macro_recall']:.3f} "
+        f"| {report['macro_f1']:.3f} | {int(np.sum(matrix))} |"]
+    tf.summary.image("confusion_matrix", confusion_image(matrix, label_names), step=step)
+    tf.summary.text("confusion_matrix_table", "\n".join(counts), step=step)
+    tf.summary.text("classification_report", "\n".join(scores), step=step)
+    tf.summary.scalar("epoch_macro_f1", report["macro_f1"], step=step)
+
+
 class ConfusionMatrix(keras.callbacks.Callback):
     """Logs the validation confusion matrix after every epoch (single-task classifiers).
 
@@ -84,29 +139,16 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.predict = None
 
     def matrix(self) -> np.ndarray:
-        """``[true, predicted]`` counts over the validation dataset (see :func:`traced_call`)."""
+        """``[true, predicted]`` counts over the validation dataset."""
         if self.predict is None:
             self.predict = traced_call(self.model)
-        n = len(self.label_names)
-        matrix = np.zeros((n, n), np.int64)
-        for x, y in self.dataset:
-            np.add.at(matrix, (np.asarray(y).reshape(-1),
-                               self.predict(x).numpy().argmax(axis=-1)), 1)
-        return matrix
+        return confusion_counts(self.predict, self.dataset, len(self.label_names))
 
     def on_epoch_end(self, epoch, logs=None):
-        n = len(self.label_names)
-        matrix = self.matrix()
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
-        header = "| true \\ predicted | " + " | ".join(self.label_names) + " |"
-        rows = [header, "|---" * (n + 1) + "|"] + [
-            f"| **{name}** | " + " | ".join(str(v) for v in matrix[i]) + " |"
-            for i, name in enumerate(self.label_names)]
         with self.writer.as_default():
-            tf.summary.image("confusion_matrix", confusion_image(matrix, self.label_names),
-                             step=epoch)
-            tf.summary.text("confusion_matrix_table", "\n".join(rows), step=epoch)
+            write_confusion(self.matrix(), self.label_names, epoch)
         self.writer.flush()
 
     def on_train_end(self, logs=None):
