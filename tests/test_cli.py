@@ -127,6 +127,9 @@ def test_run_directories_are_never_reused(tiny_csv, capsys):
     ("model.params.unit=4", "Did you mean 'units'"),
     ("model.params.units=0", "model.params of model 'text_lstm' {'units': 0}: units must be"),
     ("model.params.pooling=max", "pooling must be one of"),
+    ("train.class_weight={meh: 2}", "train.class_weight: no label 'meh' in the data"),
+    ("train.class_weight=heavy", "train.class_weight must be 'balanced', a mapping"),
+    ("train.class_weight={bad: -1}", "train.class_weight.bad must be a number >= 0"),
 ])
 def test_bad_input_exits_nonzero_and_leaves_no_run(tiny_csv, capsys, override, message):
     code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv) + [override]))
@@ -173,3 +176,17 @@ def test_console_script_is_installed(workdir):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "Unknown config key 'train.bogus'" in result.stderr
+
+
+@pytest.mark.parametrize("ignored", ["bad", "good"])
+def test_a_class_weighing_nothing_is_never_learned(tiny_csv, capsys, ignored):
+    """With one label's weight 0 its examples give no gradient: the model ends up predicting
+    the other label for every test review (and metrics.json records the weights)."""
+    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv, extra=[
+        f"train.class_weight={{{ignored}: 0}}", "train.epochs=2", "train.learning_rate=0.05",
+        "export.enabled=false"])))
+    assert code == 0, err
+    metrics = json.loads((Path(json.loads(out)["run_dir"]) / "metrics.json").read_text())
+    assert metrics["class_weights"] == {"bad": 1.0, "good": 1.0, ignored: 0.0}
+    column = metrics["label_names"].index(ignored)
+    assert np.array(metrics["test_confusion_matrix"])[:, column].sum() == 0  # never predicted

@@ -30,6 +30,21 @@ def test_wrong_type_names_key_and_value():
         config_from_dict({"data": {"bucket_by_length": 1}})
 
 
+def test_class_weight_is_balanced_or_a_mapping():
+    assert config_from_dict({"train": {"class_weight": "balanced"}}).train.class_weight == "balanced"
+    assert config_from_dict({"train": {"class_weight": {"other": 2}}}).train.class_weight == {
+        "other": 2}
+    with pytest.raises(ConfigError, match=r"train\.class_weight must be str or dict, got list"):
+        config_from_dict({"train": {"class_weight": ["other"]}})
+    with pytest.raises(ConfigError, match=r"train\.class_weight must be 'balanced'.*'even'"):
+        config_from_dict({"train": {"class_weight": "even"}})
+    with pytest.raises(ConfigError, match=r"train\.class_weight\.other must be a number >= 0"):
+        config_from_dict({"train": {"class_weight": {"other": "a lot"}}})
+    with pytest.raises(ConfigError, match=r"class_weight is for single-task.*loss_weights"):
+        config_from_dict({"data": {"source": "tate", "heads": {"medium_family": "classification"}},
+                          "model": {"name": "multitask"}, "train": {"class_weight": "balanced"}})
+
+
 def test_int_is_accepted_for_float():
     assert config_from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_texts
+from conftest import tiny_overrides, tiny_texts
 
 import tfkit
 from tfkit.config import DataConfig
@@ -211,3 +211,52 @@ def test_filler_rows_change_neither_the_loss_nor_the_gradients(tiny_config):
     np.testing.assert_allclose(filled[0], plain[0], rtol=1e-6)
     for a, b in zip(filled[1], plain[1]):
         np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-7)
+
+
+@pytest.mark.parametrize("setting", ["balanced", {"bad": 3, "good": 0.5}])
+def test_class_weights_weigh_each_training_example_by_its_label(tiny_csv, setting):
+    """The weighted training set = the plain one, same order, with each sample weight times
+    its label's weight (filler rows stay at 0); balanced = scikit-learn's definition."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from tfkit.train import class_weights, make_dataset, make_preprocessor
+
+    config = tfkit.load_config(None, tiny_overrides(tiny_csv))
+    config.train.class_weight = setting
+    data = tfkit.load_data(config.data)
+    weights = class_weights(config, data)
+    expected = (compute_class_weight("balanced", classes=np.arange(2), y=data.train.y)
+                if setting == "balanced" else [3.0, 0.5])
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    pre = make_preprocessor(config, data)
+    weighted = make_dataset(data.train, pre, config, 8, training=True, weights=weights)
+    plain = make_dataset(data.train, pre, config, 8, training=True)
+    rows = 0
+    for (x, y, w), (x0, y0, w0) in zip(weighted, plain, strict=True):
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_allclose(w, w0.numpy() * weights[y.numpy()])
+        rows += int(np.sum(w0))
+    assert rows == len(data.train)
+
+
+def test_class_weights_on_images_add_the_sample_weights(workdir):
+    from tfkit.train import class_weights, make_dataset, make_preprocessor
+
+    config = tfkit.load_config("digits_cnn", ["data.limit=40", 'train.class_weight={"3": 2}'])
+    data = tfkit.load_data(config.data)
+    weights = class_weights(config, data)
+    assert weights.tolist() == [2.0 if name == "3" else 1.0 for name in data.label_names]
+    ds = make_dataset(data.train, make_preprocessor(config, data), config, 8, training=True,
+                      weights=weights)
+    for _, y, w in ds:
+        np.testing.assert_array_equal(w, weights[y.numpy()])
+
+
+def test_class_weight_names_labels_the_data_has(tiny_csv):
+    from tfkit.train import class_weights
+
+    config = tfkit.load_config(None, tiny_overrides(tiny_csv, extra=["train.class_weight={meh: 2}"]))
+    with pytest.raises(tfkit.ConfigError, match=r"no label 'meh' in the data; its labels are "
+                                                r"\['bad', 'good'\]"):
+        class_weights(config, tfkit.load_data(config.data))

@@ -7,6 +7,7 @@ and suggest the closest valid one, so a typo never silently falls back to a defa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -86,6 +87,9 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
     early_stopping_patience: int | None = None
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
+    # single-task classifiers: "balanced" (n / (classes x count), from the training split) or
+    # {label: weight}, 1.0 for labels not named; weights the training loss, not validation/test
+    class_weight: str | dict | None = None
     steps_per_epoch: int | None = None
     steps_per_execution: int = 1  # train steps per tf.function call (>1: fewer Python round trips)
     runs_dir: str = "runs"
@@ -143,7 +147,14 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        hint = next(t for t in options if t is not type(None))
+        options = [t for t in options if t is not type(None)]
+        if len(options) > 1:  # e.g. str | dict: the first that fits
+            for option in options:
+                with contextlib.suppress(ConfigError):
+                    return _check_type(where, value, option)
+            raise ConfigError(f"{where} must be {' or '.join(t.__name__ for t in options)}, "
+                              f"got {type(value).__name__} {value!r}.")
+        hint = options[0]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = {str: str, int: int, float: float, bool: bool, dict: dict, list: list}[hint]
@@ -247,7 +258,8 @@ def _validate(config: Config) -> None:
 
 
 def _validate_heads(config: Config) -> None:
-    """data.heads, train.loss_weights and the multitask model go together."""
+    """data.heads, train.loss_weights and the multitask model go together; train.class_weight
+    is for single-task classifiers (its labels are checked against the data in training)."""
     from tfkit.data.sources import HEAD_KINDS
 
     heads, weights = config.data.heads, config.train.loss_weights
@@ -265,6 +277,18 @@ def _validate_heads(config: Config) -> None:
         if kind not in HEAD_KINDS:
             raise ConfigError(f"data.heads.{head} must be one of {', '.join(HEAD_KINDS)}; "
                               f"got {kind!r}.")
+    class_weight = config.train.class_weight
+    if class_weight is not None:
+        if heads:
+            raise ConfigError("train.class_weight is for single-task classifiers; with "
+                              "data.heads weigh the heads with train.loss_weights.")
+        if isinstance(class_weight, str) and class_weight != "balanced":
+            raise ConfigError("train.class_weight must be 'balanced', a mapping "
+                              f"{{label: weight}} or null; got {class_weight!r}.")
+        for label, weight in (class_weight if isinstance(class_weight, dict) else {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"train.class_weight.{label} must be a number >= 0, "
+                                  f"got {weight!r}.")
     for head, weight in (weights or {}).items():
         if head not in (heads or {}):
             raise ConfigError(f"train.loss_weights.{head}: no such head{_suggest(head, heads or {})}")

@@ -119,8 +119,39 @@ def make_preprocessor(config: Config, data: LabeledData):
     return preprocessor
 
 
-def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool):
+def class_weights(config: Config, data: LabeledData) -> np.ndarray | None:
+    """``train.class_weight`` as one weight per label id, or None when it is not set.
+
+    ``balanced``: ``n / (classes * count)`` over the training split (scikit-learn's
+    definition: every class then weighs as much in the loss as the others); a mapping:
+    ``{label name: weight}``, 1.0 for labels not named.
+
+    Raises:
+        ConfigError: naming a label that the data does not have.
+    """
+    setting = config.train.class_weight
+    if setting is None:
+        return None
+    names = list(data.label_names)
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(data.train.y).reshape(-1), minlength=len(names))
+        return (counts.sum() / (len(names) * np.maximum(counts, 1))).astype(np.float32)
+    unknown = sorted(str(label) for label in setting if str(label) not in names)
+    if unknown:
+        raise ConfigError(f"train.class_weight: no label {', '.join(map(repr, unknown))} in "
+                          f"the data; its labels are {names}.")
+    given = {str(label): float(weight) for label, weight in setting.items()}
+    return np.array([given.get(name, 1.0) for name in names], np.float32)
+
+
+def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool,
+                 weights: np.ndarray | None = None):
     """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured).
+
+    ``weights`` (training, :func:`class_weights`): each example's sample weight is its
+    label's weight (times 0 for the filler rows of full batches). Keras's
+    ``fit(class_weight=...)`` does the same but refuses datasets that already carry sample
+    weights, as full batches do.
 
     The data is in memory, so under a multi-worker strategy it is sharded by element
     (auto-shard policy DATA): every worker builds the same pipeline and keeps its share
@@ -133,6 +164,13 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     else:
         ds = array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
                            seed=config.data.seed)
+    if weights is not None:
+        table = tf.constant(weights)
+
+        def weigh(x, y, sample_weight=1.0):
+            return x, y, sample_weight * tf.gather(table, tf.reshape(y, [-1]))
+
+        ds = ds.map(weigh)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
@@ -352,7 +390,12 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     log.info("batch size %d per replica x %d replica(s) = %d global",
              config.train.batch_size, replicas, batch_size)
     jit_setting(config, replicas)  # a refused combination fails here, before any folder exists
-    train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True)
+    weights = class_weights(config, data)
+    if weights is not None:
+        log.info("class weights: %s", ", ".join(
+            f"{name} {w:.3g}" for name, w in zip(data.label_names, weights)))
+    train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True,
+                            weights=weights)
     val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False)
               if len(data.validation) else None)
     test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
@@ -409,6 +452,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 "train_examples": len(data.train), "validation_examples": len(data.validation),
                 "test_examples": len(data.test), "label_names": data.label_names,
                 "replicas": replicas, "model": config.model.name, "heads": heads,
+                "class_weights": None if weights is None else
+                dict(zip(data.label_names, weights.tolist())),
             })
             export_path = None
             if not chief:
