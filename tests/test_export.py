@@ -196,6 +196,16 @@ def test_tensorboard_server_reads_the_logs(trained):
         (report,) = json.loads(urllib.request.urlopen(url, timeout=5).read())
         for name in trained.label_names:  # rendered as an HTML table, one row per class
             assert f"<td>{name}</td>" in report["text"], report["text"]
+        # a precision-recall curve per class, validation per epoch and test at the end
+        curves = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/pr_curves/tags", timeout=5).read())
+        expected_tags = {f"{name}/pr_curves" for name in trained.label_names}
+        assert set(curves[val_run]) == expected_tags == set(curves[test_run]), curves
+        url = (f"http://127.0.0.1:{port}/data/plugin/pr_curves/pr_curves?"
+               f"run={urllib.request.quote(val_run)}&tag={trained.label_names[0]}/pr_curves")
+        served = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        assert len(served[val_run]) == 2  # two epochs
+        assert {"precision", "recall", "thresholds"} <= set(served[val_run][-1])
         # the config as hyperparameters of the run
         hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",

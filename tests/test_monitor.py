@@ -12,6 +12,7 @@ from tfkit.monitor import (
     EMBEDDING_TENSOR,
     ConfusionMatrix,
     classification_report,
+    confusion_counts,
     log_misclassified,
 )
 
@@ -37,7 +38,8 @@ def test_confusion_matrix_counts_every_validation_example(tmp_path):
             expected[true, predicted] += 1
     callback.on_epoch_end(0)
     callback.on_epoch_end(1)
-    np.testing.assert_array_equal(callback.matrix(), expected)
+    labels, probabilities = callback.predictions()
+    np.testing.assert_array_equal(confusion_counts(labels, probabilities), expected)
     assert expected.sum() == 90
     # traced with relaxed shapes: at most once for the first shape, once with the length
     # relaxed, once with the batch size relaxed; not once per shape, and not eager
@@ -58,6 +60,16 @@ def test_confusion_matrix_counts_every_validation_example(tmp_path):
     (step, value), = logged["epoch_macro_f1"][-1:]
     assert step == 1 and abs(tf.make_ndarray(value.tensor).item() -
                              classification_report(expected, ["a", "b", "c"])["macro_f1"]) < 1e-6
+    # one precision-recall curve per class against the others: counts at 201 thresholds
+    for i, name in enumerate(["neg", "neu", "pos"]):
+        curve = tf.make_ndarray(logged[f"{name}/pr_curves"][-1][1].tensor)
+        assert curve.shape == (6, 201)
+        tp, fp = curve[0], curve[1]
+        buckets = np.floor(probabilities[:, i] * 200)  # the threshold each example clears
+        for k in (0, 60, 100, 170):
+            assert tp[k] == np.sum((labels == i) & (buckets >= k))
+            assert fp[k] == np.sum((labels != i) & (buckets >= k))
+        assert tp[0] == expected[i].sum() and tp[0] + fp[0] == 90
 
 
 def test_classification_report_matches_scikit_learn():

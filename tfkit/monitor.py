@@ -4,9 +4,10 @@ the learned word vectors and the validation texts the model gets most wrong.
 - :class:`ConfusionMatrix` writes, after every epoch, the validation confusion matrix as
   an image (``Images`` tab) and as a table with the label names (``Text`` tab) into
   ``logs/validation`` (tags ``confusion_matrix`` and ``confusion_matrix_table``), with
-  per-class precision, recall and F1 (``classification_report``) and the macro F1 scalar
-  (``epoch_macro_f1``, next to Keras's ``epoch_accuracy``); :func:`write_confusion` does the
-  same for the test split at the end of a run (``logs/test``).
+  per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
+  (``epoch_macro_f1``, next to Keras's ``epoch_accuracy``) and a precision-recall curve per
+  class (``PR Curves`` tab); :func:`write_classification` does the same for the test split at
+  the end of a run (``logs/test``).
 - :func:`log_hparams` records the resolved config in ``logs/`` for the ``HParams`` tab,
   so runs with different settings can be compared next to their validation metrics.
 - :func:`log_embeddings` writes the trained word embedding, labelled by word, for the
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.pr_curve import summary as pr_curve
 
 EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in the checkpoint
 
@@ -69,11 +71,20 @@ def traced_call(model: keras.Model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
-def confusion_counts(predict, dataset, num_classes: int) -> np.ndarray:
-    """``[true, predicted]`` counts of ``predict`` (:func:`traced_call`) over ``(x, y)`` batches."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
+def predictions(predict, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(label ids, probabilities)`` of ``predict`` (:func:`traced_call`) over ``(x, y)`` batches."""
+    labels, probabilities = [], []
     for x, y in dataset:
-        np.add.at(matrix, (np.asarray(y).reshape(-1), predict(x).numpy().argmax(axis=-1)), 1)
+        labels.append(np.asarray(y).reshape(-1))
+        probabilities.append(predict(x).numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """``[true, predicted]`` counts, the prediction being the most probable class."""
+    num_classes = probabilities.shape[-1]
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, probabilities.argmax(axis=-1)), 1)
     return matrix
 
 
@@ -101,10 +112,14 @@ def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
     }
 
 
-def write_confusion(matrix: np.ndarray, label_names: list[str], step: int) -> None:
-    """The confusion matrix as an image (tag ``confusion_matrix``) and a table with the label
-    names (``confusion_matrix_table``), and per-class precision, recall and F1
-    (``classification_report``), into the default summary writer."""
+def write_classification(labels: np.ndarray, probabilities: np.ndarray,
+                         label_names: list[str], step: int) -> np.ndarray:
+    """Into the default summary writer: the confusion matrix as an image (tag
+    ``confusion_matrix``) and as a table with the label names (``confusion_matrix_table``),
+    per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
+    (``epoch_macro_f1``) and one precision-recall curve per class, that class against the
+    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). Returns the matrix."""
+    matrix = confusion_counts(labels, probabilities)
     report = classification_report(matrix, label_names)
     counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
               "|---" * (len(label_names) + 1) + "|"] + [
@@ -119,6 +134,11 @@ def write_confusion(matrix: np.ndarray, label_names: list[str], step: int) -> No
     tf.summary.text("confusion_matrix_table", "\n".join(counts), step=step)
     tf.summary.text("classification_report", "\n".join(scores), step=step)
     tf.summary.scalar("epoch_macro_f1", report["macro_f1"], step=step)
+    for i, name in enumerate(label_names):
+        curve = pr_curve.pb(name, labels == i, np.clip(probabilities[:, i], 0, 1).astype(np.float32),
+                            display_name=f"{name} (against the other classes)")
+        tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
+    return matrix
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
@@ -138,17 +158,17 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.writer = None
         self.predict = None
 
-    def matrix(self) -> np.ndarray:
-        """``[true, predicted]`` counts over the validation dataset."""
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(label ids, probabilities)`` over the validation dataset."""
         if self.predict is None:
             self.predict = traced_call(self.model)
-        return confusion_counts(self.predict, self.dataset, len(self.label_names))
+        return predictions(self.predict, self.dataset)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
         with self.writer.as_default():
-            write_confusion(self.matrix(), self.label_names, epoch)
+            write_classification(*self.predictions(), self.label_names, epoch)
         self.writer.flush()
 
     def on_train_end(self, logs=None):

@@ -58,8 +58,9 @@ from tfkit.monitor import (
     log_embeddings,
     log_hparams,
     log_misclassified,
+    predictions,
     traced_call,
-    write_confusion,
+    write_classification,
 )
 from tfkit.multiworker import BackupsAgree, multi_worker_fixes
 from tfkit.optimizers import LazyAdam
@@ -312,27 +313,31 @@ def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validati
 
 
 def test_report(model: keras.Model, test_ds: tf.data.Dataset, label_names: list[str]):
-    """The test split's confusion matrix and, from it, ``test_macro_f1``, ``test_per_class``
-    (precision, recall, F1, support per label) and ``test_confusion_matrix`` for metrics.json.
+    """The test split's ``(label ids, probabilities)`` and, from their confusion matrix,
+    ``test_macro_f1``, ``test_per_class`` (precision, recall, F1, support per label) and
+    ``test_confusion_matrix`` for metrics.json.
 
     Accuracy alone hides a weak class: on the fine-food reviews (65% ``great``) a model
     answering ``great`` every time scores 0.65 accuracy and 0.39 macro F1.
     """
-    matrix = confusion_counts(traced_call(model), test_ds, len(label_names))
-    report = classification_report(matrix, label_names)
-    return matrix, {"test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
-                    "test_confusion_matrix": report["confusion_matrix"]}
+    labels, probabilities = predictions(traced_call(model), test_ds)
+    report = classification_report(confusion_counts(labels, probabilities), label_names)
+    return (labels, probabilities), {
+        "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
+        "test_confusion_matrix": report["confusion_matrix"]}
 
 
-def log_test_metrics(run_dir: Path, metrics: dict, step: int, matrix=None, label_names=()) -> None:
+def log_test_metrics(run_dir: Path, metrics: dict, step: int, predicted=None,
+                     label_names=()) -> None:
     """Writes the test metrics as TensorBoard scalars under ``logs/test``, and for single-task
-    classifiers the test confusion matrix and per-class scores (:func:`write_confusion`)."""
+    classifiers (``predicted``: :func:`test_report`'s labels and probabilities) the test
+    confusion matrix, per-class scores and PR curves (:func:`write_classification`)."""
     writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
     with writer.as_default():
         for key, value in metrics.items():
             tf.summary.scalar(f"epoch_{key}", value, step=step)
-        if matrix is not None:
-            write_confusion(matrix, list(label_names), step)
+        if predicted is not None:
+            write_classification(*predicted, list(label_names), step)
     writer.close()
 
 
@@ -463,11 +468,11 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
                                  None)
             model.save(run_dir / "model.keras")
-            matrix = None
+            predicted = None
             if not heads:  # single-task classifiers: per-class scores on the test split
-                matrix, report = test_report(model, test_ds, data.label_names)
+                predicted, report = test_report(model, test_ds, data.label_names)
                 metrics.update(report)
-            log_test_metrics(run_dir, test, max(epochs_run - 1, 0), matrix, data.label_names)
+            log_test_metrics(run_dir, test, max(epochs_run - 1, 0), predicted, data.label_names)
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
                 log_embeddings(run_dir / "logs", model, preprocessor.vocabulary())
             if (isinstance(preprocessor, (TextPreprocessor, ImagePreprocessor))
