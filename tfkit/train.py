@@ -312,13 +312,13 @@ def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validati
     return callbacks
 
 
-def test_report(model: keras.Model, test_ds: tf.data.Dataset, label_names: list[str]):
+def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: list[str]):
     """The test split's ``(label ids, probabilities)`` and, from their confusion matrix,
     ``test_macro_f1``, ``test_per_class`` (precision, recall, F1, support per label) and
     ``test_confusion_matrix`` for metrics.json.
 
     Accuracy alone hides a weak class: on the fine-food reviews (65% ``great``) a model
-    answering ``great`` every time scores 0.65 accuracy and 0.39 macro F1.
+    answering ``great`` every time scores 0.66 accuracy and 0.40 macro F1 on the test split.
     """
     labels, probabilities = predictions(traced_call(model), test_ds)
     report = classification_report(confusion_counts(labels, probabilities), label_names)
@@ -330,7 +330,7 @@ def test_report(model: keras.Model, test_ds: tf.data.Dataset, label_names: list[
 def log_test_metrics(run_dir: Path, metrics: dict, step: int, predicted=None,
                      label_names=()) -> None:
     """Writes the test metrics as TensorBoard scalars under ``logs/test``, and for single-task
-    classifiers (``predicted``: :func:`test_report`'s labels and probabilities) the test
+    classifiers (``predicted``: :func:`score_test_split`'s labels and probabilities) the test
     confusion matrix, per-class scores and PR curves (:func:`write_classification`)."""
     writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
     with writer.as_default():
@@ -470,7 +470,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             model.save(run_dir / "model.keras")
             predicted = None
             if not heads:  # single-task classifiers: per-class scores on the test split
-                predicted, report = test_report(model, test_ds, data.label_names)
+                predicted, report = score_test_split(model, test_ds, data.label_names)
                 metrics.update(report)
             log_test_metrics(run_dir, test, max(epochs_run - 1, 0), predicted, data.label_names)
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
@@ -550,7 +550,7 @@ def load_run(run_dir: str | Path):
 
 def evaluate(run_dir: str | Path) -> dict:
     """Evaluates a finished run's model on its config's test split; returns the metrics
-    (``model.evaluate``'s, and for single-task classifiers :func:`test_report`'s)."""
+    (``model.evaluate``'s, and for single-task classifiers :func:`score_test_split`'s)."""
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     if data.label_names != label_names:
@@ -561,7 +561,7 @@ def evaluate(run_dir: str | Path) -> dict:
     metrics = {f"test_{k}": float(v) for k, v in
                model.evaluate(test_ds, return_dict=True, verbose=0).items()}
     if not heads:
-        metrics.update(test_report(model, test_ds, label_names)[1])
+        metrics.update(score_test_split(model, test_ds, label_names)[1])
     return metrics
 
 
