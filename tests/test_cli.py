@@ -93,6 +93,16 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     evaluated = json.loads(out)
     assert abs(evaluated["test_accuracy"] - summary["test_accuracy"]) < 1e-6
     assert evaluated["test_confusion_matrix"] == metrics["test_confusion_matrix"]
+    # the same model scored on newly labelled data; only the data section may change
+    Path("fresh.csv").write_text("review,sentiment\nstale and awful,bad\ntasty,good\n"
+                                 "really good value,good\n")
+    code, out, err = run_cli(capsys, "evaluate", str(run_dir), "--set", "data.test_path=fresh.csv")
+    assert code == 0, err
+    fresh = json.loads(out)
+    assert fresh["test_examples"] == 3 and np.sum(fresh["test_confusion_matrix"]) == 3
+    assert np.sum(np.array(fresh["test_confusion_matrix"]), axis=1).tolist() == [1, 2]
+    code, out, err = run_cli(capsys, "evaluate", str(run_dir), "--set", "train.epochs=3")
+    assert code == 2 and "only data.* keys can change" in err and not out
 
 
 class _Terminal(io.StringIO):

@@ -66,7 +66,7 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from tfkit.train import evaluate
 
-    print(json.dumps(evaluate(args.run_dir)))
+    print(json.dumps(evaluate(args.run_dir, args.set)))
     return 0
 
 
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
     p.add_argument("run_dir")
+    p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="change the data, e.g. --set data.test_path=new.csv (repeatable)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="export a finished run as the next SavedModel version")

@@ -548,10 +548,27 @@ def load_run(run_dir: str | Path):
     return config, model, load_preprocessor(run_dir), metrics["label_names"]
 
 
-def evaluate(run_dir: str | Path) -> dict:
+def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
     """Evaluates a finished run's model on its config's test split; returns the metrics
-    (``model.evaluate``'s, and for single-task classifiers :func:`score_test_split`'s)."""
+    (``model.evaluate``'s, and for single-task classifiers :func:`score_test_split`'s) and
+    ``test_examples``.
+
+    Args:
+        run_dir: a finished run.
+        data_overrides: ``"data.key=value"`` strings, e.g. ``"data.test_path=new.csv"`` to
+            score the model on newly labelled data. Only the data section can change: the
+            model, its preprocessing and its training are the run's.
+
+    Raises:
+        ConfigError: for an override outside ``data.``, or labels that differ from the run's.
+    """
+    for text in data_overrides:
+        if not text.strip().startswith("data."):
+            raise ConfigError(f"evaluate --set {text!r}: only data.* keys can change (the "
+                              "model, its preprocessing and its training are the run's).")
     config, model, preprocessor, label_names = load_run(run_dir)
+    if data_overrides:
+        config = load_config(Path(run_dir) / "config.yaml", data_overrides)
     data = load_data(config.data)
     if data.label_names != label_names:
         raise ConfigError(f"the data's labels {data.label_names} differ from the run's {label_names}.")
@@ -562,7 +579,7 @@ def evaluate(run_dir: str | Path) -> dict:
                model.evaluate(test_ds, return_dict=True, verbose=0).items()}
     if not heads:
         metrics.update(score_test_split(model, test_ds, label_names)[1])
-    return metrics
+    return {**metrics, "test_examples": len(data.test)}
 
 
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None) -> Path:
