@@ -84,6 +84,15 @@ def test_tfds_errors():
         load_data(DataConfig(source="tfds", name="no_such_dataset"))
 
 
+@pytest.mark.parametrize("source, key, value", [
+    ("fine_foods", "test_path", "mine.csv"), ("digits", "path", "x.npz"),
+    ("csv", "name", "imdb_reviews"), ("numpy", "test_path", "t.npz")])
+def test_a_data_key_the_source_does_not_read_is_an_error(source, key, value):
+    with pytest.raises(DataError, match=rf"data\.{key} is set \('{value}'\) but data\.source "
+                                        rf"'{source}' does not read it; it is read by "):
+        load_data(DataConfig(source=source, **{key: value}))
+
+
 def test_unknown_source():
     with pytest.raises(DataError, match="Unknown data.source 'sql'"):
         load_data(DataConfig(source="sql"))

@@ -466,6 +466,12 @@ def load_numpy(config: DataConfig) -> LabeledData:
                          f"numpy file '{config.path}'", test)
 
 
+# the optional data keys each source reads; setting one for a source that ignores it is an
+# error (a data.test_path the embedded sets would silently ignore, say)
+SOURCE_KEYS = {"csv": ("path", "test_path"), "directory": ("path", "test_path"),
+               "image_directory": ("path", "test_path"), "numpy": ("path",),
+               "tfds": ("name", "data_dir"), "fine_foods": (), "tate": (), "digits": ()}
+
 SOURCES = {
     "fine_foods": load_fine_foods,
     "tate": load_tate,
@@ -499,5 +505,11 @@ def load_data(config: DataConfig) -> LabeledData:
     if config.source not in SOURCES:
         raise DataError(f"Unknown data.source '{config.source}'; "
                         f"expected one of {', '.join(SOURCES)}.")
+    for key in ("path", "test_path", "name", "data_dir"):
+        if getattr(config, key) is not None and key not in SOURCE_KEYS[config.source]:
+            readers = [source for source, keys in SOURCE_KEYS.items() if key in keys]
+            raise DataError(f"data.{key} is set ({getattr(config, key)!r}) but data.source "
+                            f"'{config.source}' does not read it; it is read by "
+                            f"{', '.join(readers)}.")
     return SOURCES[config.source](config)
 
