@@ -65,6 +65,8 @@ def test_bad_choices_and_ranges():
         config_from_dict({"train": {"strategy": "gpu"}})
     with pytest.raises(ConfigError, match=r"data\.validation_fraction must be in"):
         config_from_dict({"data": {"validation_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"train\.histogram_freq must be >= 0 \(0: no histograms\)"):
+        config_from_dict({"train": {"histogram_freq": -1}})
 
 
 def test_learning_rate_schedules_decay_to_zero_over_the_run():

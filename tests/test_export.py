@@ -206,6 +206,15 @@ def test_tensorboard_server_reads_the_logs(trained):
         served = json.loads(urllib.request.urlopen(url, timeout=5).read())
         assert len(served[val_run]) == 2  # two epochs
         assert {"precision", "recall", "thresholds"} <= set(served[val_run][-1])
+        # weight histograms of every layer's weights, per epoch, in the train run
+        histograms = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/histograms/tags", timeout=5).read())
+        weights = {w.path.replace(":", "_") + "/histogram" for layer in trained.model.layers
+                   for w in layer.weights}
+        assert weights and weights <= set(histograms[train_run]), histograms
+        url = (f"http://127.0.0.1:{port}/data/plugin/histograms/histograms?"
+               f"run={urllib.request.quote(train_run)}&tag={urllib.request.quote(min(weights))}")
+        assert len(json.loads(urllib.request.urlopen(url, timeout=5).read())) == 2  # 2 epochs
         # the config as hyperparameters of the run
         hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",

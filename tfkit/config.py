@@ -96,6 +96,8 @@ class TrainConfig:
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
     verbose: str = "auto"  # model.fit: 0, 1, 2; auto: 1 on a terminal or in a notebook, else 2
+    # weight histograms (Histograms and Distributions tabs) every N epochs; 0: none
+    histogram_freq: int = 1
     # [start, stop]: trace these training batches (1-based, counted over the run) with the
     # TensorFlow profiler, for TensorBoard's Profile tab (pip install tensorboard-plugin-profile)
     profile_batch: list | None = None
@@ -247,6 +249,9 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"data.channels must be 1, 3 or null, got {d.channels!r}.")
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
+    if t.histogram_freq < 0:
+        raise ConfigError(f"train.histogram_freq must be >= 0 (0: no histograms), "
+                          f"got {t.histogram_freq!r}.")
     if t.verbose not in ("auto", "0", "1", "2"):
         raise ConfigError(f"train.verbose must be one of auto, 0, 1, 2; got {t.verbose!r}.")
     if t.profile_batch is not None and not (

@@ -294,12 +294,14 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
 
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool,
                    multi_worker: bool = False) -> list:
-    """TensorBoard (with the profiler over ``train.profile_batch``) and best checkpoint under
+    """TensorBoard (weight histograms every ``train.histogram_freq`` epochs, the profiler over
+    ``train.profile_batch``) and best checkpoint under
     ``out_dir``, BackupAndRestore in ``backup_dir`` (checked to agree across workers under a
     multi-worker strategy), optional early stopping."""
     monitor = "val_loss" if has_validation else "loss"
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch",
+                                    histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"),
                                         monitor=monitor, save_best_only=True),
