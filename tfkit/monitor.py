@@ -113,12 +113,12 @@ def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
 
 
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
-                         label_names: list[str], step: int) -> np.ndarray:
+                         label_names: list[str], step: int) -> None:
     """Into the default summary writer: the confusion matrix as an image (tag
     ``confusion_matrix``) and as a table with the label names (``confusion_matrix_table``),
     per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
     (``epoch_macro_f1``) and one precision-recall curve per class, that class against the
-    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). Returns the matrix."""
+    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds)."""
     matrix = confusion_counts(labels, probabilities)
     report = classification_report(matrix, label_names)
     counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
@@ -138,7 +138,6 @@ def write_classification(labels: np.ndarray, probabilities: np.ndarray,
         curve = pr_curve.pb(name, labels == i, np.clip(probabilities[:, i], 0, 1).astype(np.float32),
                             display_name=f"{name} (against the other classes)")
         tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
-    return matrix
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
