@@ -33,7 +33,8 @@ def trained(tmp_path_factory, request):
         texts, labels = tiny_texts(60)
         with open("reviews.csv", "w", newline="") as handle:
             csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
-        result = tfkit.train(None, tiny_overrides("reviews.csv", extra=["train.epochs=2"]))
+        result = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
+            "train.epochs=2", "train.histogram_freq=1"]))
     finally:
         os.chdir(old)
     return result

@@ -96,8 +96,9 @@ class TrainConfig:
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
     verbose: str = "auto"  # model.fit: 0, 1, 2; auto: 1 on a terminal or in a notebook, else 2
-    # weight histograms (Histograms and Distributions tabs) every N epochs; 0: none
-    histogram_freq: int = 1
+    # weight histograms (Histograms and Distributions tabs) every N epochs; 0: none (the
+    # default: on the fastText default preset they cost ~1 s per epoch for its 5M weights)
+    histogram_freq: int = 0
     # [start, stop]: trace these training batches (1-based, counted over the run) with the
     # TensorFlow profiler, for TensorBoard's Profile tab (pip install tensorboard-plugin-profile)
     profile_batch: list | None = None
