@@ -65,6 +65,9 @@ def test_bad_choices_and_ranges():
         config_from_dict({"train": {"strategy": "gpu"}})
     with pytest.raises(ConfigError, match=r"data\.validation_fraction must be in"):
         config_from_dict({"data": {"validation_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"train\.monitor must be one of val_loss, val_accuracy, "
+                                          r"val_macro_f1; got 'val_f1'"):
+        config_from_dict({"train": {"monitor": "val_f1"}})
     with pytest.raises(ConfigError, match=r"train\.histogram_freq must be >= 0 \(0: no histograms\)"):
         config_from_dict({"train": {"histogram_freq": -1}})
 
@@ -162,3 +165,19 @@ def test_every_preset_loads():
     assert presets
     for preset in presets:
         assert isinstance(tfkit.load_config(preset), tfkit.Config)
+
+
+def test_a_monitor_the_run_cannot_compute_is_refused():
+    from tfkit.train import monitored
+
+    config = config_from_dict({"train": {"monitor": "val_macro_f1"}})
+    assert monitored(config, True, None, False) == "val_macro_f1"
+    with pytest.raises(ConfigError, match=r"needs a validation split"):
+        monitored(config, False, None, False)
+    with pytest.raises(ConfigError, match=r"computed by the chief alone"):
+        monitored(config, True, None, True)
+    with pytest.raises(ConfigError, match=r"multi-task model has per-head metrics"):
+        monitored(config, True, {"medium_family": {"num_classes": 3}}, False)
+    default = config_from_dict({})
+    assert monitored(default, True, None, True) == "val_loss"
+    assert monitored(default, False, None, False) == "loss"  # no validation: training loss

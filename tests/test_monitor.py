@@ -150,3 +150,39 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
     table = tf.make_ndarray(value.tensor).item().decode()
     assert "| stale \\| bad crackers |" in table  # a | in a text is escaped, not a new column
     assert "tasty " * 49 + "tasty …" in table  # long texts cut at 300 characters
+
+
+def test_monitor_val_macro_f1_keeps_the_epoch_with_the_best_validation_f1(workdir):
+    """ConfusionMatrix puts val_macro_f1 into the epoch's logs before the checkpoint sees
+    them: the history has it every epoch, and the model tfkit.train returns (the best
+    checkpoint's weights) scores the history's maximum on the validation split. The labels
+    are noisy, so the F1 moves from epoch to epoch."""
+    import csv
+
+    from conftest import tiny_overrides
+
+    from tfkit.monitor import predictions, traced_call
+    from tfkit.train import make_dataset
+
+    rng = np.random.default_rng(3)
+    words = ["good", "tasty", "fresh", "bad", "stale", "awful", "box", "snack", "price"]
+    rows = []
+    for _ in range(240):
+        text = rng.choice(words, size=rng.integers(3, 12))
+        score = sum(w in ("good", "tasty", "fresh") for w in text) - sum(
+            w in ("bad", "stale", "awful") for w in text)
+        label = "good" if (score > 0) != (rng.random() < 0.3) else "bad"  # 30% flipped
+        rows.append((" ".join(text), label))
+    with open("noisy.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("review", "sentiment"), *rows])
+    result = tfkit.train(None, tiny_overrides("noisy.csv", extra=[
+        "train.monitor=val_macro_f1", "train.epochs=4", "data.validation_fraction=0.3",
+        "export.enabled=false"]))
+    f1s = result.history["val_macro_f1"]
+    assert len(f1s) == 4 and max(f1s) > f1s[-1], f1s  # the best epoch is not the last one
+    config = tfkit.load_config(result.run_dir / "config.yaml")
+    data = tfkit.load_data(config.data)
+    val_ds = make_dataset(data.validation, result.preprocessor, config, 8, training=False)
+    labels, probabilities = predictions(traced_call(result.model), val_ds)
+    report = classification_report(confusion_counts(labels, probabilities), result.label_names)
+    assert abs(report["macro_f1"] - max(f1s)) < 1e-6, f1s

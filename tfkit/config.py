@@ -85,6 +85,8 @@ class TrainConfig:
     scale_learning_rate: bool = False  # multiply learning_rate by the number of replicas
     mixed_precision: str = "none"  # none | mixed_float16 (GPU) | mixed_bfloat16 (TPU, recent CPUs)
     jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
+    # what picks the best checkpoint (and early stopping): val_loss | val_accuracy | val_macro_f1
+    monitor: str = "val_loss"
     early_stopping_patience: int | None = None
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     # single-task classifiers: "balanced" (n / (classes x count), from the training split) or
@@ -134,6 +136,7 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -225,7 +228,8 @@ def _validate(config: Config) -> None:
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
-               "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES)}
+               "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES),
+               "train.monitor": (config.train.monitor, MONITORS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)

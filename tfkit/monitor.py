@@ -113,12 +113,13 @@ def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
 
 
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
-                         label_names: list[str], step: int) -> None:
+                         label_names: list[str], step: int) -> dict:
     """Into the default summary writer: the confusion matrix as an image (tag
     ``confusion_matrix``) and as a table with the label names (``confusion_matrix_table``),
     per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
     (``epoch_macro_f1``) and one precision-recall curve per class, that class against the
-    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds)."""
+    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). Returns the
+    :func:`classification_report`."""
     matrix = confusion_counts(labels, probabilities)
     report = classification_report(matrix, label_names)
     counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
@@ -138,10 +139,12 @@ def write_classification(labels: np.ndarray, probabilities: np.ndarray,
         curve = pr_curve.pb(name, labels == i, np.clip(probabilities[:, i], 0, 1).astype(np.float32),
                             display_name=f"{name} (against the other classes)")
         tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
+    return report
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
-    """Logs the validation confusion matrix after every epoch (single-task classifiers).
+    """Logs the validation confusion matrix after every epoch (single-task classifiers), and
+    adds ``val_macro_f1`` to the epoch's logs for the callbacks that follow it.
 
     Args:
         log_dir: the run's ``logs`` folder; writes into ``log_dir/validation``.
@@ -167,8 +170,10 @@ class ConfusionMatrix(keras.callbacks.Callback):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
         with self.writer.as_default():
-            write_classification(*self.predictions(), self.label_names, epoch)
+            report = write_classification(*self.predictions(), self.label_names, epoch)
         self.writer.flush()
+        if logs is not None:  # for the callbacks after this one (train.monitor: val_macro_f1)
+            logs["val_macro_f1"] = report["macro_f1"]
 
     def on_train_end(self, logs=None):
         if self.writer is not None:

@@ -292,24 +292,57 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
                   steps_per_execution=config.train.steps_per_execution)
 
 
-def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, has_validation: bool,
-                   multi_worker: bool = False) -> list:
+def monitored(config: Config, has_validation: bool, heads: dict | None,
+              multi_worker: bool) -> str:
+    """The quantity that picks the best checkpoint (and stops early): ``train.monitor``, or
+    the training loss when there is no validation split.
+
+    ``val_macro_f1`` comes from the :class:`ConfusionMatrix` callback, which only single-task
+    classifiers have and only the chief runs (under multi-worker training the workers would
+    disagree on when to stop); multi-task models name their metrics per head.
+
+    Raises:
+        ConfigError: for a monitor the run cannot compute, before any run folder exists.
+    """
+    monitor = config.train.monitor
+    if monitor == "val_loss":
+        return monitor if has_validation else "loss"
+    if not has_validation:
+        raise ConfigError(f"train.monitor '{monitor}' needs a validation split "
+                          "(data.validation_fraction > 0); val_loss falls back to the training loss.")
+    if heads:
+        raise ConfigError(f"train.monitor '{monitor}': a multi-task model has per-head metrics; "
+                          "use val_loss (the weighted sum of the heads' losses).")
+    if monitor == "val_macro_f1" and multi_worker:
+        raise ConfigError("train.monitor 'val_macro_f1' is computed by the chief alone; under "
+                          "multi-worker training use val_loss or val_accuracy.")
+    return monitor
+
+
+def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str,
+                   multi_worker: bool = False, extra=()) -> list:
     """TensorBoard (weight histograms every ``train.histogram_freq`` epochs, the profiler over
-    ``train.profile_batch``) and best checkpoint under
-    ``out_dir``, BackupAndRestore in ``backup_dir`` (checked to agree across workers under a
-    multi-worker strategy), optional early stopping."""
-    monitor = "val_loss" if has_validation else "loss"
+    ``train.profile_batch``), the ``extra`` callbacks, and the best checkpoint by ``monitor``
+    (:func:`monitored`) under ``out_dir``; BackupAndRestore in ``backup_dir`` (checked to
+    agree across workers under a multi-worker strategy), optional early stopping.
+
+    The extras (:class:`ConfusionMatrix`) come after TensorBoard and before the checkpoint:
+    they add ``val_macro_f1`` to the epoch's logs, which the checkpoint, early stopping and
+    the history then see (TensorBoard already got its own copy from them).
+    """
+    mode = "min" if monitor.endswith("loss") else "max"
     callbacks = [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch",
                                     histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
+        *extra,
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"),
-                                        monitor=monitor, save_best_only=True),
+                                        monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
     ] + ([BackupsAgree()] if multi_worker else [])
     if config.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=config.train.early_stopping_patience,
+            monitor=monitor, mode=mode, patience=config.train.early_stopping_patience,
             restore_best_weights=True))
     return callbacks
 
@@ -408,6 +441,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
 
     heads = head_specs(data)
+    monitor = monitored(config, val_ds is not None, heads, is_multi_worker(strategy))
     with precision_policy(config.train.mixed_precision):
         with strategy.scope():
             try:  # the builder checks its arguments' values: fail before any folder exists
@@ -440,8 +474,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 history = model.fit(
                     train_ds, validation_data=val_ds, epochs=config.train.epochs,
                     steps_per_epoch=config.train.steps_per_epoch,
-                    callbacks=make_callbacks(out_dir, run_dir / "backup", config, val_ds is not None,
-                                             is_multi_worker(strategy)) + extra + list(callbacks),
+                    callbacks=make_callbacks(out_dir, run_dir / "backup", config, monitor,
+                                             is_multi_worker(strategy), extra) + list(callbacks),
                     shuffle=False,
                     verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
