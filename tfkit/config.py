@@ -296,14 +296,17 @@ def _validate_heads(config: Config) -> None:
             raise ConfigError("train.class_weight must be 'balanced', a mapping "
                               f"{{label: weight}} or null; got {class_weight!r}.")
         for label, weight in (class_weight if isinstance(class_weight, dict) else {}).items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ConfigError(f"train.class_weight.{label} must be a number >= 0, "
-                                  f"got {weight!r}.")
+            _check_weight(f"train.class_weight.{label}", weight)
     for head, weight in (weights or {}).items():
         if head not in (heads or {}):
             raise ConfigError(f"train.loss_weights.{head}: no such head{_suggest(head, heads or {})}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"train.loss_weights.{head} must be a number >= 0, got {weight!r}.")
+        _check_weight(f"train.loss_weights.{head}", weight)
+
+
+def _check_weight(key: str, weight: Any) -> None:
+    """A loss or class weight: a number >= 0 (0 switches its part of the loss off)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"{key} must be a number >= 0, got {weight!r}.")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
