@@ -67,6 +67,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
+from tfkit.export import make_examples  # noqa: E402
 from tfkit.train import (  # noqa: E402
     OPTIMIZERS,
     WEIGHTED_MEAN,
@@ -210,10 +211,12 @@ def end_to_end(preset: str, limit: int | None, workdir: Path) -> dict:
 
 
 def serving(model, pre, texts, workdir: Path, calls: int) -> dict:
-    """The exported SavedModel on raw strings vs in-process predict on integer tensors."""
+    """The exported SavedModel on raw strings (and the same in tf.train.Example protos) vs
+    in-process predict on integer tensors."""
     path = tfkit.export_for_serving(model, pre, ["great", "other"], workdir / "bench",
                                     samples=texts[:8])
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path))
+    fn, from_examples = loaded.signatures["serving_default"], loaded.signatures["serving_examples"]
     for text in texts[:5]:
         fn(text=tf.constant([text]))
     latencies = []
@@ -227,6 +230,12 @@ def serving(model, pre, texts, workdir: Path, calls: int) -> dict:
     for batch in batches:
         fn(text=tf.constant(batch))["probabilities"].numpy()
     served = 64 * len(batches) / (time.perf_counter() - start)
+    examples = [tf.constant(make_examples(batch, "text")) for batch in batches]  # client's work
+    from_examples(examples=examples[0])
+    start = time.perf_counter()
+    for batch in examples:
+        from_examples(examples=batch)["probabilities"].numpy()
+    served_examples = 64 * len(batches) / (time.perf_counter() - start)
     ids = pre(tf.constant(texts[: 64 * len(batches)])).numpy()
     model.predict(ids[:64], batch_size=64, verbose=0)
     start = time.perf_counter()
@@ -235,8 +244,10 @@ def serving(model, pre, texts, workdir: Path, calls: int) -> dict:
     return {"batch1_latency_ms_p50": round(1000 * float(np.percentile(latencies, 50)), 2),
             "batch1_latency_ms_p99": round(1000 * float(np.percentile(latencies, 99)), 2),
             "batch64_raw_strings_examples_per_second": round(served, 1),
+            "batch64_tf_examples_examples_per_second": round(served_examples, 1),
             "batch64_predict_int_tensors_examples_per_second": round(in_process, 1),
-            "ratio_served_over_predict": round(served / in_process, 2)}
+            "ratio_served_over_predict": round(served / in_process, 2),
+            "ratio_tf_examples_over_raw_strings": round(served_examples / served, 2)}
 
 
 def machine() -> dict:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from conftest import tiny_overrides
 
 import tfkit
-from tfkit.export import ExportError, export_for_serving, next_version
+from tfkit.export import ExportError, export_for_serving, make_examples, next_version
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,30 @@ def test_loads_like_tf_serving(trained):
     np.testing.assert_allclose(probs[:, 0], [d["probabilities"]["bad"] for d in direct], atol=1e-5)
 
 
+def test_tf_examples_signature_like_tf_serving(trained):
+    """serving_examples takes serialized tf.train.Example protos with a bytes feature 'text'
+    (fed in a TF1 session by signature, as TF Serving does), answers as serving_default does,
+    and refuses an Example without the feature, naming it."""
+    texts = ["love it, my kids love it", "", "stale and bland " * 3000, "Très bon 美味しい"]
+    by_hand = [tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString() for t in texts]
+    assert by_hand == make_examples(texts, "text")
+    path = str(trained.export_path)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+        sig = meta.signature_def["serving_examples"]
+        assert list(sig.inputs) == ["examples"] and sig.inputs["examples"].dtype == tf.string
+        probs, labels = sess.run([sig.outputs["probabilities"].name, sig.outputs["label"].name],
+                                 feed_dict={sig.inputs["examples"].name: by_hand})
+        wrong = tf.train.Example(features=tf.train.Features(feature={"review": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"tasty"]))})).SerializeToString()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Feature: text .* is required"):
+            sess.run(sig.outputs["label"].name, feed_dict={sig.inputs["examples"].name: [wrong]})
+    direct = tfkit.predict(trained.export_path, texts)
+    np.testing.assert_allclose(probs[:, 1], [d["probabilities"]["good"] for d in direct], atol=1e-5)
+    assert [label.decode() for label in labels] == [d["label"] for d in direct]
+
+
 def test_warmup_requests_replay_like_tf_serving(trained):
     """assets.extra/tf_serving_warmup_requests: PredictionLog records (parsed with the real
     tensorflow-serving-api protos) that TF Serving replays in its session when it loads the
@@ -102,9 +126,13 @@ def test_warmup_requests_replay_like_tf_serving(trained):
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))]
     requests = [record.predict_log.request for record in records]
-    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    assert [r.model_spec.signature_name for r in requests] == \
+        ["serving_default"] * 2 + ["serving_examples"] * 2
     assert {r.model_spec.name for r in requests} == {path.parent.name}
+    examples = [tf.train.Example.FromString(e) for e in tf.make_ndarray(requests[3].inputs["examples"])]
+    requests = requests[:2]
     texts = [[t.decode() for t in tf.make_ndarray(r.inputs["text"])] for r in requests]
+    assert [e.features.feature["text"].bytes_list.value[0].decode() for e in examples] == texts[1]
     assert len(texts[0]) == 1 and texts[0] == texts[1][:1] and len(texts[1]) > 3
     assert "" in texts[1]  # the edge cases the export was checked with
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:

@@ -11,6 +11,7 @@ from conftest import summaries
 import tfkit
 from tfkit.config import DataConfig
 from tfkit.data import DataError, load_data
+from tfkit.export import make_examples
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,9 @@ def test_png_and_jpeg_bytes_match_the_keras_model(digits_run):
     keras_probs = digits_run.model(tf.cast(images, tf.float32), training=False).numpy()
     png = loaded.signatures["serving_default"](image_bytes=tf.constant(encode(images, "png")))
     np.testing.assert_allclose(png["probabilities"].numpy(), keras_probs, atol=1e-5)
+    examples = loaded.signatures["serving_examples"](
+        examples=tf.constant(make_examples(encode(images, "png"), "image_bytes")))
+    np.testing.assert_allclose(examples["probabilities"].numpy(), keras_probs, atol=1e-5)
     jpeg = loaded.signatures["serving_default"](image_bytes=tf.constant(encode(images, "jpeg")))
     # JPEG is lossy: the same class, probabilities close
     jpeg_pixels = tf.stack([tf.io.decode_jpeg(b, channels=1) for b in encode(images, "jpeg")])
@@ -66,7 +70,9 @@ def test_warmup_requests_cover_both_endpoints(digits_run):
     assert inputs == [("serving_default", "image_bytes", (1,)),
                       ("serving_default", "image_bytes", (batch,)),
                       ("serving_tensor", "images", (1, 8, 8, 1)),
-                      ("serving_tensor", "images", (batch, 8, 8, 1))] and batch > 1
+                      ("serving_tensor", "images", (batch, 8, 8, 1)),
+                      ("serving_examples", "examples", (1,)),
+                      ("serving_examples", "examples", (batch,))] and batch > 1
     png = tf.make_ndarray(requests[0].inputs["image_bytes"])[0]
     assert tf.io.decode_png(png).shape == (8, 8, 1)
 
@@ -183,3 +189,10 @@ def test_sequence_lstm_reads_digits_row_by_row(tmp_path):
     loaded = tf.saved_model.load(str(result.export_path))
     out = loaded.signatures["serving_default"](sequence=tf.zeros([3, 8, 8]))
     assert out["probabilities"].shape == (3, 10)
+    rows = load_data(DataConfig(source="digits")).test.x[:5].reshape(5, 8, 8).astype("float32")
+    direct = loaded.signatures["serving_default"](sequence=tf.constant(rows))["probabilities"]
+    # the same rows flattened row-major into one float feature 'sequence' per Example
+    served = loaded.signatures["serving_examples"](
+        examples=tf.constant(make_examples(rows, "sequence")))["probabilities"]
+    np.testing.assert_allclose(served.numpy(), direct.numpy(), atol=1e-6)
+    assert not np.allclose(direct.numpy()[0], direct.numpy()[1])  # different rows, different outputs

@@ -27,6 +27,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 SERVING_KEY = "serving_default"
+EXAMPLES_KEY = "serving_examples"  # the same raw input inside serialized tf.train.Example protos
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
 
 
@@ -70,12 +71,59 @@ def _serving_fn(model, prepare, names):
     return serve
 
 
+def _examples_endpoint(prepare, spec: tf.TensorSpec):
+    """``serving_examples``: serialized ``tf.train.Example`` protos in (``examples``,
+    ``tf.string [None]``), each holding the raw input in one feature named like
+    ``serving_default``'s input (``text`` or ``image_bytes``: a bytes feature; ``sequence``:
+    a float feature of ``steps x features`` values, row-major); a missing feature is an error
+    that names it, never an empty input."""
+    shape = spec.shape[1:]
+    feature = (tf.io.FixedLenFeature([], tf.string) if spec.dtype == tf.string
+               else tf.io.FixedLenFeature([shape.num_elements()], spec.dtype))
+
+    def parse(examples):
+        value = tf.io.parse_example(examples, {spec.name: feature})[spec.name]
+        return prepare(tf.reshape(value, [-1, *shape]) if shape.rank else value)
+
+    return parse, [tf.TensorSpec([None], tf.string, name="examples")]
+
+
+def serving_endpoints(preprocessor) -> dict:
+    """``{signature: (fn, input_signature)}``: the preprocessor's own endpoints
+    (``serving_default`` on raw input, ``serving_tensor`` for images) and ``serving_examples``."""
+    endpoints = preprocessor.serving_endpoints()
+    return {**endpoints, EXAMPLES_KEY: _examples_endpoint(endpoints[SERVING_KEY][0],
+                                                          endpoints[SERVING_KEY][1][0])}
+
+
+def make_examples(inputs, feature: str) -> list[bytes]:
+    """Serialized ``tf.train.Example`` protos for the ``serving_examples`` signature, one per
+    raw input: texts or encoded image bytes as a bytes feature, arrays (sequences) as a float
+    feature.
+
+    Examples:
+        >>> loaded.signatures["serving_examples"](
+        ...     examples=tf.constant(make_examples(["Delicious"], "text")))
+    """
+    def one(value):
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if isinstance(value, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(value)))
+
+    return [tf.train.Example(features=tf.train.Features(feature={feature: one(v)}))
+            .SerializeToString() for v in inputs]
+
+
 def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dict):
-    """An ``ExportArchive`` with one endpoint per preprocessor serving input.
+    """An ``ExportArchive`` with one endpoint per serving input (:func:`serving_endpoints`).
 
     Text models: ``serving_default`` takes ``text`` (``tf.string [None]``). Image models:
     ``serving_default`` takes ``image_bytes`` (encoded PNG/JPEG, ``tf.string [None]``) and
-    ``serving_tensor`` takes ``images`` (``float32 [None, h, w, c]``, values 0..255).
+    ``serving_tensor`` takes ``images`` (``float32 [None, h, w, c]``, values 0..255). All:
+    ``serving_examples`` takes ``examples``, serialized ``tf.train.Example`` protos holding
+    ``serving_default``'s input as a feature of the same name.
     Every endpoint returns ``probabilities`` (``float32 [None, classes]``), ``class_id``
     (``int64 [None]``) and ``label`` (``string [None]``). The label names are also kept
     as the variable collection ``label_names`` (``loaded.label_names[0]``). Multi-task
@@ -90,7 +138,7 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     if hasattr(preprocessor, "layer"):
         archive.track(preprocessor.layer)  # the vocabulary lookup table
     names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
-    for endpoint, (prepare, signature) in preprocessor.serving_endpoints().items():
+    for endpoint, (prepare, signature) in serving_endpoints(preprocessor).items():
         archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
                              input_signature=signature)
     if isinstance(names, list):
@@ -101,12 +149,15 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
 
 def endpoint_inputs(preprocessor, samples) -> tuple[dict, tf.Tensor]:
     """The samples as each endpoint takes them, ``{endpoint: (input name, batch)}`` (the
-    raw samples for ``serving_default``; for the others, such as ``serving_tensor``, the
-    tensor the preprocessor makes of them), and that tensor (what the Keras model takes)."""
-    endpoints = preprocessor.serving_endpoints()
+    raw samples for ``serving_default``, the same in ``tf.train.Example`` protos for
+    ``serving_examples``; for ``serving_tensor`` the tensor the preprocessor makes of them),
+    and that tensor (what the Keras model takes)."""
+    endpoints = serving_endpoints(preprocessor)
     raw = tf.constant(samples)
     prepared = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
-    return {endpoint: (signature[0].name, raw if endpoint == SERVING_KEY else prepared)
+    feature = endpoints[SERVING_KEY][1][0].name
+    batches = {SERVING_KEY: raw, EXAMPLES_KEY: tf.constant(make_examples(raw.numpy(), feature))}
+    return {endpoint: (signature[0].name, batches.get(endpoint, prepared))
             for endpoint, (_, signature) in endpoints.items()}, prepared
 
 
