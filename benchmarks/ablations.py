@@ -54,7 +54,7 @@ from benchmarks.run import (
     write_result,
 )
 from tfkit.data.pipeline import fill_and_prefetch
-from tfkit.train import OPTIMIZERS
+from tfkit.training import OPTIMIZERS
 
 
 def rebucket(texts, y, pre, edges, to_edge=True):

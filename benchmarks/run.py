@@ -68,7 +68,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
 from tfkit.export import make_examples  # noqa: E402
-from tfkit.train import (  # noqa: E402
+from tfkit.training import (  # noqa: E402
     OPTIMIZERS,
     WEIGHTED_MEAN,
     compile_model,

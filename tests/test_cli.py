@@ -14,7 +14,7 @@ from conftest import summaries, tiny_overrides
 
 from tfkit.cli import main
 from tfkit.config import DEFAULT_PRESET
-from tfkit.train import fit_verbosity
+from tfkit.training import fit_verbosity
 
 
 def sets(overrides):
@@ -200,3 +200,31 @@ def test_a_class_weighing_nothing_is_never_learned(tiny_csv, capsys, ignored):
     assert metrics["class_weights"] == {"bad": 1.0, "good": 1.0, ignored: 0.0}
     column = metrics["label_names"].index(ignored)
     assert np.array(metrics["test_confusion_matrix"])[:, column].sum() == 0  # never predicted
+
+
+def test_help_and_usage_errors_do_not_wait_for_tensorflow():
+    """`import tfkit`, `tfkit --help` and argparse's errors run without importing TensorFlow
+    (~5 s); the public names import it on first use, and `tfkit.train` stays the function
+    when the `tfkit.training` module is imported first."""
+    script = (
+        "import sys, tfkit\n"
+        "from tfkit.cli import main\n"
+        "for argv in (['--help'], ['trian'], ['train', '--sett']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        print('exit', exc.code)\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+        "from tfkit.training import evaluate\n"
+        "print(callable(tfkit.train), tfkit.evaluate is evaluate, 'tensorflow' in sys.modules)\n"
+        "print(sorted(set(tfkit.__all__) - set(dir(tfkit))))\n"
+        "print(all(getattr(tfkit, name) is not None for name in tfkit.__all__))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("usage: tfkit")
+    assert lines[-7:] == ["exit 0", "exit 2", "exit 2", "False False", "True True True", "[]",
+                          "True"]
+    assert "invalid choice: 'trian'" in done.stderr
+    assert "unrecognized arguments: --sett" in done.stderr

@@ -3,7 +3,7 @@ import yaml
 
 import tfkit
 from tfkit.config import DEFAULT_PRESET, ConfigError, config_from_dict, load_config, save_config
-from tfkit.train import learning_rate
+from tfkit.training import learning_rate
 
 
 def test_default_preset_is_fasttext_on_fine_foods():
@@ -168,7 +168,7 @@ def test_every_preset_loads():
 
 
 def test_a_monitor_the_run_cannot_compute_is_refused():
-    from tfkit.train import monitored
+    from tfkit.training import monitored
 
     config = config_from_dict({"train": {"monitor": "val_macro_f1"}})
     assert monitored(config, True, None, False) == "val_macro_f1"

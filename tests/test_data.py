@@ -198,7 +198,7 @@ def test_full_batches_fill_partial_batches_with_rows_that_weigh_nothing(document
 
 def test_filler_rows_change_neither_the_loss_nor_the_gradients(tiny_config):
     """compile_model's loss over a filled batch = the plain mean over its real rows."""
-    from tfkit.train import compile_model
+    from tfkit.training import compile_model
 
     texts, y = ["tasty", "awful stale crackers", "good"], np.array([1, 0, 1])
     pre = tfkit.TextPreprocessor(max_tokens=20, max_len=6)
@@ -228,7 +228,7 @@ def test_class_weights_weigh_each_training_example_by_its_label(tiny_csv, settin
     its label's weight (filler rows stay at 0); balanced = scikit-learn's definition."""
     from sklearn.utils.class_weight import compute_class_weight
 
-    from tfkit.train import class_weights, make_dataset, make_preprocessor
+    from tfkit.training import class_weights, make_dataset, make_preprocessor
 
     config = tfkit.load_config(None, tiny_overrides(tiny_csv))
     config.train.class_weight = setting
@@ -250,7 +250,7 @@ def test_class_weights_weigh_each_training_example_by_its_label(tiny_csv, settin
 
 
 def test_class_weights_on_images_add_the_sample_weights(workdir):
-    from tfkit.train import class_weights, make_dataset, make_preprocessor
+    from tfkit.training import class_weights, make_dataset, make_preprocessor
 
     config = tfkit.load_config("digits_cnn", ["data.limit=40", 'train.class_weight={"3": 2}'])
     data = tfkit.load_data(config.data)
@@ -263,7 +263,7 @@ def test_class_weights_on_images_add_the_sample_weights(workdir):
 
 
 def test_class_weight_names_labels_the_data_has(tiny_csv):
-    from tfkit.train import class_weights
+    from tfkit.training import class_weights
 
     config = tfkit.load_config(None, tiny_overrides(tiny_csv, extra=["train.class_weight={meh: 2}"]))
     with pytest.raises(tfkit.ConfigError, match=r"no label 'meh' in the data; its labels are "

@@ -162,7 +162,7 @@ def test_monitor_val_macro_f1_keeps_the_epoch_with_the_best_validation_f1(workdi
     from conftest import tiny_overrides
 
     from tfkit.monitor import predictions, traced_call
-    from tfkit.train import make_dataset
+    from tfkit.training import make_dataset
 
     rng = np.random.default_rng(3)
     words = ["good", "tasty", "fresh", "bad", "stale", "awful", "box", "snack", "price"]

@@ -6,49 +6,42 @@ Ten lines::
     result = tfkit.train("fine_foods_fasttext", ["train.epochs=3"])
     print(result.metrics["test_accuracy"], result.export_path)
     print(tfkit.predict(result.export_path, ["Delicious, will buy again"]))
+
+The names below are imported from their modules on first use (PEP 562), so ``import tfkit``
+and ``tfkit --help`` do not wait for TensorFlow (~5 s); ``tfkit.train`` imports it.
 """
 
-from tfkit.config import (
-                          Config,
-                          ConfigError,
-                          DataConfig,
-                          ExportConfig,
-                          ModelConfig,
-                          TrainConfig,
-                          config_from_dict,
-                          load_config,
-                          save_config,
-)
-from tfkit.data import (
-                          DataError,
-                          HierarchicalTextPreprocessor,
-                          ImagePreprocessor,
-                          LabeledData,
-                          SequencePreprocessor,
-                          TextPreprocessor,
-                          array_dataset,
-                          load_data,
-                          load_preprocessor,
-                          token_dataset,
-)
-from tfkit.distribute import choose_strategy, resolve_strategy
-from tfkit.explain import attention_html, attention_weights
-from tfkit.export import export_for_serving, load_serving, predict
-from tfkit.models import MODELS, build_model, model_params
-from tfkit.monitor import log_embeddings, log_misclassified
-from tfkit.optimizers import LazyAdam
-from tfkit.train import RunResult, evaluate, export_run, load_run, train
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig", "TrainConfig",
-    "config_from_dict", "load_config", "save_config",
-    "DataError", "HierarchicalTextPreprocessor", "ImagePreprocessor", "LabeledData", "SequencePreprocessor", "TextPreprocessor",
-    "array_dataset", "load_data", "load_preprocessor", "token_dataset",
-    "choose_strategy", "resolve_strategy",
-    "attention_html", "attention_weights", "export_for_serving", "load_serving", "predict",
-    "log_embeddings", "log_misclassified",
-    "MODELS", "build_model", "model_params", "LazyAdam",
-    "RunResult", "evaluate", "export_run", "load_run", "train",
-]
+# the public API: module -> the names it gives
+_PUBLIC = {
+    "tfkit.config": ["Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig",
+                     "TrainConfig", "config_from_dict", "load_config", "save_config"],
+    "tfkit.data": ["DataError", "HierarchicalTextPreprocessor", "ImagePreprocessor",
+                   "LabeledData", "SequencePreprocessor", "TextPreprocessor", "array_dataset",
+                   "load_data", "load_preprocessor", "token_dataset"],
+    "tfkit.distribute": ["choose_strategy", "resolve_strategy"],
+    "tfkit.explain": ["attention_html", "attention_weights"],
+    "tfkit.export": ["export_for_serving", "load_serving", "predict"],
+    "tfkit.models": ["MODELS", "build_model", "model_params"],
+    "tfkit.monitor": ["log_embeddings", "log_misclassified"],
+    "tfkit.optimizers": ["LazyAdam"],
+    "tfkit.training": ["RunResult", "evaluate", "export_run", "load_run", "train"],
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'tfkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,4 @@
-"""The ``tfkit`` command line: train, evaluate, export, predict, models.
+"""The tfkit command line: train, evaluate, export, predict, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
 value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
@@ -64,14 +64,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from tfkit.train import evaluate
+    from tfkit.training import evaluate
 
     print(json.dumps(evaluate(args.run_dir, args.set)))
     return 0
 
 
 def _cmd_export(args) -> int:
-    from tfkit.train import export_run
+    from tfkit.training import export_run
 
     print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name))}))
     return 0
