@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -244,6 +245,15 @@ def test_tensorboard_server_reads_the_logs(trained):
         url = (f"http://127.0.0.1:{port}/data/plugin/histograms/histograms?"
                f"run={urllib.request.quote(train_run)}&tag={urllib.request.quote(min(weights))}")
         assert len(json.loads(urllib.request.urlopen(url, timeout=5).read())) == 2  # 2 epochs
+        # the op graph of what TF Serving runs (raw text in: lowercase, split, vocabulary
+        # lookup, the LSTM's while loop, argmax to the label), next to Keras's conceptual graph
+        graphs = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/graphs/info", timeout=5).read())
+        assert graphs[train_run]["run_graph"] and "keras" in graphs[train_run]["tags"]
+        url = (f"http://127.0.0.1:{port}/data/plugin/graphs/graph?"
+               f"run={urllib.parse.quote(train_run, safe='')}&conceptual=false")
+        ops = set(re.findall(r'op: "(\w+)"', urllib.request.urlopen(url, timeout=30).read().decode()))
+        assert {"StringLower", "StringSplitV2", "LookupTableFindV2", "While", "ArgMax"} <= ops, ops
         # the config as hyperparameters of the run
         hparams = json.loads(urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",

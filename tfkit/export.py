@@ -116,6 +116,16 @@ def make_examples(inputs, feature: str) -> list[bytes]:
             .SerializeToString() for v in inputs]
 
 
+def serving_function(model: keras.Model, preprocessor, label_names: list[str] | dict):
+    """``serving_default`` traced as the export traces it (raw input, preprocessing, model,
+    outputs; ``tf.function`` without autograph, as ``ExportArchive.add_endpoint``): a concrete
+    function, e.g. for its graph in TensorBoard (:func:`tfkit.monitor.log_graph`)."""
+    prepare, signature = preprocessor.serving_endpoints()[SERVING_KEY]
+    names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
+    return tf.function(_serving_fn(model, prepare, names), input_signature=signature,
+                       autograph=False).get_concrete_function()
+
+
 def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dict):
     """An ``ExportArchive`` with one endpoint per serving input (:func:`serving_endpoints`).
 

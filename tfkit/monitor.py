@@ -202,6 +202,15 @@ def log_hparams(log_dir, config: dict, run_name: str) -> None:
     writer.close()
 
 
+def log_graph(log_dir, function) -> None:
+    """The op graph of a traced ``function`` (:func:`tfkit.export.serving_function`: what TF
+    Serving runs, preprocessing included) for TensorBoard's Graphs tab, run ``train``. Keras 3's
+    TensorBoard callback writes only the conceptual graph (tag ``keras``): its op-graph hook
+    looks for a ``tf.function`` ``train_function``, and Keras 3's is a plain Python function."""
+    with tf.summary.create_file_writer(str(Path(log_dir) / "train")).as_default():
+        tf.summary.graph(function.graph)
+
+
 def log_embeddings(log_dir, model: keras.Model, vocabulary: list[str]) -> Path | None:
     """Writes the model's word vectors for TensorBoard's Projector tab, labelled by word.
 

@@ -49,13 +49,14 @@ from tfkit.data import (
     token_dataset,
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
-from tfkit.export import export_for_serving
+from tfkit.export import export_for_serving, serving_function
 from tfkit.models import TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
     classification_report,
     confusion_counts,
     log_embeddings,
+    log_graph,
     log_hparams,
     log_misclassified,
     predictions,
@@ -509,6 +510,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 predicted, report = score_test_split(model, test_ds, data.label_names)
                 metrics.update(report)
             log_test_metrics(run_dir, test, max(epochs_run - 1, 0), predicted, data.label_names)
+            log_graph(run_dir / "logs", serving_function(model, preprocessor, data.label_names))
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
                 log_embeddings(run_dir / "logs", model, preprocessor.vocabulary())
             if (isinstance(preprocessor, (TextPreprocessor, ImagePreprocessor))
