@@ -181,3 +181,11 @@ def test_a_monitor_the_run_cannot_compute_is_refused():
     default = config_from_dict({})
     assert monitored(default, True, None, True) == "val_loss"
     assert monitored(default, False, None, False) == "loss"  # no validation: training loss
+
+
+def test_serving_root_is_an_absolute_path_or_a_url():
+    for root in ("/models", "/srv/tf/", "gs://bucket/models", "s3://b/m"):
+        assert config_from_dict({"export": {"serving_root": root}}).export.serving_root == root
+    for root in ("models", "./saved_models", ""):
+        with pytest.raises(ConfigError, match=r"export\.serving_root must be the absolute path"):
+            config_from_dict({"export": {"serving_root": root}})

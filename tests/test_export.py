@@ -176,6 +176,34 @@ def test_versions_increment_and_failed_check_publishes_nothing(trained, tmp_path
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # no 3, no staging left
 
 
+def test_models_config_names_every_model_for_tf_serving(trained, tmp_path):
+    """<base>/models.config, parsed with TF Serving's own ModelServerConfig proto: one entry per
+    model folder holding a version, base paths where the server sees them; rewritten whole."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    def entries(base):
+        config = text_format.Parse((base / "models.config").read_text(),
+                                   model_server_config_pb2.ModelServerConfig())
+        return [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
+
+    base = tmp_path / "served"
+    (base / "empty_model").mkdir(parents=True)  # no version: not served
+    export_for_serving(trained.model, trained.preprocessor, trained.label_names, base / "reviews",
+                       samples=["x"])
+    assert entries(base) == [("reviews", "/models/reviews", "tensorflow")]
+    export_for_serving(trained.model, trained.preprocessor, trained.label_names, base / "alpha",
+                       samples=["x"], serving_root="gs://bucket/models/")
+    assert entries(base) == [("alpha", "gs://bucket/models/alpha", "tensorflow"),
+                             ("reviews", "gs://bucket/models/reviews", "tensorflow")]
+    assert sorted(p.name for p in base.iterdir()) == ["alpha", "empty_model", "models.config",
+                                                      "reviews"]  # no temporary file left
+    # the run's own export wrote one beside it, from its config's export.serving_root
+    assert entries(trained.export_path.parent.parent) == [
+        (trained.export_path.parent.name, f"/models/{trained.export_path.parent.name}",
+         "tensorflow")]
+
+
 def test_tensorboard_server_reads_the_logs(trained):
     """A real TensorBoard server lists the run's per-epoch scalars, learning rate included."""
     with socket.socket() as s:

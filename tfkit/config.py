@@ -113,6 +113,7 @@ class ExportConfig:
     enabled: bool = True
     base_dir: str = "saved_models"
     name: str | None = None  # defaults to the config name
+    serving_root: str = "/models"  # where TF Serving sees base_dir (models.config base paths)
 
 
 @dataclass
@@ -257,6 +258,11 @@ def _validate(config: Config) -> None:
     if t.histogram_freq < 0:
         raise ConfigError(f"train.histogram_freq must be >= 0 (0: no histograms), "
                           f"got {t.histogram_freq!r}.")
+    root = config.export.serving_root
+    if not (root.startswith("/") or re.match(r"[a-z][a-z0-9+.-]*://", root)):
+        raise ConfigError("export.serving_root must be the absolute path (or a URL such as "
+                          "gs://bucket/models) at which TF Serving sees export.base_dir; "
+                          f"got {root!r}.")
     if t.verbose not in ("auto", "0", "1", "2"):
         raise ConfigError(f"train.verbose must be one of auto, 0, 1, 2; got {t.verbose!r}.")
     if t.profile_batch is not None and not (

@@ -5,6 +5,7 @@ Layout (what TF Serving's file-system poller expects)::
     saved_models/<name>/1/saved_model.pb, variables/, assets/,
                           assets.extra/tf_serving_warmup_requests, assets.extra/tfkit.json
     saved_models/<name>/2/...
+    saved_models/models.config   TF Serving's model config file: every model in the folder
 
 A version is written with Keras 3's ``ExportArchive`` into a hidden temporary folder
 beside the versions (TF Serving ignores names that are not integers), loaded back
@@ -24,11 +25,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 SERVING_KEY = "serving_default"
 EXAMPLES_KEY = "serving_examples"  # the same raw input inside serialized tf.train.Example protos
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
+MODEL_CONFIG = "models.config"  # --model_config_file: every model under the base folder
 
 
 class ExportError(RuntimeError):
@@ -40,6 +44,26 @@ def next_version(model_dir: str | os.PathLike) -> int:
     path = Path(model_dir)
     versions = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
     return max(versions, default=0) + 1
+
+
+def write_model_config(base_dir: str | os.PathLike, serving_root: str = "/models") -> Path:
+    """Writes ``<base_dir>/models.config``, TF Serving's ``--model_config_file``: a
+    ``ModelServerConfig`` text proto naming every model folder under ``base_dir`` that holds a
+    version, each with ``base_path`` ``<serving_root>/<name>``, where the server sees it (the
+    ``tensorflow/serving`` image's models live under ``/models``). Written to a temporary file
+    and renamed, so a server polling the file never reads half of it."""
+    base = Path(base_dir)
+    config = model_server_config_pb2.ModelServerConfig()
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(v.name.isdigit() and (v / "saved_model.pb").is_file() for v in folder.iterdir()):
+            entry = config.model_config_list.config.add()
+            entry.name, entry.model_platform = folder.name, "tensorflow"
+            entry.base_path = f"{serving_root.rstrip('/')}/{folder.name}"
+    handle, temporary = tempfile.mkstemp(prefix=f".{MODEL_CONFIG}-", dir=base)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text_format.MessageToString(config))
+    os.replace(temporary, base / MODEL_CONFIG)
+    return base / MODEL_CONFIG
 
 
 def _class_outputs(probabilities, label_names, prefix=""):
@@ -238,7 +262,7 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
 
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                        model_dir: str | os.PathLike, samples, *, atol: float = 1e-5,
-                       metadata: dict | None = None) -> Path:
+                       metadata: dict | None = None, serving_root: str = "/models") -> Path:
     """Exports ``preprocessor ∘ model`` as the next version under ``model_dir``.
 
     Args:
@@ -250,6 +274,8 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
             and written as its TF Serving warmup requests (``assets.extra/``).
         atol: largest allowed difference between served and Keras probabilities.
         metadata: extra facts written to ``assets.extra/tfkit.json`` (run dir, metrics).
+        serving_root: where TF Serving sees ``model_dir``'s parent, for the base paths in
+            its ``models.config`` (:func:`write_model_config`), rewritten after each export.
 
     Returns:
         The published version directory, e.g. ``saved_models/fine_foods/1``.
@@ -281,10 +307,12 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
             target = model_dir / str(next_version(model_dir))
             try:
                 os.rename(staging / "model", target)
-                return target
             except OSError:
                 if not target.exists():
                     raise
+                continue
+            write_model_config(model_dir.parent, serving_root)
+            return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

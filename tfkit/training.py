@@ -522,7 +522,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 export_path = export_for_serving(
                     model, preprocessor, data.label_names,
                     Path(config.export.base_dir, config.export.name or config.name),
-                    preprocessor.export_samples(data.test.x), metadata={"run_dir": str(run_dir), "metrics": metrics})
+                    preprocessor.export_samples(data.test.x), serving_root=config.export.serving_root,
+                    metadata={"run_dir": str(run_dir), "metrics": metrics})
                 metrics["export_path"] = str(export_path)
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
             write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
@@ -627,5 +628,6 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
     return export_for_serving(model, preprocessor, label_names, model_dir,
                               preprocessor.export_samples(data.test.x),
+                              serving_root=config.export.serving_root,
                               metadata={"run_dir": str(run_dir)})
 
