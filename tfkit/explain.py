@@ -31,8 +31,17 @@ def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreproce
         ValueError: if ``model`` has no ``word_attention``/``sentence_attention`` layer.
 
     Examples:
-        >>> attention_weights(model, pre, ["Great taste. Arrived broken."])[0]["sentences"][1]
-        {'text': 'Arrived broken.', 'weight': 0.71, 'words': [('arrived', 0.2), ('broken', 0.8)]}
+        >>> pre = tfkit.HierarchicalTextPreprocessor(max_tokens=100, max_sentences=4, max_words=8)
+        >>> pre.adapt(["Great taste. Arrived broken.", "Tasty snack."])
+        >>> model = tfkit.build_model("han", vocab_size=pre.vocab_size, num_classes=2,
+        ...                           word_units=4, sentence_units=4)
+        >>> doc = attention_weights(model, pre, ["Great taste. Arrived broken."])[0]
+        >>> [sentence["text"] for sentence in doc["sentences"]]
+        ['Great taste.', 'Arrived broken.']
+        >>> [(word, round(weight, 1)) for word, weight in doc["sentences"][1]["words"]]
+        [('arrived', 0.5), ('broken', 0.5)]
+        >>> round(sum(sentence["weight"] for sentence in doc["sentences"]), 3)
+        1.0
     """
     names = {layer.name for layer in model.layers}
     if not {"word_attention", "sentence_attention"} <= names:

@@ -126,8 +126,12 @@ def make_examples(inputs, feature: str) -> list[bytes]:
     feature.
 
     Examples:
-        >>> loaded.signatures["serving_examples"](
-        ...     examples=tf.constant(make_examples(["Delicious"], "text")))
+        >>> example = tf.train.Example.FromString(make_examples(["Delicious"], "text")[0])
+        >>> example.features.feature["text"].bytes_list.value
+        [b'Delicious']
+
+        Feed them to a loaded export as
+        ``loaded.signatures["serving_examples"](examples=tf.constant(make_examples(...)))``.
     """
     def one(value):
         if isinstance(value, str):
@@ -285,8 +289,16 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
             nothing is published.
 
     Examples:
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
+        >>> pre.adapt(["tasty and fresh", "stale, do not buy"])
+        >>> model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size,
+        ...                           num_classes=2, buckets=64)
         >>> path = export_for_serving(model, pre, ["great", "other"], "saved_models/demo",
         ...                           samples=["tasty", ""])
+        >>> path.parts[-2:]
+        ('demo', '1')
+        >>> sorted(tf.saved_model.load(str(path)).signatures)
+        ['serving_default', 'serving_examples']
     """
     model_dir = Path(model_dir).resolve()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -350,8 +362,14 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
         ``{head: value}`` per regression head.
 
     Examples:
-        >>> predict("saved_models/fine_foods_fasttext", ["Delicious, will buy again"])
-        [{'label': 'great', 'probabilities': {'great': 0.93, 'other': 0.07}}]
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
+        >>> pre.adapt(["tasty and fresh", "stale, do not buy"])
+        >>> model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size,
+        ...                           num_classes=2, buckets=64)
+        >>> path = tfkit.export_for_serving(model, pre, ["great", "other"],
+        ...                                 "saved_models/demo", samples=["tasty"])
+        >>> predict("saved_models/demo", ["Delicious, will buy again"])  # untrained: ~0.5
+        [{'label': '...', 'probabilities': {'great': 0.5..., 'other': 0.4...}}]
     """
     loaded, signature, version = load_serving(path)
     names = _label_names(loaded, version)

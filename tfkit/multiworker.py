@@ -99,8 +99,14 @@ def multi_worker_fixes(strategy):
     """Applies the two fixes while the block runs, only under a multi-worker strategy.
 
     Examples:
-        >>> with multi_worker_fixes(strategy):
-        ...     model.fit(dataset, epochs=2, steps_per_epoch=10)
+        >>> strategy = tf.distribute.get_strategy()  # MultiWorkerMirroredStrategy in a cluster
+        >>> with strategy.scope():
+        ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        ...     model.compile("adam", "mse")
+        >>> with multi_worker_fixes(strategy):  # does nothing outside a multi-worker strategy
+        ...     history = model.fit(np.zeros((8, 3)), np.zeros((8, 2)), epochs=2, verbose=0)
+        >>> len(history.history["loss"])
+        2
     """
     if not is_multi_worker(strategy):
         yield

@@ -22,9 +22,16 @@ class LazyAdam(keras.optimizers.Adam):
     support.
 
     Examples:
-        >>> optimizer = LazyAdam(learning_rate=0.003)
-        >>> optimizer.get_config()["learning_rate"]
-        0.003
+        >>> model = keras.Sequential([keras.Input((4,), dtype="int32"),
+        ...                           keras.layers.Embedding(1000, 8),
+        ...                           keras.layers.GlobalAveragePooling1D(),
+        ...                           keras.layers.Dense(2, activation="softmax")])
+        >>> model.compile(LazyAdam(learning_rate=0.003), "sparse_categorical_crossentropy")
+        >>> table = model.layers[0].embeddings.numpy()
+        >>> loss = model.train_on_batch(np.array([[1, 2, 3, 4]]), np.array([1]))
+        >>> changed = (model.layers[0].embeddings.numpy() != table).any(axis=1)
+        >>> changed.nonzero()[0].tolist()  # only the rows the batch used were updated
+        [1, 2, 3, 4]
     """
 
     def __init__(self, learning_rate=0.001, *args, amsgrad=False, **kwargs):

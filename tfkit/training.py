@@ -397,9 +397,11 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         ConfigError, DataError: before anything is written.
 
     Examples:
-        >>> result = tfkit.train("fine_foods_text_lstm", ["train.epochs=1"])
-        >>> result.metrics["test_accuracy"]
-        0.83
+        >>> result = tfkit.train("fine_foods_fasttext", ["train.verbose=0"])  # ~15 s
+        >>> result.metrics["test_accuracy"] > 0.78  # 0.805 with the preset's seeds
+        True
+        >>> result.export_path.parts[-2:]
+        ('fine_foods_fasttext', '1')
     """
     if resume is None and not isinstance(config, Config):
         config = load_config(config, overrides)

@@ -81,6 +81,7 @@ class TextPreprocessor:
         self.layer.adapt(texts.batch(1024))
         if self.vocab_size <= 2:
             raise ValueError("The training texts contain no words: the vocabulary is empty.")
+        self.layer(tf.constant([""]))  # builds the layer: exporting before any call needs it
 
     def tokenize(self, texts) -> tf.RaggedTensor:
         """Strings ``[batch]`` -> ragged ids ``[batch, (1..max_len)]`` (what tf.data caches)."""
