@@ -1,6 +1,7 @@
-"""Every ``Examples:`` block in tfkit's docstrings runs, and prints what it shows.
+"""The documentation's code runs: every ``Examples:`` block in tfkit's docstrings (and prints
+what it shows), README's Python block, and README's config block is the preset it says it is.
 
-Each example runs in its own empty folder (what it exports or trains lands there) with the
+Each docstring example runs in its own empty folder (what it exports or trains lands there) with the
 names a notebook has: ``np``, ``tf``, ``keras`` and ``tfkit``, plus its module's globals.
 ``tfkit.training.train``'s trains the default preset on the real data (~10 s).
 """
@@ -10,16 +11,20 @@ from __future__ import annotations
 import doctest
 import importlib
 import io
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 import tfkit
+from tfkit.config import load_config
 
 PACKAGE = Path(tfkit.__file__).parent
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def module_names() -> list[str]:
@@ -60,3 +65,27 @@ def test_docstring_example_runs(test, workdir):
     report = io.StringIO()
     runner.run(test, out=report.write, clear_globs=True)
     assert runner.failures == 0, report.getvalue()
+
+
+def readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+
+
+@pytest.mark.slow
+def test_readme_python_block_runs(workdir):
+    (block,) = readme_blocks("python")
+    namespace = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    assert namespace["result"].metrics["test_accuracy"] > 0.7
+    assert (workdir / "saved_models" / "mine" / "1" / "saved_model.pb").is_file()
+
+
+def test_readme_config_block_is_the_preset_it_names(tmp_path):
+    block = next(b for b in readme_blocks("yaml") if b.startswith("name: fine_foods_text_lstm"))
+    (tmp_path / "readme.yaml").write_text(block, encoding="utf-8")
+    shown = load_config(tmp_path / "readme.yaml").to_dict()
+    assert shown == load_config("fine_foods_text_lstm").to_dict()
+    # "every key shown": a key missing from README would have been filled by its default
+    written = yaml.safe_load(block)
+    assert {s: set(v) for s, v in written.items() if isinstance(v, dict)} == \
+        {s: set(v) for s, v in shown.items() if isinstance(v, dict)}
