@@ -88,6 +88,11 @@ def _outputs(predictions, label_names):
     return out
 
 
+def _plain_names(label_names):
+    """Label names as JSON and ``tf.constant`` take them: a list, or ``{head: names}``."""
+    return dict(label_names) if isinstance(label_names, dict) else list(label_names)
+
+
 def _serving_fn(model, prepare, names):
     def serve(inputs):
         return _outputs(model(prepare(inputs), training=False), names)
@@ -149,7 +154,7 @@ def serving_function(model: keras.Model, preprocessor, label_names: list[str] | 
     outputs; ``tf.function`` without autograph, as ``ExportArchive.add_endpoint``): a concrete
     function, e.g. for its graph in TensorBoard (:func:`tfkit.monitor.log_graph`)."""
     prepare, signature = preprocessor.serving_endpoints()[SERVING_KEY]
-    names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
+    names = _plain_names(label_names)
     return tf.function(_serving_fn(model, prepare, names), input_signature=signature,
                        autograph=False).get_concrete_function()
 
@@ -175,7 +180,7 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     # SavedModel's size and 2x the variable memory in TF Serving).
     if hasattr(preprocessor, "layer"):
         archive.track(preprocessor.layer)  # the vocabulary lookup table
-    names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
+    names = _plain_names(label_names)
     for endpoint, (prepare, signature) in serving_endpoints(preprocessor).items():
         archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
                              input_signature=signature)
@@ -308,7 +313,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         archive.write_out(str(staging / "model"), verbose=False)
         extra = staging / "model" / "assets.extra"
         extra.mkdir(exist_ok=True)
-        facts = {"label_names": label_names if isinstance(label_names, dict) else list(label_names),
+        facts = {"label_names": _plain_names(label_names),
                  "preprocessor": preprocessor.get_config(),
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
