@@ -60,9 +60,13 @@ def write_model_config(base_dir: str | os.PathLike, serving_root: str = "/models
             entry.name, entry.model_platform = folder.name, "tensorflow"
             entry.base_path = f"{serving_root.rstrip('/')}/{folder.name}"
     handle, temporary = tempfile.mkstemp(prefix=f".{MODEL_CONFIG}-", dir=base)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text_format.MessageToString(config))
-    os.replace(temporary, base / MODEL_CONFIG)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text_format.MessageToString(config))
+        os.replace(temporary, base / MODEL_CONFIG)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)  # e.g. a full disk: leave no stray file
+        raise
     return base / MODEL_CONFIG
 
 
