@@ -452,6 +452,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                                     vocab_size=getattr(preprocessor, "vocab_size", None),
                                     input_shape=getattr(preprocessor, "input_shape", None),
                                     **config.model.params)
+                if not model.built:  # a Sequential without keras.Input: fit would build it
+                    # after the run folder exists and after BackupAndRestore refused it
+                    model(next(iter(train_ds.take(1)))[0], training=False)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"model.params of model '{config.model.name}' "
                                   f"{dict(config.model.params)}: {exc}") from exc

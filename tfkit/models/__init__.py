@@ -10,12 +10,17 @@ which preprocessor feeds the model:
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
 - ``encoder``: whatever the text builder named by its ``encoder`` argument takes
 
-Adding a model: write ``build_<name>`` in a family module and add one line below.
+Adding a model to tfkit: write ``build_<name>`` in a family module and add one line below.
+Your own model, without editing tfkit: in Python, ``MODELS["my_model"] = Entry(builder,
+"tokens")``; for the command line too, an installed package declares the ``Entry`` as an
+entry point in the group ``tfkit.models`` (:data:`ENTRY_POINTS`), loaded when its name is
+first looked up (built-in names win).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,12 +47,59 @@ from tfkit.models.text import (
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
 TEXT_INPUTS = ("tokens", "documents")  # the input kinds a text preprocessor feeds
+INPUTS = (*TEXT_INPUTS, "image", "sequence", "encoder")
+# Arguments that come from the data (vocabulary, label set, input shape), never from the config.
+DATA_ARGS = ("vocab_size", "num_classes", "input_shape", "heads")
+ENTRY_POINTS = "tfkit.models"  # the entry-point group through which packages add models
 
 
 @dataclass(frozen=True)
 class Entry:
+    """A registered model: its builder and which preprocessor feeds it.
+
+    Args:
+        builder: keyword arguments in, ``keras.Model`` out. It takes ``num_classes`` (or
+            ``heads``) and whichever of ``vocab_size`` / ``input_shape`` its input needs from
+            the data; every other argument is keyword-only with a default (the config's
+            ``model.params``).
+        inputs: ``tokens``, ``documents``, ``image``, ``sequence`` or ``encoder``.
+
+    Raises:
+        ValueError: naming the argument or value that breaks those rules.
+
+    Examples:
+        >>> def build_tiny(*, vocab_size, num_classes, units=8):
+        ...     return keras.Sequential([keras.layers.Embedding(vocab_size, units),
+        ...                              keras.layers.GlobalAveragePooling1D(),
+        ...                              keras.layers.Dense(num_classes, activation="softmax")])
+        >>> MODELS["tiny"] = Entry(build_tiny, "tokens")
+        >>> model_params("tiny")
+        {'units': 8}
+        >>> Entry(build_tiny, "text")
+        Traceback (most recent call last):
+        ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, encoder.
+    """
+
     builder: Callable[..., keras.Model]
-    inputs: str  # which preprocessor feeds it: tokens, documents, image or sequence
+    inputs: str
+
+    def __post_init__(self):
+        where = f"Entry({getattr(self.builder, '__name__', self.builder)}, inputs={self.inputs!r})"
+        if self.inputs not in INPUTS:
+            raise ValueError(f"{where}: inputs must be one of {', '.join(INPUTS)}.")
+        if not callable(self.builder):
+            raise ValueError(f"{where}: the builder must be a function returning a keras.Model.")
+        parameters = inspect.signature(self.builder).parameters.values()
+        if not {"num_classes", "heads"} & {p.name for p in parameters}:
+            raise ValueError(f"{where}: the builder must take num_classes (or heads), "
+                             "which tfkit sets from the data.")
+        for p in parameters:
+            if p.name in DATA_ARGS or p.kind is p.VAR_KEYWORD:
+                continue
+            if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
+                raise ValueError(f"{where}: argument '{p.name}' must be keyword-only with a "
+                                 f"default (def {self.builder.__name__}(*, ..., {p.name}=...)), "
+                                 "so that model.params can set it.")
 
 
 MODELS: dict[str, Entry] = {
@@ -63,20 +115,46 @@ MODELS: dict[str, Entry] = {
     "sequence_lstm": Entry(build_sequence_lstm, "sequence"),
 }
 
-# Arguments that come from the data (vocabulary, label set, input shape), never from the config.
-DATA_ARGS = ("vocab_size", "num_classes", "input_shape", "heads")
+
+def load_plugins(name: str | None = None) -> dict[str, Entry]:
+    """Adds to :data:`MODELS` the models installed packages declare in the entry-point group
+    ``tfkit.models`` (all of them, or only ``name``); names already registered are kept.
+
+    Raises:
+        ValueError: if an entry point fails to load or is not an :class:`Entry`, naming it
+            and its package.
+    """
+    for point in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if point.name in MODELS or name not in (None, point.name):
+            continue
+        where = (f"model '{point.name}' = '{point.value}' (entry point group {ENTRY_POINTS}, "
+                 f"package {point.dist.name if point.dist else '?'})")
+        try:
+            entry = point.load()
+        except Exception as exc:
+            raise ValueError(f"{where} failed to load: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(entry, Entry):
+            raise ValueError(f"{where} must be a tfkit.models.Entry(builder, inputs). "
+                             f"Received: {entry!r}")
+        MODELS[point.name] = entry
+    return MODELS
 
 
 def get_entry(name: str) -> Entry:
-    """Returns the registry entry for ``name``.
+    """Returns the registry entry for ``name`` (a built-in, one added to :data:`MODELS`, or
+    an installed package's entry point, see :func:`load_plugins`).
 
     Raises:
         ValueError: naming the unknown model and the closest registered one.
     """
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
+        load_plugins(name)
+    if name not in MODELS:
+        names = list(MODELS) + [p.name for p in importlib.metadata.entry_points(group=ENTRY_POINTS)
+                                if p.name not in MODELS]
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"Unknown model '{name}'.{hint} Registered: {', '.join(MODELS)}.")
+        raise ValueError(f"Unknown model '{name}'.{hint} Registered: {', '.join(names)}.")
     return MODELS[name]
 
 
@@ -139,7 +217,7 @@ def build_model(name: str, **kwargs) -> keras.Model:
     return builder(**data, **params)
 
 
-__all__ = ["MODELS", "Entry", "AttentionPooling", "FoldSentences", "HashedNgrams", "PaddingMask",
+__all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "PaddingMask",
            "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
