@@ -84,7 +84,8 @@ class Entry:
     inputs: str
 
     def __post_init__(self):
-        where = f"Entry({getattr(self.builder, '__name__', self.builder)}, inputs={self.inputs!r})"
+        name = getattr(self.builder, "__name__", repr(self.builder))  # a partial has none
+        where = f"Entry({name}, inputs={self.inputs!r})"
         if self.inputs not in INPUTS:
             raise ValueError(f"{where}: inputs must be one of {', '.join(INPUTS)}.")
         if not callable(self.builder):
@@ -98,7 +99,7 @@ class Entry:
                 continue
             if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
                 raise ValueError(f"{where}: argument '{p.name}' must be keyword-only with a "
-                                 f"default (def {self.builder.__name__}(*, ..., {p.name}=...)), "
+                                 f"default (def {name}(*, ..., {p.name}=...)), "
                                  "so that model.params can set it.")
 
 
