@@ -101,3 +101,12 @@ def test_readme_config_block_is_the_preset_it_names(tmp_path):
     written = yaml.safe_load(block)
     assert {s: set(v) for s, v in written.items() if isinstance(v, dict)} == \
         {s: set(v) for s, v in shown.items() if isinstance(v, dict)}
+
+
+def test_every_readme_config_block_loads(tmp_path):
+    blocks = [b for b in readme_blocks("yaml")
+              if set(yaml.safe_load(b)) <= {"name", "data", "model", "train", "export"}]
+    assert len(blocks) >= 3  # the full preset, "Your own data", multi-task
+    for number, block in enumerate(blocks):
+        (tmp_path / f"block{number}.yaml").write_text(block, encoding="utf-8")
+        load_config(tmp_path / f"block{number}.yaml")  # unknown keys, wrong types: ConfigError

@@ -176,6 +176,29 @@ def test_versions_increment_and_failed_check_publishes_nothing(trained, tmp_path
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # no 3, no staging left
 
 
+def test_a_version_with_other_labels_or_input_is_refused(trained, tmp_path):
+    """TF Serving switches a model's clients to its newest version: one with other labels
+    (another dataset trained under the same name) or another input is refused, unwritten."""
+    base = tmp_path / "m"
+    export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                       samples=["x"])
+    with pytest.raises(ExportError, match=r"serves labels \['bad', 'good'\] \(input 'text'\).*"
+                                          r"labels \['good', 'bad'\] \(input 'text'\).*version 2"):
+        export_for_serving(trained.model, trained.preprocessor, ["good", "bad"], base,
+                           samples=["x"])
+    facts_file = base / "1" / "assets.extra" / "tfkit.json"
+    facts = json.loads(facts_file.read_text())
+    assert facts["serving_input"] == "text"
+    facts_file.write_text(json.dumps({**facts, "serving_input": "image_bytes"}))
+    with pytest.raises(ExportError, match=r"\(input 'image_bytes'\)"):
+        export_for_serving(trained.model, trained.preprocessor, trained.label_names, base,
+                           samples=["x"])
+    assert [p.name for p in base.iterdir()] == ["1"]  # no version 2, no staging folder
+    facts_file.unlink()  # a version tfkit did not describe is not compared
+    assert export_for_serving(trained.model, trained.preprocessor, ["good", "bad"], base,
+                              samples=["x"]).name == "2"
+
+
 def test_models_config_names_every_model_for_tf_serving(trained, tmp_path):
     """<base>/models.config, parsed with TF Serving's own ModelServerConfig proto: one entry per
     model folder holding a version, base paths where the server sees them; rewritten whole."""

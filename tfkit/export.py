@@ -273,6 +273,39 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     replay_warmup_requests(path, loaded)
 
 
+def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) -> None:
+    """Refuses a new version that would change what the model's TF Serving clients get.
+
+    TF Serving switches every client of ``<name>`` to its newest version, so a version with
+    other label names (a model trained on other data under a preset's name, say) or another
+    input would silently change their answers. Versions that ``tfkit.json`` does not describe
+    (not exported by tfkit) are not compared.
+
+    Raises:
+        ExportError: naming the latest version, its labels and input, and this model's.
+    """
+    model_dir = Path(model_dir)
+    versions = [int(p.name) for p in model_dir.iterdir()
+                if p.name.isdigit() and (p / "saved_model.pb").is_file()] if model_dir.is_dir() else []
+    if not versions:
+        return
+    latest = model_dir / str(max(versions))
+    facts_file = latest / "assets.extra" / "tfkit.json"
+    if not facts_file.is_file():
+        return
+    facts = json.loads(facts_file.read_text(encoding="utf-8"))
+    theirs = {"labels": facts.get("label_names"),
+              "input": facts.get("serving_input", preprocessor.serving_input)}
+    mine = {"labels": _plain_names(label_names), "input": preprocessor.serving_input}
+    if theirs != mine:
+        raise ExportError(
+            f"'{latest}' serves labels {theirs['labels']} (input '{theirs['input']}') to the TF "
+            f"Serving clients of '{model_dir.name}'; this model has labels {mine['labels']} (input "
+            f"'{mine['input']}'), and as version {max(versions) + 1} it would replace that model "
+            "for them. Export it under another name (config 'name' or 'export.name'; "
+            "tfkit export --name), or move the old versions out of that folder first.")
+
+
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                        model_dir: str | os.PathLike, samples, *, atol: float = 1e-5,
                        metadata: dict | None = None, serving_root: str = "/models") -> Path:
@@ -294,8 +327,9 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         The published version directory, e.g. ``saved_models/fine_foods/1``.
 
     Raises:
-        ExportError: if the reloaded SavedModel does not match or a warmup request fails;
-            nothing is published.
+        ExportError: if the latest version has other labels or another input
+            (:func:`check_next_version`), the reloaded SavedModel does not match or a warmup
+            request fails; nothing is published.
 
     Examples:
         >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
@@ -310,6 +344,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         ['serving_default', 'serving_examples']
     """
     model_dir = Path(model_dir).resolve()
+    check_next_version(model_dir, label_names, preprocessor)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     try:
@@ -318,6 +353,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         extra = staging / "model" / "assets.extra"
         extra.mkdir(exist_ok=True)
         facts = {"label_names": _plain_names(label_names),
+                 "serving_input": preprocessor.serving_input,
                  "preprocessor": preprocessor.get_config(),
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")

@@ -49,7 +49,7 @@ from tfkit.data import (
     token_dataset,
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
-from tfkit.export import export_for_serving, serving_function
+from tfkit.export import check_next_version, export_for_serving, serving_function
 from tfkit.models import TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
@@ -433,6 +433,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
     log.info("batch size %d per replica x %d replica(s) = %d global",
              config.train.batch_size, replicas, batch_size)
     jit_setting(config, replicas)  # a refused combination fails here, before any folder exists
+    if config.export.enabled:  # and an export that would replace another model's answers
+        check_next_version(export_dir(config), data.label_names, preprocessor)
     weights = class_weights(config, data)
     if weights is not None:
         log.info("class weights: %s", ", ".join(
@@ -526,7 +528,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             if config.export.enabled:
                 export_path = export_for_serving(
                     model, preprocessor, data.label_names,
-                    Path(config.export.base_dir, config.export.name or config.name),
+                    export_dir(config),
                     preprocessor.export_samples(data.test.x), serving_root=config.export.serving_root,
                     metadata={"run_dir": str(run_dir), "metrics": metrics})
                 metrics["export_path"] = str(export_path)
@@ -551,6 +553,11 @@ def precision_policy(name: str):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def export_dir(config: Config) -> Path:
+    """``export.base_dir/<export.name or name>``: the folder of the run's SavedModel versions."""
+    return Path(config.export.base_dir, config.export.name or config.name)
 
 
 def run_path(config: Config, chief: bool = True, worker: int = 0, stamp: str = "") -> Path:
