@@ -11,6 +11,7 @@ from conftest import summaries
 import tfkit
 from tfkit.config import DataConfig
 from tfkit.data import DataError, load_data
+from tfkit.data.sources import default_image_format
 from tfkit.export import make_examples
 
 
@@ -145,8 +146,28 @@ def test_image_directory_source(workdir):
     assert data.label_names == ["cat", "dog"]
     assert data.train.x.shape[1:] == (8, 8, 3)
     assert len(data.train) + len(data.validation) + len(data.test) == 12
+    # no image_size / channels: the images' own (Keras alone would read them at 256 x 256)
+    data = load_data(DataConfig(source="image_directory", path="pets"))
+    assert data.train.x.shape[1:] == (12, 10, 3)
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(source="image_directory", path="nowhere"))
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((8, 8, 1), ([8, 8], 1)),            # grey digits: read as they are, one channel
+    ((8, 8, 2), ([8, 8], 1)),            # grey + alpha
+    ((600, 300, 3), ([256, 128], 3)),    # large photos: shrunk to fit 256, aspect kept
+    ((30, 40, 4), ([30, 40], 3)),        # RGBA: RGB
+])
+def test_image_folder_default_format_is_the_first_images(shape, expected, workdir):
+    folder = workdir / "shapes" / "a"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "1.png").write_bytes(tf.io.encode_png(np.zeros(shape, np.uint8)).numpy())
+    assert default_image_format("shapes") == expected
+    (folder / "0.png").write_bytes(b"oops")  # now the first image in sorted order
+    with pytest.raises(DataError, match=r"image '.*0\.png' cannot be decoded"):
+        default_image_format("shapes")
 
 
 def test_tfds_images_with_mock_data():

@@ -423,8 +423,33 @@ def load_digits(config: DataConfig) -> LabeledData:
     return _split_arrays(images, digits.target.tolist(), config, "digits (scikit-learn)")
 
 
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras' directory reader takes
+DEFAULT_IMAGE_SIDE = 256  # the largest side an image folder is read at unless image_size says
+
+
+def default_image_format(path: str | None) -> tuple[list[int], int]:
+    """``([height, width], channels)`` for reading an image folder when the config sets
+    neither: the first image's (in sorted order) size, never upscaled, and shrunk to fit
+    ``DEFAULT_IMAGE_SIDE`` (Keras' own default is 256 x 256 whatever the images are: 8 x 8
+    digits would train at 1,024 times their pixels); one channel if it is grey, else RGB."""
+    import tensorflow as tf
+
+    files = sorted(Path(path).glob("*/*")) if path else []
+    first = next((f for f in files if f.suffix.lower() in IMAGE_SUFFIXES), None)
+    if first is None:
+        return [DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE], 3
+    try:
+        shape = tf.io.decode_image(first.read_bytes(), expand_animations=False).shape
+    except tf.errors.InvalidArgumentError as exc:
+        raise DataError(f"image '{first}' cannot be decoded: {exc.message}") from None
+    scale = min(1.0, DEFAULT_IMAGE_SIDE / max(shape[0], shape[1]))
+    size = [max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))]
+    return size, 1 if shape[2] in (1, 2) else 3
+
+
 def load_image_directory(config: DataConfig) -> LabeledData:
-    """One sub-folder of images per class; resized to ``image_size`` (default 256x256)."""
+    """One sub-folder of images per class, read at ``image_size`` with ``channels`` (default:
+    :func:`default_image_format`); images of other sizes are resized to it."""
     import keras
 
     def read(path, class_names=None):
@@ -433,8 +458,8 @@ def load_image_directory(config: DataConfig) -> LabeledData:
         try:
             ds = keras.utils.image_dataset_from_directory(
                 path, labels="inferred", batch_size=None, shuffle=False, verbose=False,
-                image_size=tuple(config.image_size or (256, 256)), class_names=class_names,
-                color_mode="grayscale" if config.channels == 1 else "rgb")
+                image_size=tuple(size), class_names=class_names,
+                color_mode="grayscale" if channels == 1 else "rgb")
         except ValueError as exc:
             raise DataError(f"image folder '{path}': {exc}") from None
         pairs = list(ds.as_numpy_iterator())
@@ -443,6 +468,8 @@ def load_image_directory(config: DataConfig) -> LabeledData:
         x = np.stack([p[0] for p in pairs]).round().clip(0, 255).astype(np.uint8)
         return x, [ds.class_names[int(p[1])] for p in pairs], list(ds.class_names)
 
+    size, channels = default_image_format(config.path)
+    size, channels = config.image_size or size, config.channels or channels
     x, y, names = read(config.path)
     test = read(config.test_path, names)[:2] if config.test_path else None
     return _split_arrays(x, y, config, f"image folder '{config.path}'", test)
