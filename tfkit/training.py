@@ -50,7 +50,7 @@ from tfkit.data import (
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.export import check_next_version, export_for_serving, serving_function
-from tfkit.models import TEXT_INPUTS, build_model, model_inputs
+from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
     classification_report,
@@ -98,8 +98,12 @@ def make_preprocessor(config: Config, data: LabeledData):
     takes_text = inputs in TEXT_INPUTS
     if takes_text != is_text:
         given = "text" if is_text else f"arrays of shape {x.shape[1:]}"
+        fits = [n for n, entry in MODELS.items()
+                if entry.inputs != "encoder" and (entry.inputs in TEXT_INPUTS) == is_text]
         raise ConfigError(f"model '{name}' takes {'text' if takes_text else inputs} "
-                          f"inputs, but data.source '{config.data.source}' gives {given}.")
+                          f"inputs, but data.source '{config.data.source}' gives {given}. "
+                          f"Models that take {'text' if is_text else 'arrays'}: "
+                          f"{', '.join(fits)} (model.name).")
     if inputs == "tokens":
         preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
                                         max_len=config.data.max_len)
