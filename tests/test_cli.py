@@ -32,7 +32,7 @@ def finished_runs(root="runs"):
             if json.loads(p.read_text())["state"] == "finished"]
 
 
-def test_train_export_predict_evaluate(tiny_csv, capsys):
+def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "train",
                              *sets(tiny_overrides(tiny_csv, extra=["train.verbose=auto"])))
     assert code == 0, err
@@ -79,10 +79,14 @@ def test_train_export_predict_evaluate(tiny_csv, capsys):
     code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}/1",
                            "--input", "in.jsonl")
     assert code == 0 and len(out.strip().splitlines()) == 2
-    Path("in.csv").write_text("review\nstale\n")
+    Path("in.csv").write_text("review\nstale\n", encoding="utf-8-sig")  # as Excel saves it
     code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
                            "--input", "in.csv", "--column", "review")
     assert code == 0 and json.loads(out)["input"] == "stale"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("tasty\r\nawful\n"))
+    code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}", "--input", "-")
+    assert code == 0
+    assert [json.loads(line)["input"] for line in out.splitlines()] == ["tasty", "awful"]
 
     code, out, err = run_cli(capsys, "export", str(run_dir))
     assert code == 0, err

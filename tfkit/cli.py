@@ -16,12 +16,16 @@ from pathlib import Path
 
 
 def _read_inputs(path: str, column: str | None) -> list[str]:
-    """Texts from a .txt (one per line), .csv (``column``) or .jsonl (``column`` key) file."""
+    """Texts from a .txt (one per line), .csv (``column``) or .jsonl (``column`` key) file,
+    or from standard input (``-``: one text per line). A UTF-8 byte-order mark (spreadsheet
+    exports) is skipped."""
+    if path == "-":
+        return [line.rstrip("\r\n") for line in sys.stdin]
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"input file '{path}' does not exist.")
     suffix = file.suffix.lower()
-    with file.open(encoding="utf-8", newline="") as handle:
+    with file.open(encoding="utf-8-sig", newline="") as handle:
         if suffix == ".txt":
             return [line.rstrip("\n") for line in handle]
         if suffix == ".csv":
@@ -127,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run an exported SavedModel on raw inputs, JSON lines out")
     p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
     p.add_argument("texts", nargs="*", help="raw texts")
-    p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs")
+    p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
+                                   "- reads one text per line from standard input")
     p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
     p.set_defaults(func=_cmd_predict)
 
