@@ -79,6 +79,8 @@ def tiny_builder(*, vocab_size, num_classes, units=4):
 def test_a_model_registered_in_python_trains_evaluates_and_exports(tiny_csv, capsys, registry):
     registry["tiny_mean"] = Entry(tiny_builder, "tokens")
     assert model_params("tiny_mean") == {"units": 4}
+    assert main(["models"]) == 0  # a builder without a docstring is listed too
+    assert "tiny_mean      [tokens] \n" in capsys.readouterr().out
     code = main(["train", *sets(tiny_overrides(tiny_csv, model="tiny_mean",
                                                extra=["model.params={units: 3}"]))])
     out, err = capsys.readouterr()

@@ -98,7 +98,7 @@ def _cmd_models(args) -> int:
     from tfkit.models import load_plugins, model_params
 
     for name, entry in load_plugins().items():  # built-ins, then installed packages' models
-        summary = (entry.builder.__doc__ or "").strip().splitlines()[0]
+        summary = next(iter((entry.builder.__doc__ or "").strip().splitlines()), "")
         params = ", ".join(f"{k}={v!r}" for k, v in model_params(name).items())
         print(f"{name:14s} [{entry.inputs}] {summary}\n{'':14s} params: {params}")
     return 0
