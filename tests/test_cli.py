@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import summaries, tiny_overrides
 
 from tfkit.cli import main
@@ -60,6 +61,10 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     assert summary["test_macro_f1"] == metrics["test_macro_f1"] and "test_per_class" not in summary
     logged = summaries(run_dir / "logs" / "test")
     assert {"classification_report", "confusion_matrix", "epoch_macro_f1"} <= set(logged)
+    # the epoch's training speed, next to Keras's own scalars (and in the epoch's line)
+    (speed,) = summaries(run_dir / "logs" / "train", "epoch_examples_per_second").values()
+    assert len(speed) == 1 and tf.make_ndarray(speed[0][1].tensor) > 0
+    assert re.search(r" - examples_per_second: \d", err), err
     assert Path(summary["export_path"]).resolve() == Path(f"saved_models/{DEFAULT_PRESET}/1").resolve()
     # tfkit's progress lines, and no TensorFlow log record passed off as tfkit's
     assert f"tfkit: run directory: {run_dir}" in err

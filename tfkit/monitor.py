@@ -8,6 +8,8 @@ the learned word vectors and the validation texts the model gets most wrong.
   (``epoch_macro_f1``, next to Keras's ``epoch_accuracy``) and a precision-recall curve per
   class (``PR Curves`` tab); :func:`write_classification` does the same for the test split at
   the end of a run (``logs/test``).
+- :class:`Throughput` adds the epoch's training speed, ``examples_per_second`` (validation
+  excluded), to the epoch's logs: ``epoch_examples_per_second`` in ``logs/train``.
 - :func:`log_hparams` records the resolved config in ``logs/`` for the ``HParams`` tab,
   so runs with different settings can be compared next to their validation metrics.
 - :func:`log_embeddings` writes the trained word embedding, labelled by word, for the
@@ -19,6 +21,7 @@ the learned word vectors and the validation texts the model gets most wrong.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import keras
@@ -178,6 +181,32 @@ class ConfusionMatrix(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.writer is not None:
             self.writer.close()
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds ``examples_per_second`` to each epoch's logs: training steps x ``batch_size``
+    (the global batch) over the time from the epoch's start to its last training step, so
+    the validation pass is not counted. Placed before Keras's TensorBoard callback, it becomes
+    the scalar ``epoch_examples_per_second`` in ``logs/train`` (compare devices, strategies
+    and settings run by run); the progress line and the history show it too.
+    """
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.started = self.last = 0.0
+        self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # with steps_per_execution > 1 this runs once per execution; ``batch`` is its last step
+        self.steps, self.last = batch + 1, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.steps and self.last > self.started:
+            logs["examples_per_second"] = self.steps * self.batch_size / (self.last - self.started)
 
 
 def flat_hparams(config: dict, prefix: str = "") -> dict:

@@ -53,6 +53,7 @@ from tfkit.export import check_next_version, export_for_serving, serving_functio
 from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
+    Throughput,
     classification_report,
     confusion_counts,
     log_embeddings,
@@ -325,9 +326,11 @@ def monitored(config: Config, has_validation: bool, heads: dict | None,
 
 
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str,
-                   multi_worker: bool = False, extra=()) -> list:
-    """TensorBoard (weight histograms every ``train.histogram_freq`` epochs, the profiler over
-    ``train.profile_batch``), the ``extra`` callbacks, and the best checkpoint by ``monitor``
+                   multi_worker: bool = False, extra=(), batch_size: int | None = None) -> list:
+    """The training speed (:class:`Throughput`, before TensorBoard, which logs it; global
+    ``batch_size``, default ``train.batch_size``), TensorBoard (weight histograms every
+    ``train.histogram_freq`` epochs, the profiler over ``train.profile_batch``), the ``extra``
+    callbacks, and the best checkpoint by ``monitor``
     (:func:`monitored`) under ``out_dir``; BackupAndRestore in ``backup_dir`` (checked to
     agree across workers under a multi-worker strategy), optional early stopping.
 
@@ -337,6 +340,7 @@ def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str
     """
     mode = "min" if monitor.endswith("loss") else "max"
     callbacks = [
+        Throughput(batch_size or config.train.batch_size),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch",
                                     histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
@@ -487,7 +491,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                     train_ds, validation_data=val_ds, epochs=config.train.epochs,
                     steps_per_epoch=config.train.steps_per_epoch,
                     callbacks=make_callbacks(out_dir, run_dir / "backup", config, monitor,
-                                             is_multi_worker(strategy), extra) + list(callbacks),
+                                             is_multi_worker(strategy), extra,
+                                             batch_size) + list(callbacks),
                     shuffle=False,
                     verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
