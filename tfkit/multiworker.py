@@ -29,6 +29,7 @@ import contextlib
 import logging
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as tf_trainer
@@ -70,28 +71,40 @@ def _reduce_per_replica(original):
 
 
 class BackupsAgree(keras.callbacks.Callback):
-    """Stops a restarted multi-worker run whose workers restored different epochs.
+    """Brings a restarted multi-worker run whose workers restored different epochs back in step.
 
     Each worker restores its own BackupAndRestore state. A worker killed between the
-    epoch-end writes of two workers would resume one epoch behind the others, with other
-    weights, and the job would silently train inconsistent replicas. Placed after
-    ``BackupAndRestore``, this callback compares the restored epoch across all workers
-    (two all-reduces: sum and sum of squares) and, if they differ, every worker raises.
+    epoch-end writes of two workers resumes one epoch behind the others, with other weights,
+    and the job would silently train inconsistent replicas. Placed after
+    ``BackupAndRestore``, this callback gathers the restored epoch of every replica; if they
+    differ, the first replica holding the newest backup broadcasts its state (the model's
+    variables and the optimizer's: one all-reduce each, every other replica adding zeros, so
+    the values arrive bit for bit) and every worker continues from that epoch.
     """
 
     def on_train_begin(self, logs=None):
         strategy = self.model.distribute_strategy
-        mine = float(self.model._initial_epoch or 0)  # set by BackupAndRestore, read by fit
-        values = strategy.run(lambda: tf.constant([mine, mine * mine]))
-        total = strategy.reduce("SUM", values, axis=None).numpy()
-        n = strategy.num_replicas_in_sync
-        mean = total[0] / n
-        if abs(total[1] / n - mean * mean) > 1e-6:
-            raise RuntimeError(
-                f"the workers' backups hold different epochs (this worker: {int(mine)}, mean "
-                f"over replicas: {mean:.2f}): a worker died between two backup writes. Delete "
-                "the backup folders of this run on every worker (runs/<name>/<run_name>/backup "
-                "and worker-<i>/backup) to restart it from scratch.")
+        mine = int(self.model._initial_epoch or 0)  # set by BackupAndRestore, read by fit
+        epochs = strategy.gather(strategy.run(lambda: tf.constant([mine])), axis=0).numpy()
+        newest = int(epochs.max())
+        if (epochs == newest).all():
+            return
+        source = int(np.argmax(epochs))  # replica ids are the gathered order
+        log.warning("the workers' backups hold epochs %s (a worker died between two backup "
+                    "writes): every worker continues from epoch %d with replica %d's state.",
+                    epochs.tolist(), newest, source)
+
+        def chosen(value):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            value = tf.cast(value, tf.float64)  # collectives sum floats; int64 counters fit
+            return tf.where(tf.equal(replica, source), value, tf.zeros_like(value))
+
+        optimizer = self.model.optimizer
+        for variable in [*self.model.variables, *(optimizer.variables if optimizer else [])]:
+            total = strategy.reduce("SUM", strategy.run(chosen, args=(variable.value,)),
+                                    axis=None)
+            variable.assign(tf.cast(total, variable.dtype))
+        self.model._initial_epoch = newest
 
 
 @contextlib.contextmanager
