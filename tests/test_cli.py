@@ -194,6 +194,22 @@ def test_predict_errors(workdir, capsys):
     assert code == 2 and "No SavedModel" in err
 
 
+def test_config_prints_every_key_resolved(workdir, capsys):
+    import yaml
+
+    from tfkit.config import load_config
+
+    code, out, err = run_cli(capsys, "config", "fine_foods_text_lstm", "--set", "train.epochs=9")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed == load_config("fine_foods_text_lstm", ["train.epochs=9"]).to_dict()
+    assert printed["train"]["epochs"] == 9 and printed["train"]["optimizer"] == "lazy_adam"
+    Path("mine.yaml").write_text(out)  # a starting point that loads back as it is
+    assert load_config("mine.yaml").to_dict() == printed
+    code, out, err = run_cli(capsys, "config", "--set", "train.epoch=2")
+    assert code == 2 and out == "" and "Unknown config key 'train.epoch'" in err
+
+
 def test_models_lists_registry(capsys):
     code, out, _ = run_cli(capsys, "models")
     assert code == 0

@@ -94,6 +94,16 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_config(args) -> int:
+    import yaml
+
+    from tfkit.config import load_config
+
+    # what the run's config.yaml would hold: every key, checked as `train` checks it
+    print(yaml.safe_dump(load_config(args.config, args.set).to_dict(), sort_keys=False), end="")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from tfkit.models import load_plugins, model_params
 
@@ -108,13 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def config_arguments(p):
+        p.add_argument("config", nargs="?", default=None,
+                       help="YAML config file or preset name (default: fine_foods_fasttext)")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+
     p = sub.add_parser("train", help="train, evaluate and export a model")
-    p.add_argument("config", nargs="?", default=None,
-                   help="YAML config file or preset name (default: fine_foods_fasttext)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    config_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("config", help="print a config with every key resolved (YAML), "
+                                      "e.g. to start your own: tfkit config > mine.yaml")
+    config_arguments(p)
+    p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
     p.add_argument("run_dir")
