@@ -147,3 +147,65 @@ def test_fasttext_uses_ngrams_only_when_asked():
     assert not any(isinstance(layer, tfkit.models.HashedNgrams) for layer in words.layers)
     bigrams = build_model("text_fasttext", vocab_size=20, num_classes=2, buckets=30, embedding_dim=4)
     assert bigrams.get_layer("embedding").input_dim == 50
+
+
+def _recurrent_layers(model):
+    """Every LSTM/GRU that runs its own time loop (Bidirectional's two copies, not its template)."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Bidirectional):
+            found += [layer.forward_layer, layer.backward_layer]
+        elif isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)) and layer not in found:
+            found.append(layer)
+    return found
+
+
+RECURRENT_MODELS = ["han", "sequence_lstm", "stacked_lstm", "text_bilstm", "text_gru", "text_lstm"]
+
+
+def test_recurrent_model_list_is_complete():
+    shapes = {"image": (8, 8, 1), "sequence": (8, 8)}
+    assert RECURRENT_MODELS == sorted(
+        name for name, entry in MODELS.items() if entry.inputs != "encoder" and _recurrent_layers(
+            build_model(name, num_classes=2, vocab_size=20, input_shape=shapes.get(entry.inputs),
+                        **TINY_PARAMS[name])))
+
+
+@pytest.mark.parametrize("name", RECURRENT_MODELS)
+def test_recurrent_layers_take_the_cudnn_path(name, text_setup, document_setup, monkeypatch):
+    """The GPU fast path, checked on a CPU: Keras' TensorFlow backend sends an LSTM/GRU to
+    cuDNN only when its arguments allow it and a GPU is present, and cuDNN accepts only
+    right-padded masks without fully masked rows (Keras asserts this inside its cuDNN
+    function, and in eager mode a failed assert falls back to the slow loop silently).
+    Pretend a GPU is there, record each call of Keras' cuDNN functions with Keras' own mask
+    check, then let the CPU loop run: every recurrent layer of every built-in model must get
+    there, with valid masks, for the batches tfkit's training pipeline and serving signature
+    feed it, with dropout on (``recurrent_dropout`` would skip cuDNN)."""
+    import importlib
+
+    tf_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # the package hides it
+    calls = []
+
+    def record(*args):
+        mask = args[6] if len(args) == 10 else args[5]  # _cudnn_lstm / _cudnn_gru positions
+        try:
+            if mask is not None:
+                tf_rnn._assert_valid_mask(mask)
+            calls.append("ok")
+        except tf.errors.InvalidArgumentError:
+            calls.append("invalid mask")
+        raise NotImplementedError  # what Keras does when the cuDNN op is missing: CPU loop
+
+    monkeypatch.setattr(tf_rnn, "_is_gpu_available", lambda: True)
+    monkeypatch.setattr(tf_rnn, "_cudnn_lstm", record)
+    monkeypatch.setattr(tf_rnn, "_cudnn_gru", record)
+    y, pre, ds, probe = setup_for(name, text_setup, document_setup)
+    params = dict(TINY_PARAMS[name], dropout=0.25)
+    model = build_model(name, num_classes=2, vocab_size=getattr(pre, "vocab_size", None),
+                        input_shape=getattr(pre, "input_shape", None), **params)
+    recurrent = _recurrent_layers(model)
+    prepare = pre.serving_endpoints()["serving_default"][0]
+    for inputs in (next(iter(ds))[0], prepare(tf.constant(probe))):
+        calls.clear()
+        model(inputs, training=True)
+        assert calls == ["ok"] * len(recurrent)
