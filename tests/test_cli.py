@@ -46,7 +46,7 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     run_dir = Path(summary["run_dir"])
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",
-                 "checkpoints/best.keras"):
+                 "checkpoints/best.weights.h5"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))

@@ -186,3 +186,41 @@ def test_monitor_val_macro_f1_keeps_the_epoch_with_the_best_validation_f1(workdi
     labels, probabilities = predictions(traced_call(result.model), val_ds)
     report = classification_report(confusion_counts(labels, probabilities), result.label_names)
     assert abs(report["macro_f1"] - max(f1s)) < 1e-6, f1s
+
+
+def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
+    """Saved only when the monitor improves (NaN never does), weights without Adam's moments,
+    no partial file left, and restore_best_weights brings that epoch's weights back."""
+    import h5py
+    import keras
+
+    from tfkit.training import BestWeights, restore_best_weights
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2000),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).random((16, 3)), np.arange(16) % 2
+    model.fit(x, y, verbose=0)  # the optimizer now holds two moments per weight
+    path = tmp_path / "checkpoints" / "best.weights.h5"
+    best = BestWeights(path, "val_loss", "min")
+    best.set_model(model)
+    assert not restore_best_weights(model, path)
+    best.on_epoch_end(0, {"val_loss": float("nan")})
+    assert not path.exists()
+    best.on_epoch_end(1, {"val_loss": 0.5})
+    kept = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, verbose=0)
+    best.on_epoch_end(2, {"val_loss": 0.6})  # worse: the file keeps epoch 1
+    best.on_epoch_end(3, {"val_loss": float("nan")})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["best.weights.h5"]
+    with h5py.File(path) as saved:
+        assert "optimizer" not in saved and "layers" in saved
+    model.save_weights(tmp_path / "with_moments.weights.h5")  # Keras's own: the moments too
+    assert path.stat().st_size < 0.5 * (tmp_path / "with_moments.weights.h5").stat().st_size
+    iterations = int(model.optimizer.iterations.numpy())
+    assert restore_best_weights(model, path)
+    for restored, expected in zip(model.get_weights(), kept):
+        np.testing.assert_array_equal(restored, expected)
+    assert int(model.optimizer.iterations.numpy()) == iterations  # the optimizer is left alone
+    best.on_epoch_end(4, {"val_loss": 0.4})
+    assert best.best == 0.4

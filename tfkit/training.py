@@ -10,7 +10,7 @@ Reads top to bottom: :func:`train` is the whole job. Each run gets its own direc
                              validation confusion matrix per epoch; the validation examples
                              most confidently misclassified; hparams in logs/; the word
                              vectors for the Projector in logs/train)
-        checkpoints/best.keras   best epoch by validation loss
+        checkpoints/best.weights.h5   the best epoch's weights (``train.monitor``)
         backup/              BackupAndRestore state while running (resume after a crash)
         model.keras          the final (best) model, token ids in
         metrics.json         test metrics, timings, export path; written last
@@ -325,6 +325,43 @@ def monitored(config: Config, has_validation: bool, heads: dict | None,
     return monitor
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Saves the model's weights each time ``monitor`` improves (``mode`` ``"min"`` or
+    ``"max"``; NaN never does), without the optimizer's state: they only serve to restore
+    the best epoch (:func:`restore_best_weights`), and Adam's two moments per weight would
+    triple the file (58 against 20 MB for the default fastText model). Written to a
+    temporary file and renamed, so a crash never leaves half a file as the best epoch.
+    """
+
+    def __init__(self, path: Path, monitor: str, mode: str):
+        super().__init__()
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.best = np.inf if mode == "min" else -np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            log.warning("best weights: '%s' is not in the epoch's logs %s; not saved",
+                        self.monitor, sorted(logs or {}))
+            return
+        if not (value < self.best if self.mode == "min" else value > self.best):
+            return
+        self.best = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"partial-{self.path.name}")  # Keras wants .weights.h5
+        keras.saving.save_weights(self.model, partial, objects_to_skip=[self.model.optimizer])
+        partial.replace(self.path)
+
+
+def restore_best_weights(model: keras.Model, path: Path) -> bool:
+    """Loads :class:`BestWeights`' file into ``model`` (its optimizer left as it is);
+    False when there is none (no epoch improved, e.g. every loss was NaN)."""
+    if not path.is_file():
+        return False
+    keras.saving.load_weights(model, path, objects_to_skip=[model.optimizer])
+    return True
+
+
 def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str,
                    multi_worker: bool = False, extra=(), batch_size: int | None = None) -> list:
     """The training speed (:class:`Throughput`, before TensorBoard, which logs it; global
@@ -345,8 +382,7 @@ def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str
                                     histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
         *extra,
-        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"),
-                                        monitor=monitor, mode=mode, save_best_only=True),
+        BestWeights(out_dir / "checkpoints" / "best.weights.h5", monitor, mode),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
     ] + ([BackupsAgree()] if multi_worker else [])
     if config.train.early_stopping_patience is not None:
@@ -496,9 +532,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                     shuffle=False,
                     verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
-                best = out_dir / "checkpoints" / "best.keras"
-                if best.is_file() and config.train.early_stopping_patience is None:
-                    model.load_weights(best)  # weights only: the model stays in the strategy
+                if config.train.early_stopping_patience is None:  # else EarlyStopping did
+                    restore_best_weights(model, out_dir / "checkpoints" / "best.weights.h5")
                 test = model.evaluate(test_ds, return_dict=True, verbose=0)
             epochs_run = len(history.history.get("loss", []))
             history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
