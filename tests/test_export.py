@@ -335,21 +335,64 @@ def test_tensorboard_server_reads_the_logs(trained):
         proc.wait(timeout=30)
 
 
+class Scramble(keras.callbacks.Callback):
+    """From epoch ``start`` on, each epoch begins from random weights and ends far worse."""
+
+    def __init__(self, start=0):
+        super().__init__()
+        self.start = start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.start:
+            rng = np.random.default_rng(epoch)
+            self.model.set_weights([5 * rng.standard_normal(w.shape) for w in self.model.get_weights()])
+
+
+def validation_loss(result):
+    from tfkit.training import make_dataset
+
+    config = tfkit.load_config(result.run_dir / "config.yaml")
+    data = tfkit.load_data(config.data)
+    val_ds = make_dataset(data.validation, result.preprocessor, config, 8, training=False)
+    return result.model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(tiny_csv):
+    overrides = tiny_overrides(tiny_csv, extra=[
+        "train.epochs=6", "train.early_stopping_patience=1", "export.enabled=false",
+        "data.validation_fraction=0.25"])
+    result = tfkit.train(None, overrides, callbacks=[Scramble(start=1)])
+    losses = result.history["val_loss"]
+    assert len(losses) == 2 and losses[1] > losses[0], losses  # stopped after one worse epoch
+    assert json.loads((result.run_dir / "metrics.json").read_text())["best_epoch"] == 1
+    np.testing.assert_allclose(validation_loss(result), losses[0], rtol=1e-5)
+
+
 def test_resume_after_a_crash_continues_from_the_backup(tiny_csv):
+    """And keeps the best epoch from before the crash: the final model is the best of all
+    four epochs, which the resumed process alone never saw."""
+    before = []
+
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            before.append(logs["val_loss"])
             if epoch == 1:
                 raise KeyboardInterrupt("simulated crash")
 
-    overrides = tiny_overrides(tiny_csv, extra=["train.epochs=4", "export.enabled=false"])
+    overrides = tiny_overrides(tiny_csv, extra=["train.epochs=4", "export.enabled=false",
+                                                "data.validation_fraction=0.25"])
     with pytest.raises(KeyboardInterrupt):
         tfkit.train(None, overrides, callbacks=[Crash()])
     run_dir = next(Path("runs").glob("*/*")).resolve()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
     assert not (run_dir / "metrics.json").exists()
-    result = tfkit.train(resume=run_dir)
+    result = tfkit.train(resume=run_dir, callbacks=[Scramble()])  # the resumed epochs end worse
     assert result.run_dir == run_dir
     assert len(result.history["loss"]) == 2  # epochs 3 and 4 only
+    losses = before + result.history["val_loss"]
+    best = json.loads((run_dir / "metrics.json").read_text())["best_epoch"]
+    assert best == 1 + int(np.argmin(losses)) <= 2, losses
+    np.testing.assert_allclose(validation_loss(result), min(losses), rtol=1e-5)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     with pytest.raises(tfkit.ConfigError, match="state is 'finished'"):
         tfkit.train(resume=run_dir)

@@ -194,7 +194,7 @@ def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
     import h5py
     import keras
 
-    from tfkit.training import BestWeights, restore_best_weights
+    from tfkit.training import BestWeights, best_epoch, restore_best_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2000),
                               keras.layers.Dense(2, activation="softmax")])
@@ -204,7 +204,7 @@ def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
     path = tmp_path / "checkpoints" / "best.weights.h5"
     best = BestWeights(path, "val_loss", "min")
     best.set_model(model)
-    assert not restore_best_weights(model, path)
+    assert restore_best_weights(model, path) is None
     best.on_epoch_end(0, {"val_loss": float("nan")})
     assert not path.exists()
     best.on_epoch_end(1, {"val_loss": 0.5})
@@ -218,9 +218,15 @@ def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
     model.save_weights(tmp_path / "with_moments.weights.h5")  # Keras's own: the moments too
     assert path.stat().st_size < 0.5 * (tmp_path / "with_moments.weights.h5").stat().st_size
     iterations = int(model.optimizer.iterations.numpy())
-    assert restore_best_weights(model, path)
+    assert restore_best_weights(model, path) == 2  # epochs counted from 1, as Keras prints them
     for restored, expected in zip(model.get_weights(), kept):
         np.testing.assert_array_equal(restored, expected)
     assert int(model.optimizer.iterations.numpy()) == iterations  # the optimizer is left alone
-    best.on_epoch_end(4, {"val_loss": 0.4})
-    assert best.best == 0.4
+    # a resumed run (a new callback, the same file) keeps the best from before the crash
+    resumed = BestWeights(path, "val_loss", "min")
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(4, {"val_loss": 0.55})
+    assert best_epoch(path) == {"monitor": "val_loss", "value": 0.5, "epoch": 2}
+    resumed.on_epoch_end(5, {"val_loss": 0.4})
+    assert best_epoch(path) == {"monitor": "val_loss", "value": 0.4, "epoch": 6}

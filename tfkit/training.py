@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -331,12 +332,21 @@ class BestWeights(keras.callbacks.Callback):
     the best epoch (:func:`restore_best_weights`), and Adam's two moments per weight would
     triple the file (58 against 20 MB for the default fastText model). Written to a
     temporary file and renamed, so a crash never leaves half a file as the best epoch.
+
+    The file records the monitor, its value and the epoch (HDF5 attributes), so a run
+    resumed after a crash keeps its best epoch from before the crash (Keras's
+    ``ModelCheckpoint`` and ``EarlyStopping`` start again from nothing).
     """
 
     def __init__(self, path: Path, monitor: str, mode: str):
         super().__init__()
         self.path, self.monitor, self.mode = Path(path), monitor, mode
         self.best = np.inf if mode == "min" else -np.inf
+
+    def on_train_begin(self, logs=None):
+        saved = best_epoch(self.path)
+        if saved and saved["monitor"] == self.monitor:
+            self.best = saved["value"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -350,26 +360,47 @@ class BestWeights(keras.callbacks.Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f"partial-{self.path.name}")  # Keras wants .weights.h5
         keras.saving.save_weights(self.model, partial, objects_to_skip=[self.model.optimizer])
+        with h5py.File(partial, "a") as handle:
+            handle.attrs.update(tfkit_monitor=self.monitor, tfkit_value=self.best,
+                                tfkit_epoch=epoch + 1)
         partial.replace(self.path)
 
 
-def restore_best_weights(model: keras.Model, path: Path) -> bool:
-    """Loads :class:`BestWeights`' file into ``model`` (its optimizer left as it is);
-    False when there is none (no epoch improved, e.g. every loss was NaN)."""
-    if not path.is_file():
-        return False
-    keras.saving.load_weights(model, path, objects_to_skip=[model.optimizer])
-    return True
+def best_epoch(path: Path) -> dict | None:
+    """``{"monitor", "value", "epoch"}`` (epochs counted from 1) of a :class:`BestWeights`
+    file, or None when there is none."""
+    if not Path(path).is_file():
+        return None
+    with h5py.File(path, "r") as handle:
+        return {"monitor": str(handle.attrs["tfkit_monitor"]),
+                "value": float(handle.attrs["tfkit_value"]), "epoch": int(handle.attrs["tfkit_epoch"])}
 
 
-def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str,
+def restore_best_weights(model: keras.Model, path: Path) -> int | None:
+    """Loads :class:`BestWeights`' file into ``model`` (its optimizer left as it is) and
+    returns that epoch (from 1); None when there is none (no epoch improved, e.g. every
+    loss was NaN) and the model keeps its last weights."""
+    saved = best_epoch(path)
+    if saved:
+        keras.saving.load_weights(model, path, objects_to_skip=[model.optimizer])
+    return saved and saved["epoch"]
+
+
+def best_weights_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.weights.h5"
+
+
+def make_callbacks(out_dir: Path, run_dir: Path, config: Config, monitor: str,
                    multi_worker: bool = False, extra=(), batch_size: int | None = None) -> list:
     """The training speed (:class:`Throughput`, before TensorBoard, which logs it; global
     ``batch_size``, default ``train.batch_size``), TensorBoard (weight histograms every
     ``train.histogram_freq`` epochs, the profiler over ``train.profile_batch``), the ``extra``
-    callbacks, and the best checkpoint by ``monitor``
-    (:func:`monitored`) under ``out_dir``; BackupAndRestore in ``backup_dir`` (checked to
-    agree across workers under a multi-worker strategy), optional early stopping.
+    callbacks (all under ``out_dir``); then the run's state under ``run_dir``, which a
+    restart finds (a worker's own folder under multi-worker training, whose ``out_dir`` is
+    temporary): the best weights by ``monitor`` (:func:`monitored`, :class:`BestWeights`)
+    and BackupAndRestore (checked to agree across workers under a multi-worker strategy);
+    optional early stopping (the best weights are restored from :class:`BestWeights`' file,
+    one way for both).
 
     The extras (:class:`ConfusionMatrix`) come after TensorBoard and before the checkpoint:
     they add ``val_macro_f1`` to the epoch's logs, which the checkpoint, early stopping and
@@ -382,13 +413,12 @@ def make_callbacks(out_dir: Path, backup_dir: Path, config: Config, monitor: str
                                     histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
         *extra,
-        BestWeights(out_dir / "checkpoints" / "best.weights.h5", monitor, mode),
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        BestWeights(best_weights_path(run_dir), monitor, mode),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
     ] + ([BackupsAgree()] if multi_worker else [])
     if config.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=config.train.early_stopping_patience,
-            restore_best_weights=True))
+            monitor=monitor, mode=mode, patience=config.train.early_stopping_patience))
     return callbacks
 
 
@@ -511,8 +541,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             save_config(config, run_dir / "config.yaml")
             preprocessor.save(run_dir)
         write_status(run_dir, "running")
-        # only the chief keeps logs, checkpoints and the model; other workers write them to a
-        # temporary folder that is removed at the end, and keep just their own backup
+        # only the chief keeps logs and the model; other workers write logs to a temporary
+        # folder that is removed at the end, and keep just their own backup and best weights
         out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
         log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
         extra = []  # TensorBoard extras: the chief's only, single-task classifiers with validation
@@ -526,20 +556,19 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 history = model.fit(
                     train_ds, validation_data=val_ds, epochs=config.train.epochs,
                     steps_per_epoch=config.train.steps_per_epoch,
-                    callbacks=make_callbacks(out_dir, run_dir / "backup", config, monitor,
+                    callbacks=make_callbacks(out_dir, run_dir, config, monitor,
                                              is_multi_worker(strategy), extra,
                                              batch_size) + list(callbacks),
                     shuffle=False,
                     verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
-                if config.train.early_stopping_patience is None:  # else EarlyStopping did
-                    restore_best_weights(model, out_dir / "checkpoints" / "best.weights.h5")
+                best = restore_best_weights(model, best_weights_path(run_dir))
                 test = model.evaluate(test_ds, return_dict=True, verbose=0)
             epochs_run = len(history.history.get("loss", []))
             history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
             metrics = {f"test_{k}": float(v) for k, v in test.items()}
             metrics.update({
-                "train_seconds": round(seconds, 2), "epochs": epochs_run,
+                "train_seconds": round(seconds, 2), "epochs": epochs_run, "best_epoch": best,
                 "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1)
                 if epochs_run else 0.0,
                 "train_examples": len(data.train), "validation_examples": len(data.validation),
