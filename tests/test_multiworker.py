@@ -146,16 +146,29 @@ def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
     assert len(resumed) == 6 - done  # finished epochs were not redone
     run = tmp_path / "host0" / "runs" / name / "job"
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    clean_test_loss = json.loads((run / "metrics.json").read_text())["test_loss"]
     assert not (tmp_path / "host1" / "runs" / name / "job").exists()
 
     # the same restart, but worker 1 was killed between the two workers' writes: its backup
     # is an epoch behind, with other weights. The workers take worker 0's state and go on
     # from its epoch: the losses are the clean restart's to the last digit, which they could
-    # not be if worker 1 trained on from its own weights
+    # not be if worker 1 trained on from its own weights. Its best weights differ too, with
+    # a loss no later epoch beats: the final model is still the chief's, everywhere (the
+    # test split is evaluated by both workers together)
     restore_snapshot()
-    with h5py.File(backups[1] / "latest.weights.h5", "r+") as weights:
-        weights.visititems(lambda _, item: item.__setitem__(..., item[...] + 0.5)
-                           if isinstance(item, h5py.Dataset) and item.dtype.kind == "f" else None)
+
+    def perturb(path):
+        with h5py.File(path, "r+") as weights:
+            weights.visititems(lambda _, item: item.__setitem__(..., item[...] + 0.5)
+                               if isinstance(item, h5py.Dataset) and item.dtype.kind == "f"
+                               else None)
+
+    perturb(backups[1] / "latest.weights.h5")
+    best = backups[1].parent / "checkpoints" / "best.weights.h5"
+    with h5py.File(best, "r+") as weights:
+        assert weights.attrs["tfkit_monitor"] == "val_loss"
+        weights.attrs["tfkit_value"] = -1.0
+    perturb(best)
     meta = backups[1] / "training_metadata.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "epoch": done - 1}))
     repaired = start_workers(argv, tmp_path)
@@ -164,6 +177,7 @@ def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
     assert all(f"backups hold epochs [{done}, {done - 1}]" in out for out in outputs), outputs[0]
     assert all(f"continues from epoch {done} with replica 0's state" in out for out in outputs)
     assert epoch_losses(outputs[0]) == epoch_losses(outputs[1]) == resumed
+    assert json.loads((run / "metrics.json").read_text())["test_loss"] == clean_test_loss
 
 
 FIT_SCRIPT = textwrap.dedent("""

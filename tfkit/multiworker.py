@@ -94,17 +94,25 @@ class BackupsAgree(keras.callbacks.Callback):
                     "writes): every worker continues from epoch %d with replica %d's state.",
                     epochs.tolist(), newest, source)
 
-        def chosen(value):
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            value = tf.cast(value, tf.float64)  # collectives sum floats; int64 counters fit
-            return tf.where(tf.equal(replica, source), value, tf.zeros_like(value))
-
         optimizer = self.model.optimizer
-        for variable in [*self.model.variables, *(optimizer.variables if optimizer else [])]:
-            total = strategy.reduce("SUM", strategy.run(chosen, args=(variable.value,)),
-                                    axis=None)
-            variable.assign(tf.cast(total, variable.dtype))
+        broadcast(strategy, [*self.model.variables, *(optimizer.variables if optimizer else [])],
+                  source)
         self.model._initial_epoch = newest
+
+
+def broadcast(strategy, variables, source: int = 0) -> None:
+    """Sets ``variables`` on every replica to replica ``source``'s values: one all-reduce per
+    variable, every other replica adding zeros, so the values arrive bit for bit (float64
+    on the wire: collectives sum floats, and int64 counters fit)."""
+
+    def chosen(value):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        value = tf.cast(value, tf.float64)
+        return tf.where(tf.equal(replica, source), value, tf.zeros_like(value))
+
+    for variable in variables:
+        total = strategy.reduce("SUM", strategy.run(chosen, args=(variable.value,)), axis=None)
+        variable.assign(tf.cast(total, variable.dtype))
 
 
 @contextlib.contextmanager

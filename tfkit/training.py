@@ -65,7 +65,7 @@ from tfkit.monitor import (
     traced_call,
     write_classification,
 )
-from tfkit.multiworker import BackupsAgree, multi_worker_fixes
+from tfkit.multiworker import BackupsAgree, broadcast, multi_worker_fixes
 from tfkit.optimizers import LazyAdam
 
 log = logging.getLogger("tfkit")
@@ -563,6 +563,8 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                     verbose=fit_verbosity(config.train.verbose))
                 seconds = time.perf_counter() - started
                 best = restore_best_weights(model, best_weights_path(run_dir))
+                if is_multi_worker(strategy):  # one model everywhere, the chief's: after a
+                    broadcast(strategy, model.variables)  # repaired restart best files may differ
                 test = model.evaluate(test_ds, return_dict=True, verbose=0)
             epochs_run = len(history.history.get("loss", []))
             history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
