@@ -123,6 +123,81 @@ def test_preprocessor_save_load(tmp_path):
     np.testing.assert_array_equal(again(probe).numpy(), pre(probe).numpy())
 
 
+def test_character_split_reads_text_without_spaces(tmp_path):
+    """Whitespace splitting makes a Japanese sentence one token; split="character" gives its
+    characters (white space and punctuation dropped), keeps the no-empty-row rule, and
+    survives the preprocessor's JSON (a flat and a hierarchical one)."""
+    words = tfkit.TextPreprocessor(max_tokens=50, max_len=8)
+    words.adapt(["とても美味しいです", "まずいです"])
+    assert words.vocabulary()[2:] == ["まずいです", "とても美味しいです"]  # whole sentences
+    chars = tfkit.TextPreprocessor(max_tokens=50, max_len=8, split="character")
+    chars.adapt(["とても美味しいです", "まずいです"])
+    assert sorted(chars.vocabulary()[2:]) == sorted(set("とても美味しいですまず"))
+    ids = chars(tf.constant(["美味しい！ です", "", "。。。", "Ok"])).numpy()
+    vocabulary = chars.vocabulary()
+    assert ["".join(vocabulary[i] for i in row if i) for row in ids] == \
+        ["美味しいです", "[UNK]", "[UNK]", "[UNK][UNK]"]
+    chars.save(tmp_path)
+    again = tfkit.load_preprocessor(tmp_path)
+    assert again.split == "character"
+    np.testing.assert_array_equal(again(tf.constant(["美味しい", "まずい"])).numpy(),
+                                  chars(tf.constant(["美味しい", "まずい"])).numpy())
+    documents = tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=3, max_words=4,
+                                                   split="character")
+    documents.adapt(["美味しい。まずい！"])
+    assert documents(tf.constant(["美味しい。まずい！"])).numpy().shape == (1, 2, 4)
+    documents.save(tmp_path)
+    assert tfkit.load_preprocessor(tmp_path).split == "character"
+    with pytest.raises(ValueError, match="split must be one of whitespace, character"):
+        tfkit.TextPreprocessor(split="characters")
+
+
+JA_TRAIN = {"good": ["美味しいです", "大好きです", "最高の味", "新鮮でした", "とても良い", "また買います"],
+            "bad": ["まずいです", "大嫌いです", "最悪の味", "古かったです", "とても悪い", "二度と買いません"]}
+JA_TEST = {"good": ["美味しかった", "好きな味", "最高でした", "新鮮な野菜", "良い品", "また買う"],
+           "bad": ["まずかった", "嫌いな味", "最悪でした", "古い野菜", "悪い品", "二度と買わない"]}
+
+
+def test_character_split_trains_and_serves_japanese(workdir):
+    """Japanese reviews, tested on phrasings the training set never has: with whitespace
+    splitting every test review is one unknown token (accuracy 0.5, one answer for all);
+    with data.split=character the default fastText model reads characters and their
+    bigrams, and the SavedModel does the same on raw strings."""
+    import csv
+
+    from conftest import tiny_overrides
+
+    from tfkit.export import predict
+
+    rng = np.random.default_rng(0)
+    with open("train.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "sentiment"])
+        for i in range(80):
+            label = ["good", "bad"][i % 2]
+            writer.writerow(["。".join(rng.choice(JA_TRAIN[label], size=rng.integers(1, 3))), label])
+    with open("test.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("review", "sentiment")] + [
+            (text, label) for label, texts in JA_TEST.items() for text in texts])
+    results = {}
+    for split in ("whitespace", "character"):
+        results[split] = tfkit.train(None, tiny_overrides("train.csv", model="text_fasttext", extra=[
+            "data.test_path=test.csv", f"data.split={split}", "train.epochs=8",
+            "data.max_len=32", f"name=ja_{split}"]))
+    assert results["whitespace"].metrics["test_accuracy"] == 0.5
+    assert results["character"].metrics["test_accuracy"] >= 0.8
+    served = predict(results["character"].export_path, ["美味しかった", "まずかった", ""])
+    assert [row["label"] for row in served[:2]] == ["good", "bad"]
+    assert tfkit.load_config(results["character"].run_dir / "config.yaml").data.split == "character"
+
+
+def test_split_names_agree_with_the_config():
+    from tfkit.config import SPLITS as CONFIG_SPLITS
+    from tfkit.data.text import SPLITS
+
+    assert tuple(SPLITS) == CONFIG_SPLITS
+
+
 @pytest.mark.parametrize("max_len", [20, 100, 400, 1000])
 def test_bucket_edges_bound_the_padding(max_len):
     edges = bucket_boundaries(max_len)

@@ -51,6 +51,8 @@ class DataConfig:
     # text preprocessing (TextVectorization, adapted on the training split only)
     max_tokens: int = 20000
     max_len: int = 200
+    # whitespace: tokens are words; character: tokens are characters (Chinese, Japanese, Thai)
+    split: str = "whitespace"
     # hierarchical models (han): sentences per document, words per sentence
     max_sentences: int = 16
     max_words: int = 40
@@ -137,6 +139,7 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
+SPLITS = ("whitespace", "character")  # tfkit.data.text.SPLITS (config imports no TensorFlow)
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -225,7 +228,8 @@ def _validate(config: Config) -> None:
         check_model_params(config.model.name, config.model.params)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    choices = {"train.optimizer": (config.train.optimizer, OPTIMIZERS),
+    choices = {"data.split": (config.data.split, SPLITS),
+               "train.optimizer": (config.train.optimizer, OPTIMIZERS),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),

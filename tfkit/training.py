@@ -108,11 +108,12 @@ def make_preprocessor(config: Config, data: LabeledData):
                           f"{', '.join(fits)} (model.name).")
     if inputs == "tokens":
         preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
-                                        max_len=config.data.max_len)
+                                        max_len=config.data.max_len, split=config.data.split)
     elif inputs == "documents":
         preprocessor = HierarchicalTextPreprocessor(max_tokens=config.data.max_tokens,
                                                     max_sentences=config.data.max_sentences,
-                                                    max_words=config.data.max_words)
+                                                    max_words=config.data.max_words,
+                                                    split=config.data.split)
     elif inputs == "image":
         if x.ndim not in (3, 4):
             raise ConfigError(f"model '{name}' takes images; data.source "

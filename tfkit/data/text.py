@@ -32,6 +32,27 @@ def standardize_text(texts):
     return tf.strings.regex_replace(texts, r"(^|\s)'+|'+(\s|$)", " ")
 
 
+@keras.saving.register_keras_serializable(package="tfkit")
+def split_characters(texts):
+    """Strings ``[batch]`` -> ragged characters ``[batch, (chars)]``, white space dropped.
+
+    ``TextVectorization(split="character")`` keeps the spaces (and with them the spaces
+    :func:`standardize_text` leaves where punctuation was) as a token; this keeps letters,
+    digits and apostrophes only. For languages written without spaces between words
+    (Chinese, Japanese, Thai), where whitespace splitting makes a whole sentence one token.
+
+    Examples:
+        >>> chars = split_characters(standardize_text(tf.constant(["美味しい！", "Ok, ok"])))
+        >>> [[c.decode() for c in row] for row in chars.to_list()]
+        [['美', '味', 'し', 'い'], ['o', 'k', 'o', 'k']]
+    """
+    chars = tf.strings.unicode_split(texts, "UTF-8")
+    return tf.ragged.boolean_mask(chars, tf.strings.regex_full_match(chars, r"\S"))
+
+
+SPLITS = {"whitespace": "whitespace", "character": split_characters}
+
+
 def write_preprocessor_json(directory: str | os.PathLike, payload: dict) -> None:
     """Writes a preprocessor's settings as ``directory/preprocessor.json`` (plain JSON, no pickle)."""
     Path(directory, "preprocessor.json").write_text(json.dumps(payload), encoding="utf-8")
@@ -49,22 +70,34 @@ class TextPreprocessor:
         max_tokens: vocabulary size including padding and OOV.
         max_len: longest sequence kept.
         vocabulary: a vocabulary from :meth:`vocabulary` to restore an adapted one.
+        split: ``"whitespace"`` (tokens are words) or ``"character"`` (tokens are
+            characters, white space dropped: :func:`split_characters`), as in
+            ``TextVectorization``.
 
     Examples:
         >>> pre = TextPreprocessor(max_tokens=100, max_len=4)
         >>> pre.adapt(["good food", "bad food"])
         >>> pre(tf.constant(["good food", ""])).numpy().tolist()
         [[3, 2, 0, 0], [1, 0, 0, 0]]
+        >>> chars = TextPreprocessor(max_tokens=100, max_len=6, split="character")
+        >>> chars.adapt(["美味しい", "まずい"])
+        >>> ids = chars(tf.constant(["美味しい!", "不味い"])).numpy()
+        >>> ["".join(chars.vocabulary()[i] for i in row if i) for row in ids]
+        ['美味しい', '[UNK]味い']
     """
 
-    def __init__(self, max_tokens: int = 20000, max_len: int = 200, vocabulary=None):
+    def __init__(self, max_tokens: int = 20000, max_len: int = 200, vocabulary=None,
+                 split: str = "whitespace"):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1. Received: max_len={max_len}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}. Received: split={split!r}")
         self.max_tokens = max_tokens
         self.max_len = max_len
+        self.split = split
         self.layer = keras.layers.TextVectorization(
-            max_tokens=max_tokens, standardize=standardize_text, output_mode="int",
-            ragged=True, vocabulary=vocabulary, name="text_vectorization")
+            max_tokens=max_tokens, standardize=standardize_text, split=SPLITS[split],
+            output_mode="int", ragged=True, vocabulary=vocabulary, name="text_vectorization")
 
     @property
     def vocab_size(self) -> int:
@@ -108,7 +141,8 @@ class TextPreprocessor:
         return [str(t) for t in x[:16]] + ["", "great " * 5000, "Très bon café, 美味しい!"]
 
     def get_config(self) -> dict:
-        return {"type": "text", "max_tokens": self.max_tokens, "max_len": self.max_len}
+        return {"type": "text", "max_tokens": self.max_tokens, "max_len": self.max_len,
+                "split": self.split}
 
     def save(self, directory: str | os.PathLike) -> None:
         """Writes ``preprocessor.json`` (settings and vocabulary) into ``directory``."""
@@ -163,8 +197,9 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
     Args:
         max_tokens: vocabulary size including padding and OOV.
         max_sentences: sentences kept per document.
-        max_words: words kept per sentence.
+        max_words: words kept per sentence (characters with ``split="character"``).
         vocabulary: a vocabulary from :meth:`vocabulary` to restore an adapted one.
+        split: ``"whitespace"`` or ``"character"``, see :class:`TextPreprocessor`.
 
     Examples:
         >>> pre = HierarchicalTextPreprocessor(max_tokens=100, max_sentences=3, max_words=4)
@@ -174,11 +209,12 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
     """
 
     def __init__(self, max_tokens: int = 20000, max_sentences: int = 16, max_words: int = 40,
-                 vocabulary=None):
+                 vocabulary=None, split: str = "whitespace"):
         if max_sentences < 1 or max_words < 1:
             raise ValueError("max_sentences and max_words must be >= 1. Received: "
                              f"max_sentences={max_sentences}, max_words={max_words}")
-        super().__init__(max_tokens=max_tokens, max_len=max_words, vocabulary=vocabulary)
+        super().__init__(max_tokens=max_tokens, max_len=max_words, vocabulary=vocabulary,
+                         split=split)
         self.max_sentences = max_sentences
         self.max_words = max_words
 
@@ -218,4 +254,5 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
 
     def get_config(self) -> dict:
         return {"type": "hierarchical_text", "max_tokens": self.max_tokens,
-                "max_sentences": self.max_sentences, "max_words": self.max_words}
+                "max_sentences": self.max_sentences, "max_words": self.max_words,
+                "split": self.split}
