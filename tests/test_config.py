@@ -138,6 +138,21 @@ def test_set_override_errors():
         load_config(None, ["train.epochz=2"])
 
 
+def test_errors_name_the_set_that_caused_them(tmp_path):
+    """A bad value typed with --set is named as such, not as if it were in the file."""
+    cases = {("train.epochs=3", "train.epochs=0"): r"^--set train\.epochs=0: train\.epochs must be",
+             ("model.name=text_lsmt",): r"^--set model\.name=text_lsmt: Unknown model 'text_lsmt'",
+             ("data.split=chars", "train.epochs=2"): r"^--set data\.split=chars: data\.split must",
+             ("model.params.unitz=3",): r"^--set model\.params\.unitz=3: Unknown argument"}
+    for overrides, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, list(overrides))
+    file = tmp_path / "mine.yaml"
+    file.write_text("train:\n  epochs: 0\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: train\.epochs must be"):
+        load_config(file, ["train.batch_size=4", "data.max_len=9"])
+
+
 def test_missing_file_lists_presets(tmp_path):
     with pytest.raises(ConfigError, match=r"does not exist.*fine_foods_text_lstm"):
         load_config(tmp_path / "nope.yaml")

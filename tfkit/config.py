@@ -384,6 +384,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     try:
         return config_from_dict(values)
     except ConfigError as exc:
+        # name what the user typed: a value from --set is not in the file the message would name
+        for text in reversed(overrides):
+            key, _, value = (part.strip() for part in text.partition("="))
+            if (re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", str(exc))
+                    or f"'{value}'" in str(exc)):
+                raise ConfigError(f"--set {text}: {exc}") from None
         raise ConfigError(f"{file}: {exc}") from None
 
 
