@@ -88,6 +88,10 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
                            "--input", "in.csv", "--column", "review")
     assert code == 0 and json.loads(out)["input"] == "stale"
+    Path("in.tsv").write_text("id\treview\n1\tstale, awful\n")
+    code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",
+                           "--input", "in.tsv", "--column", "review")
+    assert code == 0 and json.loads(out)["input"] == "stale, awful"
     monkeypatch.setattr(sys, "stdin", io.StringIO("tasty\r\nawful\n"))
     code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}", "--input", "-")
     assert code == 0

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -51,6 +53,39 @@ def test_csv_errors_name_the_problem(workdir, tiny_csv):
     (workdir / "train.csv").write_text("text,label\na,x\nb,y\n")
     with pytest.raises(DataError, match=r"labels \['z'\] do not occur in the training split"):
         load_data(DataConfig(source="csv", path="train.csv", test_path="t.csv"))
+
+
+def test_tsv_and_json_lines_files_read_like_csv(workdir):
+    """Same texts and labels from a CSV, a TSV and a JSON Lines file (commas and quotes in
+    the texts, a blank line, extra keys); JSON Lines errors name the line."""
+    import pandas as pd
+
+    texts, labels = tiny_texts(20)
+    texts = [f'{text}, said "someone"' for text in texts]
+    pd.DataFrame({"review": texts, "sentiment": labels}).to_csv("r.csv", index=False)
+    pd.DataFrame({"review": texts, "sentiment": labels}).to_csv("r.tsv", index=False, sep="\t")
+    lines = [json.dumps({"review": t, "sentiment": y, "stars": 5}, ensure_ascii=False)
+             for t, y in zip(texts, labels)]
+    (workdir / "r.jsonl").write_text("\n".join(lines[:10] + [""] + lines[10:]) + "\n")
+    loaded = {path: load_data(DataConfig(source="csv", path=path, text_column="review",
+                                         label_column="sentiment", validation_fraction=0.0))
+              for path in ("r.csv", "r.tsv", "r.jsonl")}
+    for path, data in loaded.items():
+        assert data.label_names == ["bad", "good"], path
+        assert data.train.x.tolist() == loaded["r.csv"].train.x.tolist(), path
+        assert data.test.y.tolist() == loaded["r.csv"].test.y.tolist(), path
+    (workdir / "bad.jsonl").write_text(lines[0] + "\n" + '{"review": "x", "sentiment": ' + "\n")
+    with pytest.raises(DataError, match=r"JSON Lines file 'bad.jsonl' line 2: not valid JSON"):
+        load_data(DataConfig(source="csv", path="bad.jsonl", text_column="review"))
+    (workdir / "list.jsonl").write_text('["a", "good"]\n')
+    with pytest.raises(DataError, match=r"line 1: expected an object"):
+        load_data(DataConfig(source="csv", path="list.jsonl"))
+    (workdir / "gap.jsonl").write_text("\n".join(lines[:3] + ['{"review": "no label"}']))
+    with pytest.raises(DataError, match="row 4 has no label"):
+        load_data(DataConfig(source="csv", path="gap.jsonl", text_column="review",
+                             label_column="sentiment"))
+    with pytest.raises(DataError, match=r"TSV file 'r.tsv' has no column 'text'"):
+        load_data(DataConfig(source="csv", path="r.tsv"))
 
 
 def test_directory_source(workdir):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _read_inputs(path: str, column: str | None) -> list[str]:
-    """Texts from a .txt (one per line), .csv (``column``) or .jsonl (``column`` key) file,
+    """Texts from a .txt (one per line), .csv or .tsv (``column``) or .jsonl (``column`` key) file,
     or from standard input (``-``: one text per line). A UTF-8 byte-order mark (spreadsheet
     exports) is skipped."""
     if path == "-":
@@ -28,8 +28,8 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
     with file.open(encoding="utf-8-sig", newline="") as handle:
         if suffix == ".txt":
             return [line.rstrip("\n") for line in handle]
-        if suffix == ".csv":
-            reader = csv.DictReader(handle)
+        if suffix in (".csv", ".tsv", ".tab"):
+            reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
             key = column or "text"
             if key not in (reader.fieldnames or []):
                 raise ValueError(f"input file '{path}' has no column {key!r}; "
@@ -48,7 +48,7 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
                     raise ValueError(f"input file '{path}' line {number}: no key {key!r}.")
                 texts.append(record[key])
             return texts
-    raise ValueError(f"input file '{path}': expected .txt, .csv or .jsonl, got '{suffix}'.")
+    raise ValueError(f"input file '{path}': expected .txt, .csv, .tsv or .jsonl, got '{suffix}'.")
 
 
 def _cmd_train(args) -> int:

