@@ -196,6 +196,14 @@ def test_export_refuses_an_unfinished_run(workdir, capsys):
 def test_predict_errors(workdir, capsys):
     code, _, err = run_cli(capsys, "predict", "saved_models/none", "text")
     assert code == 2 and "No SavedModel" in err
+    Path("in.jsonl").write_text('{"text": "fine"}\n\n{"text": "oops\n')
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "in.jsonl")
+    assert code == 2 and "input file 'in.jsonl' line 3: not valid JSON" in err, err
+    Path("in.jsonl").write_text('{"text": "fine"}\n{"review": "other key"}\n')
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "in.jsonl")
+    assert code == 2 and "object 2: no key 'text'" in err, err
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "in.xlsx")
+    assert code == 2 and "does not exist" in err
 
 
 def test_config_prints_every_key_resolved(workdir, capsys):

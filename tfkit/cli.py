@@ -36,18 +36,14 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
                                  f"its columns are {reader.fieldnames}. Use --column.")
             return [row[key] for row in reader]
         if suffix == ".jsonl":
-            key, texts = column or "text", []
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"input file '{path}' line {number}: not JSON ({exc}).") from None
-                if not isinstance(record, dict) or key not in record:
-                    raise ValueError(f"input file '{path}' line {number}: no key {key!r}.")
-                texts.append(record[key])
-            return texts
+            from tfkit.data.sources import read_json_lines
+
+            key = column or "text"
+            rows = read_json_lines(file, "input")
+            for number, row in enumerate(rows, 1):
+                if key not in row:
+                    raise ValueError(f"input file '{path}' object {number}: no key {key!r}.")
+            return [row[key] for row in rows]
     raise ValueError(f"input file '{path}': expected .txt, .csv, .tsv or .jsonl, got '{suffix}'.")
 
 

@@ -271,13 +271,11 @@ def load_tate(config: DataConfig) -> LabeledData:
 TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
 
 
-def _read_json_lines(file: Path, kind: str):
-    """One JSON object per line (blank lines skipped); a key missing from a line reads as
-    empty, so the usual row errors name it."""
-    import pandas as pd
-
+def read_json_lines(file: Path, kind: str = "JSON Lines") -> list[dict]:
+    """The objects of a JSON Lines file, one per line (blank lines skipped, a byte-order mark
+    too); a line that is not a JSON object is a :class:`DataError` naming its number."""
     rows = []
-    with file.open(encoding="utf-8-sig") as handle:
+    with Path(file).open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -290,7 +288,7 @@ def _read_json_lines(file: Path, kind: str):
                 raise DataError(f"{kind} file '{file}' line {number}: expected an object "
                                 f"{{\"column\": value, ...}}, got {type(row).__name__}.")
             rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    return rows
 
 
 def _read_table(path: str, columns: list[str]):
@@ -303,8 +301,8 @@ def _read_table(path: str, columns: list[str]):
     if not file.is_file():
         raise DataError(f"{kind} file '{path}' does not exist.")
     try:
-        if kind == "JSON Lines":
-            frame = _read_json_lines(file, kind)
+        if kind == "JSON Lines":  # a key missing from a line reads as empty: the row errors name it
+            frame = pd.DataFrame(read_json_lines(file)).fillna("")
         else:
             frame = pd.read_csv(file, sep="\t" if kind == "TSV" else ",",
                                 keep_default_na=False, na_values=[])
