@@ -133,7 +133,7 @@ def test_predict_cli_on_image_files(digits_run, workdir, capsys):
     assert "not a PNG, JPEG, GIF or BMP" in capsys.readouterr().err
 
 
-def test_image_directory_source(workdir):
+def test_image_directory_source(workdir, monkeypatch):
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
         folder = workdir / "pets" / label
@@ -151,6 +151,18 @@ def test_image_directory_source(workdir):
     assert data.train.x.shape[1:] == (12, 10, 3)
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(source="image_directory", path="nowhere"))
+    # size and channels both given: no image is decoded to guess them
+    from tfkit.data import sources
+
+    def guess(path):
+        raise AssertionError("decoded an image to guess a format the config gives")
+
+    monkeypatch.setattr(sources, "default_image_format", guess)
+    data = load_data(DataConfig(source="image_directory", path="pets", image_size=[6, 5],
+                                channels=1))
+    assert data.train.x.shape[1:] == (6, 5, 1)
+    with pytest.raises(AssertionError, match="decoded an image"):
+        load_data(DataConfig(source="image_directory", path="pets", image_size=[6, 5]))
 
 
 @pytest.mark.parametrize("shape, expected", [

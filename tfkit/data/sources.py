@@ -501,8 +501,10 @@ def load_image_directory(config: DataConfig) -> LabeledData:
         x = np.stack([p[0] for p in pairs]).round().clip(0, 255).astype(np.uint8)
         return x, [ds.class_names[int(p[1])] for p in pairs], list(ds.class_names)
 
-    size, channels = default_image_format(config.path)
-    size, channels = config.image_size or size, config.channels or channels
+    size, channels = config.image_size, config.channels
+    if not (size and channels):  # the config's own format needs no image decoded
+        found_size, found_channels = default_image_format(config.path)
+        size, channels = size or found_size, channels or found_channels
     x, y, names = read(config.path)
     test = read(config.test_path, names)[:2] if config.test_path else None
     return _split_arrays(x, y, config, f"image folder '{config.path}'", test)
