@@ -110,6 +110,20 @@ def test_attention_weights_sum_to_one_over_real_positions(pre):
                                 pre, docs)
 
 
+def test_attention_weights_name_characters_for_character_split():
+    """With data.split=character the 'words' the attention weighs are characters."""
+    chars = tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=3, max_words=3,
+                                               split="character")
+    chars.adapt(["美味しい。まずい！", "また買います"])
+    model = build_han(vocab_size=chars.vocab_size, num_classes=2, embedding_dim=4, word_units=3,
+                      sentence_units=3, attention_units=3)
+    (doc,) = tfkit.attention_weights(model, chars, ["美味しい！ まずい。"])
+    assert [[w for w, _ in s["words"]] for s in doc["sentences"]] == [["美", "味", "し"],
+                                                                      ["ま", "ず", "い"]]
+    for sentence in doc["sentences"]:
+        assert sum(w for _, w in sentence["words"]) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_han_masking_makes_padding_irrelevant(pre):
     """Padding sentences and words do not change the prediction."""
     model = build_han(vocab_size=pre.vocab_size, num_classes=2, embedding_dim=4, word_units=3,

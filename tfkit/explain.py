@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.data.text import HierarchicalTextPreprocessor, standardize_text
+from tfkit.data.text import HierarchicalTextPreprocessor
 
 
 def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreprocessor,
@@ -58,7 +58,8 @@ def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreproce
     word_weights = word_weights.reshape(batch, max_sentences, max_words)
     kept = preprocessor.sentences(texts)
     sentences = kept.to_list()
-    words = tf.strings.split(standardize_text(kept)).to_list()
+    words = tf.RaggedTensor.from_row_lengths(preprocessor.tokens(kept.flat_values),
+                                             kept.row_lengths()).to_list()
     out = []
     for doc in range(batch):
         kept = []

@@ -107,6 +107,12 @@ class TextPreprocessor:
     def vocabulary(self) -> list[str]:
         return self.layer.get_vocabulary()
 
+    def tokens(self, texts) -> tf.RaggedTensor:
+        """Strings ``[n]`` -> their tokens as strings ``[n, (tokens)]``, standardised and split
+        as the vocabulary sees them (words, or characters with ``split="character"``)."""
+        texts = standardize_text(tf.convert_to_tensor(texts, tf.string))
+        return tf.strings.split(texts) if self.split == "whitespace" else split_characters(texts)
+
     def adapt(self, texts) -> None:
         """Builds the vocabulary from training texts (a list, array or string dataset)."""
         if not isinstance(texts, tf.data.Dataset):
