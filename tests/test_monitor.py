@@ -230,3 +230,49 @@ def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
     assert best_epoch(path) == {"monitor": "val_loss", "value": 0.5, "epoch": 2}
     resumed.on_epoch_end(5, {"val_loss": 0.4})
     assert best_epoch(path) == {"monitor": "val_loss", "value": 0.4, "epoch": 6}
+
+
+def test_log_attention_shows_what_the_han_read(tmp_path):
+    """The most confidently wrong and right documents, a row per sentence read with its
+    attention weight, its 3 most weighed tokens in bold; tfkit train writes it for han runs."""
+    import keras
+    from conftest import tiny_overrides
+
+    from tfkit.monitor import log_attention
+
+    docs = ["Great taste. Awful and stale, really stale!", "good", "Bad value. Good snack.",
+            "tasty tasty tasty", "stale"]
+    pre = tfkit.HierarchicalTextPreprocessor(max_tokens=50, max_sentences=4, max_words=6)
+    pre.adapt(docs)
+    keras.utils.set_random_seed(0)
+    model = tfkit.build_model("han", vocab_size=pre.vocab_size, num_classes=2, embedding_dim=4,
+                              word_units=3, sentence_units=3, attention_units=3)
+    expected = tfkit.attention_weights(model, pre, docs)
+    predicted = np.array([np.argmax(d["probabilities"]) for d in expected])
+    labels = predicted.copy()
+    labels[0] = 1 - labels[0]  # document 0 alone is predicted wrong
+    rows = log_attention(tmp_path, model, pre, docs, labels, ["neg", "pos"], step=3, count=1)
+    confidence = [max(d["probabilities"]) for d in expected]
+    assert [r["row"] for r in rows] == [0, max(range(1, 5), key=lambda i: confidence[i])]
+    assert rows[0]["label"] != rows[0]["predicted"] and rows[1]["label"] == rows[1]["predicted"]
+    ((step, value),) = summaries(tmp_path / "validation")["attention"]
+    table = tf.make_ndarray(value.tensor).item().decode()
+    assert step == 3 and "**validation row 0**: true " in table
+    second = expected[0]["sentences"][1]  # "Awful and stale, really stale!": 5 tokens
+    top = sorted(second["words"], key=lambda pair: -pair[1])[:3]
+    line = next(line for line in table.splitlines() if "really" in line)
+    assert line.startswith(f"| {second['weight']:.2f} | ")
+    assert line.count("**") == 6 and all(f"**{w}** ({x:.2f})" in line for w, x in top)
+
+    # and in a real run
+    import csv
+
+    from conftest import tiny_texts
+
+    texts, labels = tiny_texts(40)
+    with open(tmp_path / "docs.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+    result = tfkit.train(None, tiny_overrides(tmp_path / "docs.csv", model="han", extra=[
+        "export.enabled=false", f"train.runs_dir={tmp_path / 'runs'}"]))
+    ((_, value),) = summaries(result.run_dir / "logs" / "validation")["attention"]
+    assert "| sentence weight | tokens |" in tf.make_ndarray(value.tensor).item().decode()

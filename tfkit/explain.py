@@ -11,6 +11,12 @@ import tensorflow as tf
 from tfkit.data.text import HierarchicalTextPreprocessor
 
 
+def has_attention(model: keras.Model) -> bool:
+    """Whether ``model`` has the ``word_attention`` and ``sentence_attention`` layers of a
+    ``han`` model (:func:`attention_weights` reads them)."""
+    return {"word_attention", "sentence_attention"} <= {layer.name for layer in model.layers}
+
+
 def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreprocessor,
                       texts) -> list[dict]:
     """Word- and sentence-level attention of a ``han`` model for raw documents.
@@ -43,8 +49,7 @@ def attention_weights(model: keras.Model, preprocessor: HierarchicalTextPreproce
         >>> round(sum(sentence["weight"] for sentence in doc["sentences"]), 3)
         1.0
     """
-    names = {layer.name for layer in model.layers}
-    if not {"word_attention", "sentence_attention"} <= names:
+    if not has_attention(model):
         raise ValueError(f"model '{model.name}' has no word_attention/sentence_attention layers; "
                          "attention weights need a 'han' model.")
     probe = keras.Model(model.inputs, [model.output,

@@ -350,3 +350,50 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
                              max_outputs=count, step=step)
     writer.close()
     return rows
+
+
+def log_attention(log_dir, model: keras.Model, preprocessor, texts, labels,
+                  label_names: list[str], step: int, count: int = 6, pool: int = 256) -> list[dict]:
+    """Writes what a ``han`` model attended to, for TensorBoard's Text tab.
+
+    Among the first ``pool`` validation documents, the ``count`` predicted wrong with the
+    highest probability and the ``count`` predicted right with the highest probability, each
+    as a Markdown table (``log_dir/validation``, tag ``attention``, at ``step``): one row per
+    sentence the model read, with its attention weight and its text as the model tokenised it,
+    the three tokens it weighed most in bold with their weights (:func:`tfkit.attention_weights`).
+
+    Returns:
+        The documents written: ``{"row", "label", "predicted", "probability", "sentences"}``.
+    """
+    from tfkit.explain import attention_weights  # late: explain imports the data modules
+
+    texts = [str(t) for t in np.asarray(texts)[:pool]]
+    labels = np.asarray(labels).reshape(-1)[: len(texts)]
+    documents = attention_weights(model, preprocessor, texts)
+    probabilities = np.array([d["probabilities"] for d in documents])
+    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
+    chosen = ([i for i in order if predicted[i] != labels[i]][:count]
+              + [i for i in order if predicted[i] == labels[i]][:count])
+    joiner = "" if getattr(preprocessor, "split", "whitespace") == "character" else " "
+    written, lines = [], [f"Attention of {len(chosen)} of the first {len(texts)} validation "
+                          "documents: the most confidently wrong, then the most confidently "
+                          "right. Per sentence its weight; in bold the 3 tokens weighed most.", ""]
+    for i in chosen:
+        row = {"row": int(i), "label": label_names[labels[i]],
+               "predicted": label_names[predicted[i]], "probability": float(confidence[i]),
+               "sentences": documents[i]["sentences"]}
+        written.append(row)
+        lines += [f"**validation row {i}**: true {row['label']}, predicted {row['predicted']} "
+                  f"({row['probability']:.3f})", "", "| sentence weight | tokens |", "|---|---|"]
+        for sentence in row["sentences"]:
+            top = sorted(range(len(sentence["words"])), key=lambda k: -sentence["words"][k][1])[:3]
+            tokens = [f"**{w}** ({weight:.2f})" if k in top else w
+                      for k, (w, weight) in enumerate(sentence["words"])]
+            lines.append(f"| {sentence['weight']:.2f} | {joiner.join(tokens)} |")  # no | in tokens
+        lines.append("")
+    writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation"))
+    with writer.as_default():
+        tf.summary.text("attention", "\n".join(lines), step=step)
+    writer.close()
+    return written

@@ -50,6 +50,7 @@ from tfkit.data import (
     token_dataset,
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
+from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
 from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
@@ -57,6 +58,7 @@ from tfkit.monitor import (
     Throughput,
     classification_report,
     confusion_counts,
+    log_attention,
     log_embeddings,
     log_graph,
     log_hparams,
@@ -601,6 +603,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 log_misclassified(run_dir / "logs", model, preprocessor, data.validation.x,
                                   data.validation.y, data.label_names,
                                   step=max(epochs_run - 1, 0))
+                if has_attention(model):
+                    log_attention(run_dir / "logs", model, preprocessor, data.validation.x,
+                                  data.validation.y, data.label_names, step=max(epochs_run - 1, 0))
             if config.export.enabled:
                 export_path = export_for_serving(
                     model, preprocessor, data.label_names,
