@@ -45,6 +45,7 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     assert not re.search("[\b\r\x1b]", err), repr(err)
     run_dir = Path(summary["run_dir"])
     assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["epochs"] == summary["best_epoch"] == 1
     for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",
                  "checkpoints/best.weights.h5"):
         assert (run_dir / name).is_file(), name

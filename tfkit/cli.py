@@ -58,7 +58,7 @@ def _cmd_train(args) -> int:
     summary = {"run_dir": str(result.run_dir), **{
         k: v for k, v in result.metrics.items()
         if (k.startswith("test_") and not isinstance(v, (dict, list)))
-        or k in ("train_seconds", "export_path")}}
+        or k in ("train_seconds", "epochs", "best_epoch", "export_path")}}
     print(json.dumps(summary))
     return 0
 
