@@ -40,6 +40,8 @@ SCRIPT = textwrap.dedent("""
                                tokens, classes),
         "text_cnn": (dict(vocab_size=50, filters=4, embedding_dim=8, dropout=0.0), tokens, classes),
         "stacked_lstm": (dict(vocab_size=50, units=[4, 4], embedding_dim=8), tokens, classes),
+        "text_transformer": (dict(vocab_size=50, embedding_dim=8, num_heads=2, ff_dim=8,
+                                  num_layers=1, dropout=0.0), tokens, classes),
         "han": (dict(vocab_size=50, word_units=3, sentence_units=3, attention_units=4,
                      embedding_dim=8), documents, classes),
         "image_cnn": (dict(input_shape=(8, 8, 1), filters=[4, 8], dense_units=8, dropout=0.0),
@@ -97,7 +99,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     assert line, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(line[len("REPORT"):])
     assert set(report) == {"text_lstm", "fasttext_lazy_adam", "text_cnn", "stacked_lstm", "han",
-                           "image_cnn", "sequence_lstm", "multitask"}
+                           "text_transformer", "image_cnn", "sequence_lstm", "multitask"}
     for name, result in report.items():
         assert result["moved"] > 1e-4, name  # training really changed the weights
         assert result["loss_one"] == pytest.approx(result["loss_two"], abs=1e-5), name

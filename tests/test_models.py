@@ -16,6 +16,7 @@ TINY_PARAMS = {
     "text_gru": {"embedding_dim": 8, "units": 4},
     "text_cnn": {"embedding_dim": 8, "filters": 4},
     "text_fasttext": {"embedding_dim": 8, "ngrams": 3, "buckets": 64},
+    "text_transformer": {"embedding_dim": 8, "num_heads": 2, "ff_dim": 8, "num_layers": 2},
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
     "han": {"embedding_dim": 8, "word_units": 4, "sentence_units": 4, "attention_units": 4},
     "multitask": {"encoder": "text_gru", "encoder_params": {"embedding_dim": 8, "units": 4}},

@@ -32,7 +32,9 @@ from tfkit.models.layers import (
     AttentionPooling,
     FoldSentences,
     HashedNgrams,
+    KeyMask,
     PaddingMask,
+    SinePositions,
     UnfoldSentences,
 )
 from tfkit.models.multitask import build_multitask
@@ -43,6 +45,7 @@ from tfkit.models.text import (
     build_text_fasttext,
     build_text_gru,
     build_text_lstm,
+    build_text_transformer,
 )
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
@@ -109,6 +112,7 @@ MODELS: dict[str, Entry] = {
     "text_gru": Entry(build_text_gru, "tokens"),
     "text_cnn": Entry(build_text_cnn, "tokens"),
     "text_fasttext": Entry(build_text_fasttext, "tokens"),
+    "text_transformer": Entry(build_text_transformer, "tokens"),
     "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
     "han": Entry(build_han, "documents"),
     "multitask": Entry(build_multitask, "encoder"),
@@ -218,8 +222,8 @@ def build_model(name: str, **kwargs) -> keras.Model:
     return builder(**data, **params)
 
 
-__all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "PaddingMask",
-           "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
+__all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
+           "SinePositions", "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
-           "build_image_cnn", "build_sequence_lstm"]
+           "build_text_transformer", "build_image_cnn", "build_sequence_lstm"]

@@ -23,6 +23,50 @@ class PaddingMask(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfkit")
+class KeyMask(keras.layers.Layer):
+    """Token ids ``[batch, steps]`` -> ``bool [batch, 1, steps]``: which keys attention may
+    look at (not padding), for ``MultiHeadAttention(attention_mask=...)``.
+
+    Examples:
+        >>> KeyMask()(np.array([[5, 7, 0]])).numpy().tolist()
+        [[[True, True, False]]]
+    """
+
+    def call(self, ids):
+        return ops.expand_dims(ops.not_equal(ids, 0), 1)
+
+    def compute_output_spec(self, ids):
+        return keras.KerasTensor((ids.shape[0], 1, ids.shape[1]), dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class SinePositions(keras.layers.Layer):
+    """Adds the sinusoidal position encoding of Vaswani et al. (2017) to ``[batch, steps,
+    dim]``: ``sin(p / 10000^(2i/dim))`` on even features, ``cos`` on odd ones. No weights and
+    no longest length: any number of steps works, in training buckets and in serving alike.
+    The Keras mask passes through.
+
+    Examples:
+        >>> encoded = SinePositions()(np.zeros((1, 3, 4), "float32")).numpy()
+        >>> [round(float(v), 2) for v in encoded[0, 1]]  # position 1: sin 1, cos 1, sin .01, cos .01
+        [0.84, 0.54, 0.01, 1.0]
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        dim = inputs.shape[-1]
+        positions = ops.expand_dims(ops.cast(ops.arange(ops.shape(inputs)[1]), "float32"), 1)
+        features = ops.arange(dim)
+        rates = ops.power(10000.0, -2.0 * ops.cast(features // 2, "float32") / dim)
+        angles = positions * ops.expand_dims(rates, 0)  # [steps, dim]
+        encoding = ops.where(features % 2 == 0, ops.sin(angles), ops.cos(angles))
+        return inputs + ops.cast(ops.expand_dims(encoding, 0), inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
 class AttentionPooling(keras.layers.Layer):
     """Additive attention pooling (Yang et al. 2016): ``[batch, steps, dim] -> [batch, dim]``.
 

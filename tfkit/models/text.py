@@ -11,7 +11,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfkit.models.layers import AttentionPooling, HashedNgrams, PaddingMask
+from tfkit.models.layers import (
+    AttentionPooling,
+    HashedNgrams,
+    KeyMask,
+    PaddingMask,
+    SinePositions,
+)
 
 RNN_CELLS = {"lstm": layers.LSTM, "gru": layers.GRU}
 POOLINGS = ("last", "mean", "attention")
@@ -203,6 +209,58 @@ def build_text_cnn(*, vocab_size: int, num_classes: int, embedding_dim: int = 12
         pooled.append(layers.GlobalMaxPooling1D(name=f"max_pool_{width}")(conv))
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="features")(pooled)
     return keras.Model(ids, classifier_head(x, num_classes, dropout), name="text_cnn")
+
+
+def build_text_transformer(*, vocab_size: int, num_classes: int, embedding_dim: int = 64,
+                           num_heads: int = 4, ff_dim: int = 128, num_layers: int = 2,
+                           dropout: float = 0.1, head_dropout: float = 0.0) -> keras.Model:
+    """Transformer encoder (Vaswani et al. 2017) over the tokens, then a masked mean and Dense.
+
+    Token embeddings plus sinusoidal positions (:class:`SinePositions`, any length), then
+    ``num_layers`` blocks of multi-head self-attention and a ReLU feed-forward layer, each
+    added back to its input and layer-normalised. Attention never looks at padding
+    (:class:`KeyMask`) and the mean runs over real tokens only, so the output is the same
+    however far a batch is padded. No recurrence: every step of a review is computed at once.
+
+    Args:
+        vocab_size: number of token ids, including padding (0) and OOV (1).
+        num_classes: number of labels (>= 2).
+        embedding_dim: model width (a multiple of ``num_heads``).
+        num_heads: attention heads per block, each ``embedding_dim / num_heads`` wide.
+        ff_dim: width of the feed-forward layer.
+        num_layers: encoder blocks.
+        dropout: on the attention weights and on each block's two outputs.
+        head_dropout: dropout before the softmax.
+
+    Returns:
+        A functional ``keras.Model`` from ``int32 [batch, length]`` to ``[batch, num_classes]``.
+
+    Examples:
+        >>> model = build_text_transformer(vocab_size=100, num_classes=2, embedding_dim=8, num_heads=2)
+        >>> model(np.array([[4, 5, 0]])).shape
+        TensorShape([1, 2])
+    """
+    if num_heads < 1 or embedding_dim % num_heads:
+        raise ValueError(f"embedding_dim must be a multiple of num_heads. Received: "
+                         f"embedding_dim={embedding_dim}, num_heads={num_heads}")
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1. Received: num_layers={num_layers}")
+    ids, x = _token_inputs(vocab_size, embedding_dim)
+    x = SinePositions(name="positions")(x)
+    keys = KeyMask(name="key_mask")(ids)
+    for block in range(1, num_layers + 1):
+        attended = layers.MultiHeadAttention(num_heads, embedding_dim // num_heads, dropout=dropout,
+                                             name=f"attention_{block}")(x, x, attention_mask=keys)
+        attended = layers.Dropout(dropout, name=f"attention_dropout_{block}")(attended)
+        x = layers.LayerNormalization(name=f"attention_norm_{block}")(
+            layers.Add(name=f"attention_residual_{block}")([x, attended]))
+        forward = layers.Dense(ff_dim, activation="relu", name=f"feed_forward_{block}")(x)
+        forward = layers.Dense(embedding_dim, name=f"feed_forward_out_{block}")(forward)
+        forward = layers.Dropout(dropout, name=f"feed_forward_dropout_{block}")(forward)
+        x = layers.LayerNormalization(name=f"feed_forward_norm_{block}")(
+            layers.Add(name=f"feed_forward_residual_{block}")([x, forward]))
+    x = layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    return keras.Model(ids, classifier_head(x, num_classes, head_dropout), name="text_transformer")
 
 
 def build_text_fasttext(*, vocab_size: int, num_classes: int, embedding_dim: int = 64,
