@@ -305,6 +305,9 @@ def main(argv=None) -> dict:
         "tfkit_stacked": (tfkit_model(pre, "stacked_lstm"), tfkit_ds, len(texts)),
         "tfkit_han": (tfkit_model(docs, "han", word_units=32, sentence_units=32), han_ds,
                       len(texts)),
+        # the fine_foods_transformer preset's block at the seed's embedding width
+        "tfkit_transformer": (tfkit_model(pre, "text_transformer", num_layers=1), tfkit_ds,
+                              len(texts)),
         "tfkit_image_cnn": (tfkit.build_model("image_cnn", input_shape=images.input_shape,
                                               num_classes=digits.num_classes),
                             image_ds, len(digits.train)),
@@ -343,6 +346,7 @@ def main(argv=None) -> dict:
         "tfkit_text_lstm": (lambda: tfkit_model(pre, "text_lstm", units=64, embedding_dropout=0.2,
                                                 head_dropout=0.5), tfkit_ds, test_tfkit),
         "tfkit_default_preset": default_preset(limit),
+        "tfkit_transformer_preset": default_preset(limit, "fine_foods_transformer"),
     }
     to_target = {name: [] for name in candidates}
     for _ in range(1 if args.quick else args.repeats):  # alternating, fresh models each time
@@ -375,6 +379,7 @@ def main(argv=None) -> dict:
         "ratio_tfkit_over_plain_keras": round(median["tfkit"] / median["plain_keras"], 2),
         "ratio_tfkit_batch_128_over_seed": round(median["tfkit_batch_128"] / median["seed"], 2),
         "ratio_tfkit_xla_over_seed": round(median["tfkit_xla"] / median["seed"], 2),
+        "ratio_tfkit_transformer_over_seed": round(median["tfkit_transformer"] / median["seed"], 2),
         "warmup_epoch_seconds": warmup,
         "ratio_tfkit_stacked_over_seed_stacked": round(
             median["tfkit_stacked"] / median["seed_stacked"], 2),

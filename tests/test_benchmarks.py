@@ -16,7 +16,7 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert written == result
     assert set(written["train_examples_per_second"]) == {
         "seed", "plain_keras", "tfkit", "tfkit_batch_128", "tfkit_xla", "seed_stacked",
-        "tfkit_stacked", "tfkit_han", "tfkit_image_cnn"}
+        "tfkit_stacked", "tfkit_han", "tfkit_transformer", "tfkit_image_cnn"}
     assert set(written["warmup_epoch_seconds"]) == set(written["train_examples_per_second"])
     assert all(v > 0 for v in written["train_examples_per_second"].values())
     assert written["matmul_peak_gflops"] > 0
@@ -24,7 +24,8 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert written["ratio_tfkit_over_seed_paired_median"] > 0
     assert 0 < written["fraction_of_matmul_peak"]["tfkit"]
     assert set(written["time_to_test_accuracy"]) == {"target", "seed", "tfkit_text_lstm",
-                                                     "tfkit_default_preset"}
+                                                     "tfkit_default_preset",
+                                                     "tfkit_transformer_preset"}
     serving = written["serving"]
     assert serving["batch1_latency_ms_p50"] <= serving["batch1_latency_ms_p99"]
     assert serving["batch64_raw_strings_examples_per_second"] > 0
