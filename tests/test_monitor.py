@@ -276,3 +276,21 @@ def test_log_attention_shows_what_the_han_read(tmp_path):
         "export.enabled=false", f"train.runs_dir={tmp_path / 'runs'}"]))
     ((_, value),) = summaries(result.run_dir / "logs" / "validation")["attention"]
     assert "| sentence weight | tokens |" in tf.make_ndarray(value.tensor).item().decode()
+
+
+def test_traced_call_is_one_function_per_model_and_does_not_keep_it_alive():
+    import gc
+    import weakref
+
+    from tfkit.monitor import _TRACED, traced_call
+
+    model = tfkit.build_model("text_lstm", vocab_size=20, num_classes=2, units=4, embedding_dim=4)
+    predict = traced_call(model)
+    assert traced_call(model) is predict  # confusion matrix, misclassified, test scores share it
+    ids = np.array([[3, 4, 0], [5, 0, 0]])
+    np.testing.assert_allclose(predict(ids).numpy(), model(ids, training=False).numpy(), atol=1e-6)
+    assert model in _TRACED
+    alive = weakref.ref(model)
+    del model, predict
+    gc.collect()
+    assert alive() is None  # the cache let it go

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import time
+import weakref
 from pathlib import Path
 
 import keras
@@ -70,8 +71,20 @@ def traced_call(model: keras.Model):
     per epoch for ``text_lstm`` on 400 reviews. Not ``model.predict``: under a multi-worker
     strategy only the chief runs these extras, and ``predict`` would wait on the other
     workers' collectives.
+
+    One function per model, shared by every caller (the epoch's confusion matrix, the
+    misclassified examples, the test scores): each shape is traced once per run, not once
+    per caller, and TensorFlow does not warn about functions retraced in a loop.
     """
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    traced = _TRACED.get(model)
+    if traced is None:
+        weak = weakref.ref(model)  # the cache must not keep the model alive
+        traced = _TRACED[model] = tf.function(lambda x: weak()(x, training=False),
+                                              reduce_retracing=True)
+    return traced
+
+
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> traced_call
 
 
 def predictions(predict, dataset) -> tuple[np.ndarray, np.ndarray]:
