@@ -69,6 +69,9 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     assert Path(summary["export_path"]).resolve() == Path(f"saved_models/{DEFAULT_PRESET}/1").resolve()
     # tfkit's progress lines, and no TensorFlow log record passed off as tfkit's
     assert f"tfkit: run directory: {run_dir}" in err
+    finished = next(line for line in err.splitlines() if line.startswith("tfkit: finished: "))
+    assert f"test accuracy {summary['test_accuracy']:.4g}" in finished
+    assert "best epoch 1 of 1" in finished and f"tensorboard --logdir {run_dir / 'logs'}" in finished
     assert "tfkit: Assets written" not in err and "INFO:tensorflow" not in err
 
     code, out, err = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}",

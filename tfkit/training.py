@@ -615,6 +615,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 metrics["export_path"] = str(export_path)
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
             write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
+            log.info("finished: %s", run_summary(metrics, run_dir))
         except BaseException as exc:
             write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
@@ -623,6 +624,19 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 shutil.rmtree(out_dir, ignore_errors=True)
     return RunResult(run_dir, metrics, history_dict, model, preprocessor, data.label_names,
                      export_path)
+
+
+def run_summary(metrics: dict, run_dir: Path) -> str:
+    """One line for people: the test scores, the best epoch, the time, where things are."""
+    scores = ", ".join(f"{key[5:]} {value:.4g}" for key, value in metrics.items()
+                       if key.startswith("test_") and isinstance(value, float))
+    best = metrics.get("best_epoch")
+    parts = [f"test {scores}",
+             f"best epoch {best} of {metrics['epochs']}" if best else f"{metrics['epochs']} epochs",
+             f"{metrics['train_seconds']} s of training"]
+    if metrics.get("export_path"):
+        parts.append(f"SavedModel {metrics['export_path']}")
+    return "; ".join(parts + [f"tensorboard --logdir {run_dir / 'logs'}"])
 
 
 @contextlib.contextmanager
