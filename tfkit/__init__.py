@@ -21,7 +21,7 @@ _PUBLIC = {
                      "TrainConfig", "config_from_dict", "load_config", "save_config"],
     "tfkit.data": ["DataError", "HierarchicalTextPreprocessor", "ImagePreprocessor",
                    "LabeledData", "SequencePreprocessor", "TextPreprocessor", "array_dataset",
-                   "load_data", "load_preprocessor", "token_dataset"],
+                   "load_data", "load_preprocessor", "load_word_vectors", "token_dataset"],
     "tfkit.distribute": ["choose_strategy", "resolve_strategy"],
     "tfkit.explain": ["attention_html", "attention_weights"],
     "tfkit.export": ["export_for_serving", "load_serving", "predict"],

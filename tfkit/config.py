@@ -68,6 +68,9 @@ class ModelConfig:
 
     name: str = "text_lstm"
     params: dict = field(default_factory=dict)
+    # text models: start the word embedding from pre-trained vectors (GloVe .txt, fastText .vec)
+    word_vectors: str | None = None
+    freeze_word_vectors: bool = False  # keep those vectors as they are (trainable = False)
 
 
 @dataclass
@@ -222,12 +225,20 @@ def config_from_dict(values: dict) -> Config:
 
 
 def _validate(config: Config) -> None:
-    from tfkit.models import check_model_params  # late: models must not import config
+    # late: models must not import config
+    from tfkit.models import TEXT_INPUTS, check_model_params, model_inputs
 
     try:
         check_model_params(config.model.name, config.model.params)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    m = config.model
+    if m.word_vectors is not None and model_inputs(m.name, m.params) not in TEXT_INPUTS:
+        raise ConfigError(f"model.word_vectors is for text models; model '{m.name}' reads "
+                          f"{model_inputs(m.name, m.params)}.")
+    if m.freeze_word_vectors and m.word_vectors is None:
+        raise ConfigError("model.freeze_word_vectors is set but model.word_vectors is not: "
+                          "name the vectors file (GloVe .txt, fastText .vec).")
     choices = {"data.split": (config.data.split, SPLITS),
                "train.optimizer": (config.train.optimizer, OPTIMIZERS),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),

@@ -32,6 +32,8 @@ from tensorboard.plugins import projector
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.pr_curve import summary as pr_curve
 
+from tfkit.data.vectors import word_embedding
+
 EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in the checkpoint
 
 
@@ -256,8 +258,8 @@ def log_graph(log_dir, function) -> None:
 def log_embeddings(log_dir, model: keras.Model, vocabulary: list[str]) -> Path | None:
     """Writes the model's word vectors for TensorBoard's Projector tab, labelled by word.
 
-    The vectors are the rows of the model's first ``keras.layers.Embedding`` (at any depth)
-    with at least ``len(vocabulary)`` rows, one per word in id order; rows past the
+    The vectors are the rows of the model's word embedding
+    (:func:`tfkit.data.vectors.word_embedding`), one per word in id order; rows past the
     vocabulary (fastText's hashed n-grams) are left out. Written into ``log_dir/train``, a
     folder TensorBoard lists as a run: a TensorFlow checkpoint of the ``[words, dim]``
     matrix, ``metadata.tsv`` (one word per line; id 0, the padding, as ``<pad>``) and
@@ -272,9 +274,7 @@ def log_embeddings(log_dir, model: keras.Model, vocabulary: list[str]) -> Path |
     Returns:
         The checkpoint's path, or None when the model has no embedding of the vocabulary.
     """
-    layer = next((layer for layer in _all_layers(model)
-                  if isinstance(layer, keras.layers.Embedding)
-                  and layer.input_dim >= len(vocabulary)), None)
+    layer = word_embedding(model, len(vocabulary))
     if layer is None:
         return None
     out = Path(log_dir) / "train"
@@ -292,13 +292,6 @@ def log_embeddings(log_dir, model: keras.Model, vocabulary: list[str]) -> Path |
     embedding.tensor_name, embedding.metadata_path = EMBEDDING_TENSOR, "metadata.tsv"
     projector.visualize_embeddings(str(out), config)
     return Path(path)
-
-
-def _all_layers(layer):
-    """The layers inside ``layer``, depth first (nested models and wrappers included)."""
-    for inner in getattr(layer, "layers", []):
-        yield inner
-        yield from _all_layers(inner)
 
 
 def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,

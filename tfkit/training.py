@@ -47,6 +47,7 @@ from tfkit.data import (
     array_dataset,
     load_data,
     load_preprocessor,
+    load_word_vectors,
     token_dataset,
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
@@ -537,6 +538,14 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"model.params of model '{config.model.name}' "
                                   f"{dict(config.model.params)}: {exc}") from exc
+            vectors = None
+            if config.model.word_vectors is not None:  # before compile: a frozen embedding
+                vectors = load_word_vectors(  # has no optimizer slots (a resumed run too)
+                    model, preprocessor.vocabulary(), config.model.word_vectors,
+                    config.model.freeze_word_vectors)
+                log.info("word vectors: %d of %d words found in %s (%.1f%%)%s",
+                         vectors["words_found"], vectors["vocabulary"], vectors["path"],
+                         100 * vectors["coverage"], ", frozen" if vectors["frozen"] else "")
             compile_model(model, config, heads, replicas,
                           epoch_steps(config, train_ds))
         if resume is None:
@@ -581,6 +590,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 "replicas": replicas, "model": config.model.name, "heads": heads,
                 "class_weights": None if weights is None else
                 dict(zip(data.label_names, weights.tolist())),
+                "word_vectors": vectors,
             })
             export_path = None
             if not chief:

@@ -1,0 +1,163 @@
+"""Pre-trained word vectors (GloVe, fastText, word2vec as text) for a text model's embedding.
+
+On a few thousand labelled texts most words are seen a handful of times; vectors trained
+on billions of words carry what the labels cannot teach (``delicious`` is near ``tasty``).
+:func:`read_word_vectors` reads the vectors of the preprocessor's vocabulary from a text
+file, :func:`load_word_vectors` writes them into the model's word embedding (the rows of
+words the file lacks keep their random start) and can freeze it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfkit.data.sources import DataError
+
+
+def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Reads the vectors of ``vocabulary``'s words from a word-vector text file.
+
+    One word per line followed by its numbers, separated by spaces: GloVe's ``.txt``,
+    fastText's ``.vec`` and word2vec's text format (their first line, ``<words> <dim>``,
+    is skipped), optionally gzip-compressed (``.gz``). Only the vocabulary's lines are
+    parsed, so a 5 GB file costs one pass of reading. A word matches exactly, or else a
+    file word that lower-cases to it (fastText's files are cased, tfkit's vocabulary is
+    lower-cased); an exact match wins.
+
+    Args:
+        path: the file.
+        vocabulary: the preprocessor's tokens in id order (``TextPreprocessor.vocabulary()``).
+
+    Returns:
+        ``(vectors float32 [len(vocabulary), dim], found bool [len(vocabulary)])``; rows not
+        found are zeros.
+
+    Raises:
+        DataError: for a missing or binary file, a line whose numbers are not ``dim``
+            numbers (naming the file, the line and its word), or no vocabulary word found.
+
+    Examples:
+        >>> _ = Path("vectors.txt").write_text("tasty 0.5 1.0\\nGood 2 3\\ngood 4 5\\n")
+        >>> vectors, found = read_word_vectors("vectors.txt", ["", "[UNK]", "good", "tasty", "meh"])
+        >>> vectors.tolist(), found.tolist()
+        ([[0.0, 0.0], [0.0, 0.0], [4.0, 5.0], [0.5, 1.0], [0.0, 0.0]], [False, False, True, True, False])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"word vectors file '{path}' does not exist.")
+    index = {word: i for i, word in enumerate(vocabulary) if word}
+    vectors, exact, dim = None, np.zeros(len(vocabulary), bool), None
+    found = np.zeros(len(vocabulary), bool)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                fields = line.rstrip("\n").rstrip(" ").split(" ")
+                if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
+                    continue  # fastText / word2vec header: "<words> <dim>"
+                if dim is None:
+                    dim = len(fields) - 1
+                    if dim < 1:
+                        raise DataError(f"'{path}', line {number}: expected a word and its "
+                                        f"numbers separated by spaces, got {line[:80]!r}.")
+                    vectors = np.zeros((len(vocabulary), dim), np.float32)
+                # GloVe 840B has words with spaces in them: the last `dim` fields are the numbers
+                word = " ".join(fields[:-dim]) if len(fields) > dim + 1 else fields[0]
+                row, is_exact = index.get(word), True
+                if row is None:
+                    row, is_exact = index.get(word.lower()), False
+                if row is None or exact[row] or (found[row] and not is_exact):
+                    continue
+                if len(fields) < dim + 1:
+                    raise DataError(f"'{path}', line {number} ('{word}'): expected {dim} numbers "
+                                    f"(as on the first line), got {len(fields) - 1}.")
+                try:
+                    vectors[row] = np.asarray(fields[-dim:], np.float32)
+                except ValueError:
+                    raise DataError(f"'{path}', line {number} ('{word}'): the values after the "
+                                    "word must be numbers.") from None
+                found[row], exact[row] = True, is_exact
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"'{path}' is not a word-vector text file ({type(exc).__name__}: {exc}); "
+                        "binary word2vec (.bin) files must be converted to text first, e.g. "
+                        "gensim's KeyedVectors.save_word2vec_format(..., binary=False).") from None
+    if not found.any():
+        raise DataError(f"'{path}': none of the vocabulary's {len(vocabulary)} words has a "
+                        f"vector there (first words: {', '.join(vocabulary[2:7])}).")
+    return vectors, found
+
+
+def word_embedding(model: keras.Model, vocab_size: int) -> keras.layers.Embedding | None:
+    """The model's word embedding: its first ``keras.layers.Embedding`` (at any depth: nested
+    models and wrappers included) with at least ``vocab_size`` rows, one per word in id order
+    (fastText's table has its hashed n-gram rows after them); None if it has none."""
+    return next((layer for layer in _all_layers(model)
+                 if isinstance(layer, keras.layers.Embedding) and layer.input_dim >= vocab_size),
+                None)
+
+
+def _all_layers(layer):
+    """The layers inside ``layer``, depth first (nested models and wrappers included)."""
+    for inner in getattr(layer, "layers", []):
+        yield inner
+        yield from _all_layers(inner)
+
+
+def load_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.PathLike,
+                      freeze: bool = False) -> dict:
+    """Starts the model's word embedding from pre-trained vectors (:func:`read_word_vectors`).
+
+    The rows of the words the file has are set to its vectors; the others (padding, the
+    out-of-vocabulary id, words the file lacks) keep the model's random start. Call it
+    after building the model and before ``compile``/``fit`` (under the strategy's scope
+    when there is one).
+
+    Args:
+        model: a built text model (tfkit's or your own with a ``keras.layers.Embedding``).
+        vocabulary: ``TextPreprocessor.vocabulary()``.
+        path: GloVe ``.txt``, fastText ``.vec``, word2vec text; ``.gz`` too.
+        freeze: keep the embedding as the file has it (``trainable = False``).
+
+    Returns:
+        ``{"path", "words_found", "vocabulary", "coverage", "frozen"}``.
+
+    Raises:
+        DataError: for the file (see :func:`read_word_vectors`), a model without a word
+            embedding, vectors of another width than the embedding's, or ``freeze`` on an
+            embedding that also holds hashed n-gram rows (they would stay random).
+
+    Examples:
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
+        >>> pre.adapt(["tasty and fresh", "stale, do not buy"])
+        >>> model = tfkit.build_model("text_lstm", vocab_size=pre.vocab_size, num_classes=2,
+        ...                           embedding_dim=2, units=4)
+        >>> _ = Path("vectors.txt").write_text("tasty 0.5 1.0\\nstale -1 -0.5\\n")
+        >>> load_word_vectors(model, pre.vocabulary(), "vectors.txt", freeze=True)
+        {'path': 'vectors.txt', 'words_found': 2, 'vocabulary': 9, 'coverage': 0.2222, 'frozen': True}
+    """
+    layer = word_embedding(model, len(vocabulary))
+    if layer is None:
+        raise DataError(f"word vectors '{path}': model '{model.name}' has no "
+                        f"keras.layers.Embedding with {len(vocabulary)} rows (one per word).")
+    vectors, found = read_word_vectors(path, vocabulary)
+    if vectors.shape[1] != layer.output_dim:
+        raise DataError(f"word vectors '{path}' have {vectors.shape[1]} numbers per word, the "
+                        f"model's embedding {layer.output_dim}: set model.params.embedding_dim="
+                        f"{vectors.shape[1]} (or your builder's width).")
+    if freeze and layer.input_dim > len(vocabulary):
+        raise DataError(f"model.freeze_word_vectors: the embedding of model '{model.name}' "
+                        f"also holds {layer.input_dim - len(vocabulary)} hashed n-gram rows, "
+                        "which would stay random; leave it trainable.")
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    table[: len(vocabulary)][found] = vectors[found]
+    layer.embeddings.assign(table)
+    if freeze:
+        layer.trainable = False
+    return {"path": str(path), "words_found": int(found.sum()), "vocabulary": len(vocabulary),
+            "coverage": round(float(found.mean()), 4), "frozen": bool(freeze)}
