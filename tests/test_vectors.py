@@ -118,6 +118,9 @@ POSITIVE, NEGATIVE = "good", "bad"
 POSITIVE_SYNONYMS = ["great", "tasty", "lovely", "superb", "yummy", "fresh", "nice", "fine"]
 NEGATIVE_SYNONYMS = ["awful", "stale", "gross", "nasty", "rotten", "bland", "soggy", "vile"]
 FILLER = ["the", "food", "was", "really", "very", "quite", "this", "snack", "tea", "so"]
+# only in the vectors file and in unseen.csv: never in a training review
+UNSEEN_POSITIVE = ["scrumptious", "delicious", "divine", "heavenly"]
+UNSEEN_NEGATIVE = ["revolting", "disgusting", "inedible", "horrid"]
 
 
 def write_synonym_data(rng):
@@ -132,14 +135,18 @@ def write_synonym_data(rng):
         train += [(review(word), "pos"), (review(word), "neg")]
     test = [(review(word), "pos") for word in POSITIVE_SYNONYMS for _ in range(4)]
     test += [(review(word), "neg") for word in NEGATIVE_SYNONYMS for _ in range(4)]
-    for name, rows in (("train.csv", train), ("test.csv", test)):
+    unseen = [(review(word), "pos") for word in UNSEEN_POSITIVE for _ in range(4)]
+    unseen += [(review(word), "neg") for word in UNSEEN_NEGATIVE for _ in range(4)]
+    for name, rows in (("train.csv", train), ("test.csv", test), ("unseen.csv", unseen)):
         with open(name, "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([("review", "sentiment"), *rows])
     # 8-dimensional vectors: polarity along the first axis, the rest noise
     lines = []
-    for word in [POSITIVE, *POSITIVE_SYNONYMS, NEGATIVE, *NEGATIVE_SYNONYMS, *FILLER]:
-        sign = (1 if word == POSITIVE or word in POSITIVE_SYNONYMS else
-                -1 if word == NEGATIVE or word in NEGATIVE_SYNONYMS else 0)
+    positive = [POSITIVE, *POSITIVE_SYNONYMS, *UNSEEN_POSITIVE]
+    negative = [NEGATIVE, *NEGATIVE_SYNONYMS, *UNSEEN_NEGATIVE]
+    # words the preprocessor would never produce (capitals, punctuation) are never added
+    for word in [*positive, *negative, *FILLER, "Hello", "e.g.", "u.s."]:
+        sign = 1 if word in positive else -1 if word in negative else 0
         vector = np.concatenate([[sign * 0.5], rng.normal(0, 0.1, 7)])
         lines.append(" ".join([word, *(f"{v:.4f}" for v in vector)]))
     Path("vectors.txt").write_text("\n".join(lines) + "\n")
@@ -196,3 +203,35 @@ def test_image_models_refuse_word_vectors(workdir):
     with pytest.raises(tfkit.ConfigError, match="model.word_vectors is for text models; "
                                                 "model 'image_cnn' reads image"):
         tfkit.load_config("digits_cnn", ["model.word_vectors=v.txt"])
+
+
+def test_words_training_never_saw_get_their_vectors_in_serving(workdir):
+    write_synonym_data(np.random.default_rng(0))
+    base = tiny_overrides(Path("train.csv"), extra=[
+        "data.test_path=test.csv", "model.params={embedding_dim: 8, units: 8}",
+        "train.epochs=8", "train.learning_rate=0.01", "model.word_vectors=vectors.txt",
+        "model.freeze_word_vectors=true"])
+    plain = tfkit.train(None, base + ["name=plain"])
+    added = tfkit.train(None, base + ["name=added", "model.word_vectors_vocabulary=100"])
+    # the file's words that training lacks, in file order, and only those it would produce
+    vocabulary = added.preprocessor.vocabulary()
+    assert vocabulary[len(plain.preprocessor.vocabulary()):] == UNSEEN_POSITIVE + UNSEEN_NEGATIVE
+    assert added.metrics["word_vectors"]["words_found"] == 36
+    saved = json.loads((added.run_dir / "preprocessor.json").read_text())
+    assert saved["vocabulary"] == vocabulary and saved["max_tokens"] == len(vocabulary)
+    unseen = ["data.test_path=unseen.csv"]
+    assert tfkit.evaluate(plain.run_dir, unseen)["test_accuracy"] <= 0.6  # 0.41: OOV + filler
+    assert tfkit.evaluate(added.run_dir, unseen)["test_accuracy"] >= 0.95
+    answers = tfkit.predict(added.export_path, ["this snack was so scrumptious", "the tea was really horrid"])
+    assert [answer["label"] for answer in answers] == ["pos", "neg"]
+
+
+def test_added_words_need_whitespace_splitting(workdir):
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=8, split="character")
+    pre.adapt(["美味しい"])
+    Path("v.txt").write_text("美 1 2\n")
+    with pytest.raises(DataError, match="data.split is 'character': use data.split: whitespace"):
+        tfkit.data.add_vector_words(pre, "v.txt", 10)
+    with pytest.raises(tfkit.ConfigError, match="model.word_vectors_vocabulary is set but "
+                                                "model.word_vectors is not"):
+        tfkit.load_config(None, ["model.word_vectors_vocabulary=10"])

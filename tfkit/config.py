@@ -71,6 +71,9 @@ class ModelConfig:
     # text models: start the word embedding from pre-trained vectors (GloVe .txt, fastText .vec)
     word_vectors: str | None = None
     freeze_word_vectors: bool = False  # keep those vectors as they are (trainable = False)
+    # add the file's first N words that training lacks to the vocabulary: unseen words then
+    # get their vectors instead of the out-of-vocabulary id
+    word_vectors_vocabulary: int = 0
 
 
 @dataclass
@@ -236,9 +239,14 @@ def _validate(config: Config) -> None:
     if m.word_vectors is not None and model_inputs(m.name, m.params) not in TEXT_INPUTS:
         raise ConfigError(f"model.word_vectors is for text models; model '{m.name}' reads "
                           f"{model_inputs(m.name, m.params)}.")
-    if m.freeze_word_vectors and m.word_vectors is None:
-        raise ConfigError("model.freeze_word_vectors is set but model.word_vectors is not: "
-                          "name the vectors file (GloVe .txt, fastText .vec).")
+    for key, value in (("freeze_word_vectors", m.freeze_word_vectors),
+                       ("word_vectors_vocabulary", m.word_vectors_vocabulary)):
+        if value and m.word_vectors is None:
+            raise ConfigError(f"model.{key} is set but model.word_vectors is not: "
+                              "name the vectors file (GloVe .txt, fastText .vec).")
+    if m.word_vectors_vocabulary < 0:
+        raise ConfigError("model.word_vectors_vocabulary must be >= 0 (words to add), "
+                          f"got {m.word_vectors_vocabulary!r}.")
     choices = {"data.split": (config.data.split, SPLITS),
                "train.optimizer": (config.train.optimizer, OPTIMIZERS),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),

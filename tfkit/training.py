@@ -44,6 +44,7 @@ from tfkit.data import (
     LabeledData,
     SequencePreprocessor,
     TextPreprocessor,
+    add_vector_words,
     array_dataset,
     load_data,
     load_preprocessor,
@@ -128,6 +129,12 @@ def make_preprocessor(config: Config, data: LabeledData):
         steps = x.shape[1]
         preprocessor = SequencePreprocessor(steps, int(np.prod(x.shape[2:])))
     preprocessor.adapt(x)
+    extra = config.model.word_vectors_vocabulary
+    if extra:  # words training never saw, which the vectors file knows
+        size = preprocessor.vocab_size
+        preprocessor = add_vector_words(preprocessor, config.model.word_vectors, extra)
+        log.info("vocabulary: %d words from the training texts + %d from %s",
+                 size, preprocessor.vocab_size - size, config.model.word_vectors)
     return preprocessor
 
 

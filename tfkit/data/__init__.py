@@ -23,7 +23,12 @@ from tfkit.data.text import (
     split_sentences,
     standardize_text,
 )
-from tfkit.data.vectors import load_word_vectors, read_word_vectors, word_embedding
+from tfkit.data.vectors import (
+    add_vector_words,
+    load_word_vectors,
+    read_word_vectors,
+    word_embedding,
+)
 
 PREPROCESSORS = {"text": TextPreprocessor, "hierarchical_text": HierarchicalTextPreprocessor,
                  "image": ImagePreprocessor, "sequence": SequencePreprocessor}
@@ -50,5 +55,5 @@ __all__ = ["SOURCES", "PREPROCESSORS", "DataError", "LabeledData", "Split", "Tex
            "HierarchicalTextPreprocessor", "split_sentences",
            "ImagePreprocessor", "SequencePreprocessor", "array_dataset",
            "bucket_boundaries", "carve", "encode_labels", "load_data", "load_preprocessor",
-           "load_word_vectors", "read_word_vectors", "standardize_text", "token_dataset",
-           "word_embedding"]
+           "add_vector_words", "load_word_vectors", "read_word_vectors", "standardize_text",
+           "token_dataset", "word_embedding"]

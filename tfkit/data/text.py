@@ -105,7 +105,8 @@ class TextPreprocessor:
         return self.layer.vocabulary_size()
 
     def vocabulary(self) -> list[str]:
-        return self.layer.get_vocabulary()
+        # str(): a vocabulary restored from a list comes back as numpy strings
+        return [str(word) for word in self.layer.get_vocabulary()]
 
     def tokens(self, texts) -> tf.RaggedTensor:
         """Strings ``[n]`` -> their tokens as strings ``[n, (tokens)]``, standardised and split

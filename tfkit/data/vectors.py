@@ -15,8 +15,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfkit.data.sources import DataError
+from tfkit.data.text import standardize_text
 
 
 def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
@@ -49,48 +51,117 @@ def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
         ([[0.0, 0.0], [0.0, 0.0], [4.0, 5.0], [0.5, 1.0], [0.0, 0.0]], [False, False, True, True, False])
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"word vectors file '{path}' does not exist.")
     index = {word: i for i, word in enumerate(vocabulary) if word}
     vectors, exact, dim = None, np.zeros(len(vocabulary), bool), None
     found = np.zeros(len(vocabulary), bool)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                fields = line.rstrip("\n").rstrip(" ").split(" ")
-                if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
-                    continue  # fastText / word2vec header: "<words> <dim>"
-                if dim is None:
-                    dim = len(fields) - 1
-                    if dim < 1:
-                        raise DataError(f"'{path}', line {number}: expected a word and its "
-                                        f"numbers separated by spaces, got {line[:80]!r}.")
-                    vectors = np.zeros((len(vocabulary), dim), np.float32)
-                # GloVe 840B has words with spaces in them: the last `dim` fields are the numbers
-                word = " ".join(fields[:-dim]) if len(fields) > dim + 1 else fields[0]
-                row, is_exact = index.get(word), True
-                if row is None:
-                    row, is_exact = index.get(word.lower()), False
-                if row is None or exact[row] or (found[row] and not is_exact):
-                    continue
-                if len(fields) < dim + 1:
-                    raise DataError(f"'{path}', line {number} ('{word}'): expected {dim} numbers "
-                                    f"(as on the first line), got {len(fields) - 1}.")
-                try:
-                    vectors[row] = np.asarray(fields[-dim:], np.float32)
-                except ValueError:
-                    raise DataError(f"'{path}', line {number} ('{word}'): the values after the "
-                                    "word must be numbers.") from None
-                found[row], exact[row] = True, is_exact
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
-        raise DataError(f"'{path}' is not a word-vector text file ({type(exc).__name__}: {exc}); "
-                        "binary word2vec (.bin) files must be converted to text first, e.g. "
-                        "gensim's KeyedVectors.save_word2vec_format(..., binary=False).") from None
+    for number, line in _lines(path):
+        if number == 1 and _is_header(line):
+            continue
+        fields = line.rstrip("\n").rstrip(" ").split(" ")
+        if dim is None:
+            dim = len(fields) - 1
+            if dim < 1:
+                raise DataError(f"'{path}', line {number}: expected a word and its "
+                                f"numbers separated by spaces, got {line[:80]!r}.")
+            vectors = np.zeros((len(vocabulary), dim), np.float32)
+        # GloVe 840B has words with spaces in them: the last `dim` fields are the numbers
+        word = " ".join(fields[:-dim]) if len(fields) > dim + 1 else fields[0]
+        row, is_exact = index.get(word), True
+        if row is None:
+            row, is_exact = index.get(word.lower()), False
+        if row is None or exact[row] or (found[row] and not is_exact):
+            continue
+        if len(fields) < dim + 1:
+            raise DataError(f"'{path}', line {number} ('{word}'): expected {dim} numbers "
+                            f"(as on the first line), got {len(fields) - 1}.")
+        try:
+            vectors[row] = np.asarray(fields[-dim:], np.float32)
+        except ValueError:
+            raise DataError(f"'{path}', line {number} ('{word}'): the values after the "
+                            "word must be numbers.") from None
+        found[row], exact[row] = True, is_exact
     if not found.any():
         raise DataError(f"'{path}': none of the vocabulary's {len(vocabulary)} words has a "
                         f"vector there (first words: {', '.join(vocabulary[2:7])}).")
     return vectors, found
+
+
+def _is_header(line: str) -> bool:
+    """fastText's and word2vec's first line: ``<words> <dim>``."""
+    fields = line.split()
+    return len(fields) == 2 and all(f.isdigit() for f in fields)
+
+
+def _lines(path: Path):
+    """The file's lines (gzip-compressed when it ends in ``.gz``), numbered from 1."""
+    if not path.is_file():
+        raise DataError(f"word vectors file '{path}' does not exist.")
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as lines:
+            yield from enumerate(lines, 1)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"'{path}' is not a word-vector text file ({type(exc).__name__}: {exc}); "
+                        "binary word2vec (.bin) files must be converted to text first, e.g. "
+                        "gensim's KeyedVectors.save_word2vec_format(..., binary=False).") from None
+
+
+def add_vector_words(preprocessor, path: str | os.PathLike, count: int):
+    """A copy of ``preprocessor`` whose vocabulary also holds the vectors file's first
+    ``count`` words that the training texts lack.
+
+    A vocabulary adapted on the training split maps every word training never saw to the
+    out-of-vocabulary id, so its pre-trained vector is never used. GloVe and fastText list
+    their words most frequent first, so the first ones are the words users are likeliest to
+    write. Only words that the preprocessor's standardisation keeps as they are (lower-case
+    letters, digits, apostrophes: one token) are taken.
+
+    Args:
+        preprocessor: an adapted :class:`tfkit.TextPreprocessor` (or hierarchical one),
+            splitting on white space.
+        path: the vectors file (see :func:`read_word_vectors`).
+        count: how many words to add at most.
+
+    Returns:
+        A preprocessor of the same kind with ``max_tokens`` = its vocabulary's new size.
+
+    Examples:
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=4)
+        >>> pre.adapt(["good food"])
+        >>> _ = Path("vectors.txt").write_text("the 1 1\\nfood 2 2\\nTasty 3 3\\nyummy 4 4\\n")
+        >>> add_vector_words(pre, "vectors.txt", 2).vocabulary()
+        ['', '[UNK]', 'good', 'food', 'the', 'yummy']
+    """
+    if preprocessor.split != "whitespace":
+        raise DataError("model.word_vectors_vocabulary adds words, and data.split is "
+                        f"'{preprocessor.split}': use data.split: whitespace.")
+    vocabulary = preprocessor.vocabulary()
+    known, added = set(vocabulary), []
+    candidates = []
+    for number, line in _lines(Path(path)):
+        word = line.split(" ", 1)[0].rstrip("\n")
+        if number == 1 and _is_header(line):
+            continue
+        if word not in known:
+            known.add(word)
+            candidates.append(word)
+        if len(candidates) == 4096:  # standardised in batches, as the preprocessor does
+            added += _kept_as_is(candidates)[: count - len(added)]
+            candidates = []
+            if len(added) == count:
+                break
+    added += _kept_as_is(candidates)[: count - len(added)]
+    vocabulary += added
+    return type(preprocessor).from_config({**preprocessor.get_config(),
+                                           "max_tokens": len(vocabulary),
+                                           "vocabulary": vocabulary})
+
+
+def _kept_as_is(words: list[str]) -> list[str]:
+    """The words that :func:`tfkit.data.text.standardize_text` leaves unchanged."""
+    if not words:
+        return []
+    standard = standardize_text(tf.constant(words)).numpy()
+    return [w for w, s in zip(words, standard) if s.decode("utf-8", "replace") == w]
 
 
 def word_embedding(model: keras.Model, vocab_size: int) -> keras.layers.Embedding | None:
