@@ -28,6 +28,7 @@ _PUBLIC = {
     "tfkit.models": ["MODELS", "build_model", "model_params"],
     "tfkit.monitor": ["log_embeddings", "log_misclassified"],
     "tfkit.optimizers": ["LazyAdam"],
+    "tfkit.sweeps": ["SweepResult", "sweep"],
     "tfkit.training": ["RunResult", "evaluate", "export_run", "load_run", "train"],
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}

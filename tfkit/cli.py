@@ -1,4 +1,4 @@
-"""The tfkit command line: train, evaluate, export, predict, models.
+"""The tfkit command line: train, sweep, evaluate, export, predict, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
 value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
@@ -63,6 +63,21 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from tfkit.sweeps import parse_grid, sweep
+
+    grid = parse_grid(args.grid)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras's progress: see _cmd_train
+        result = sweep(args.config, grid, args.set)
+    # one JSON line per trial, best first (ranked on the validation split)
+    for rank, trial in enumerate(result.ranked, 1):
+        line = {"rank": rank, **trial, "run_dir": str(trial["run_dir"])}
+        if rank == 1 and result.export_path is not None:
+            line["export_path"] = str(result.export_path)
+        print(json.dumps(line))
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from tfkit.training import evaluate
 
@@ -124,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     config_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sweep", help="train one run per combination of --grid values, rank "
+                                     "them on the validation split, export the best")
+    config_arguments(p)
+    p.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=[V1,V2,...]",
+                   help="values to try, e.g. --grid train.learning_rate=[0.003,0.01] "
+                        "(repeatable: every combination is one trial)")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("config", help="print a config with every key resolved (YAML), "
                                       "e.g. to start your own: tfkit config > mine.yaml")

@@ -1,0 +1,154 @@
+"""Grid sweeps: several ``tfkit train`` runs that differ in a few keys, the best one served.
+
+Each trial is an ordinary run (``runs/<name>/<sweep>-<i>``, its own TensorBoard logs and
+hparams, so the HParams tab compares the trials side by side). Trials are ranked on the
+validation split by ``train.monitor`` at their best epoch, never on the test split: picking
+on the test split would make its score an optimistic guess. Only the best trial is exported,
+so TF Serving never picks up a trial that lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tfkit.config import Config, ConfigError, load_config, parse_override
+from tfkit.training import RunResult, export_run, train
+
+log = logging.getLogger("tfkit")
+
+
+@dataclass
+class SweepResult:
+    """What :func:`sweep` produced.
+
+    ``trials``: one dict per trial in grid order (``overrides``, ``run_dir``, ``monitor``,
+    ``value``: the monitor's validation value at the ``best_epoch``, and the test metrics);
+    ``ranked``: the same, best first; ``best``: the winner's :class:`RunResult`;
+    ``export_path``: its SavedModel version (None when export is off).
+    """
+
+    trials: list[dict]
+    ranked: list[dict]
+    best: RunResult
+    export_path: Path | None
+
+
+def parse_grid(texts) -> dict[str, list]:
+    """``["train.learning_rate=[0.001, 0.003]", ...]`` -> ``{key: [values]}``.
+
+    Raises:
+        ConfigError: for a value that is not a non-empty YAML list, or a key given twice.
+    """
+    grid = {}
+    for text in texts:
+        keys, values = parse_override(text)
+        key = ".".join(keys)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"--grid {text}: the values must be a YAML list, e.g. "
+                              f"{key}=[1, 2]; got {values!r}.")
+        if key in grid:
+            raise ConfigError(f"--grid {text}: '{key}' is already in the grid.")
+        grid[key] = values
+    return grid
+
+
+def trial_overrides(grid: dict[str, list]) -> list[list[str]]:
+    """The grid's combinations as ``--set`` strings, the last key varying fastest."""
+    return [[f"{key}={_yaml(value)}" for key, value in zip(grid, combination)]
+            for combination in itertools.product(*grid.values())]
+
+
+def _yaml(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+
+
+def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResult:
+    """Trains one run per combination of ``grid``'s values, ranks them on the validation
+    split and exports the best.
+
+    Args:
+        config: a YAML path or preset name (None: the default preset).
+        grid: ``{"section.key": [values]}``; every combination is one trial.
+        overrides: ``--set`` strings applied to every trial.
+
+    Returns:
+        A :class:`SweepResult`.
+
+    Raises:
+        ConfigError: for a trial config that is not valid (all are checked before the first
+            trial trains), a config without a validation split, or multi-worker training.
+
+    Examples:
+        >>> result = sweep("fine_foods_fasttext", {"train.learning_rate": [0.003, 0.01]},
+        ...                ["train.epochs=1", "train.verbose=0", "data.limit=300"])
+        >>> [trial["overrides"] for trial in result.trials]
+        [['train.learning_rate=0.003'], ['train.learning_rate=0.01']]
+        >>> result.best.run_dir in [trial["run_dir"] for trial in result.trials]
+        True
+    """
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid KEY=[values].")
+    stamp = datetime.now().strftime("sweep-%Y%m%d-%H%M%S")
+    trials = [list(overrides) + sets for sets in trial_overrides(grid)]
+    configs = [load_config(config, sets) for sets in trials]  # every error before any run
+    first = configs[0]
+    if first.data.validation_fraction == 0:
+        raise ConfigError("a sweep ranks its trials on the validation split: "
+                          "data.validation_fraction must be > 0.")
+    if "train.monitor" in grid:
+        raise ConfigError("--grid train.monitor: the trials are ranked by one train.monitor; "
+                          "set it with --set.")
+    if first.train.strategy == "multi_worker" or "TF_CONFIG" in os.environ:
+        raise ConfigError("tfkit sweep trains its trials one after another in one process, "
+                          "which multi-worker training cannot do (its collectives are set up "
+                          "once per process): run each trial as its own tfkit train.")
+    export = first.export.enabled
+    results, rows = [], []
+    for number, (sets, trial) in enumerate(zip(trials, configs), 1):
+        trial.export.enabled = False  # only the winner is exported
+        trial.train.run_name = f"{trial.train.run_name or stamp}-{number}"
+        log.info("sweep: trial %d of %d: %s", number, len(trials), " ".join(sets[len(overrides):]))
+        result = train(trial)
+        results.append(result)
+        rows.append(_row(sets[len(overrides):], trial, result))
+    monitor = first.train.monitor
+    sign = 1 if monitor == "val_loss" else -1  # lower loss, higher accuracy / F1 wins
+    ranked = sorted(range(len(rows)), key=lambda i: _key(rows[i]["value"], sign))
+    best = results[ranked[0]]
+    export_path = export_run(best.run_dir) if export else None
+    for i in ranked:
+        log.info("sweep: %s %s %s %s, test accuracy %s: %s", "best" if i == ranked[0] else "    ",
+                 rows[i]["run_dir"].name, monitor, _round(rows[i]["value"]),
+                 _round(rows[i].get("test_accuracy")), " ".join(rows[i]["overrides"]))
+    if export_path is not None:
+        log.info("sweep: exported the best trial: %s", export_path)
+    return SweepResult(rows, [rows[i] for i in ranked], best, export_path)
+
+
+def _round(value):
+    return None if value is None else round(value, 4)
+
+
+def _key(value: float | None, sign: int) -> tuple:
+    """Trials without a value (NaN loss) rank last."""
+    missing = value is None or math.isnan(value)
+    return (missing, 0.0 if missing else sign * value)
+
+
+def _row(sets: list[str], config: Config, result: RunResult) -> dict:
+    monitor = config.train.monitor
+    values = result.history.get(monitor, [])
+    best = result.metrics.get("best_epoch")
+    value = values[best - 1] if best and len(values) >= best else None
+    return {"overrides": sets, "run_dir": result.run_dir, "monitor": monitor, "value": value,
+            "best_epoch": best,
+            **{k: v for k, v in result.metrics.items()
+               if k.startswith("test_") and isinstance(v, float)}}
