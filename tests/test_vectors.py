@@ -112,6 +112,22 @@ def test_nested_and_hierarchical_embeddings_take_them(workdir, name, params):
     assert layer.embeddings.path not in {v.path for v in model.trainable_variables}
 
 
+@pytest.mark.parametrize("name", ["words.vec", "words.vec.gz"])
+def test_saved_vectors_read_back_row_for_row(workdir, name):
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=8)
+    pre.adapt(["good food", "bad tea", "tasty snack"])
+    vocabulary = pre.vocabulary()
+    source = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size, num_classes=2,
+                               embedding_dim=3, buckets=16)
+    tfkit.data.save_word_vectors(source, vocabulary, name)
+    target = tfkit.build_model("text_gru", vocab_size=pre.vocab_size, num_classes=2,
+                               embedding_dim=3, units=2)
+    assert tfkit.load_word_vectors(target, vocabulary, name)["words_found"] == len(vocabulary) - 2
+    table = keras.ops.convert_to_numpy(word_embedding(source, len(vocabulary)).embeddings)
+    copied = keras.ops.convert_to_numpy(word_embedding(target, len(vocabulary)).embeddings)
+    np.testing.assert_allclose(copied[2:], table[2: len(vocabulary)], rtol=1e-5)
+
+
 # Words whose polarity the training labels never give: each synonym appears in training
 # once in a positive and once in a negative review, so only the vectors know which it is.
 POSITIVE, NEGATIVE = "good", "bad"

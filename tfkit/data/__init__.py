@@ -27,6 +27,7 @@ from tfkit.data.vectors import (
     add_vector_words,
     load_word_vectors,
     read_word_vectors,
+    save_word_vectors,
     word_embedding,
 )
 
@@ -55,5 +56,5 @@ __all__ = ["SOURCES", "PREPROCESSORS", "DataError", "LabeledData", "Split", "Tex
            "HierarchicalTextPreprocessor", "split_sentences",
            "ImagePreprocessor", "SequencePreprocessor", "array_dataset",
            "bucket_boundaries", "carve", "encode_labels", "load_data", "load_preprocessor",
-           "add_vector_words", "load_word_vectors", "read_word_vectors", "standardize_text",
-           "token_dataset", "word_embedding"]
+           "add_vector_words", "load_word_vectors", "read_word_vectors", "save_word_vectors",
+           "standardize_text", "token_dataset", "word_embedding"]

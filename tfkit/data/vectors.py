@@ -232,3 +232,34 @@ def load_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.
         layer.trainable = False
     return {"path": str(path), "words_found": int(found.sum()), "vocabulary": len(vocabulary),
             "coverage": round(float(found.mean()), 4), "frozen": bool(freeze)}
+
+
+def save_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.PathLike) -> Path:
+    """Writes the model's word vectors as a fastText ``.vec`` text file (``<words> <dim>``
+    header, then one word and its numbers per line; ``.gz`` compresses), readable by
+    :func:`load_word_vectors`, gensim and the fastText tools: another model can start from
+    what this one learnt. Padding and the out-of-vocabulary id are left out.
+
+    Raises:
+        DataError: if the model has no word embedding (see :func:`word_embedding`).
+
+    Examples:
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
+        >>> pre.adapt(["tasty tea"])
+        >>> model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size, num_classes=2,
+        ...                           embedding_dim=2, buckets=16)
+        >>> print(save_word_vectors(model, pre.vocabulary(), "tea.vec").read_text()[:20])
+        2 2
+        tea ...
+    """
+    layer = word_embedding(model, len(vocabulary))
+    if layer is None:
+        raise DataError(f"model '{model.name}' has no keras.layers.Embedding with "
+                        f"{len(vocabulary)} rows (one per word).")
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    path = Path(path)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wt", encoding="utf-8") as out:
+        out.write(f"{len(vocabulary) - 2} {table.shape[1]}\n")
+        for word, vector in zip(vocabulary[2:], table[2: len(vocabulary)]):
+            out.write(word + " " + " ".join(f"{v:.6g}" for v in vector) + "\n")
+    return path
