@@ -149,6 +149,15 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
     ((_, value),) = summaries(tmp_path / "all" / "validation")["misclassified"]
     table = tf.make_ndarray(value.tensor).item().decode()
     assert "| stale \\| bad crackers |" in table  # a | in a text is escaped, not a new column
+    # the words that misled it: each row's 3 most important words, from its own text
+    for row in rows:
+        assert len(row["words"]) == min(3, len(row["text"].split()))
+        assert {w for w, _ in row["words"]} <= set(row["text"].split())
+        assert [v for _, v in row["words"]] == sorted((v for _, v in row["words"]), reverse=True)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0].endswith("| words that misled it |")
+    assert all(line.count(" | ") == 4 for line in lines)  # 5 cells: "|" in a word escaped
+    assert "\\| (" in table  # the lone "|" of "stale | bad crackers", as a word
     assert "tasty " * 49 + "tasty …" in table  # long texts cut at 300 characters
 
 

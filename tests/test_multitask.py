@@ -81,6 +81,9 @@ def test_multitask_train_export_predict(multi_csv, workdir):
     assert isinstance(predictions[0]["stars"], float)
     # the regression head predicts in the target's units, not standardised ones
     assert 0.0 < predictions[0]["stars"] < 6.0
+    with pytest.raises(ValueError, match=r"explain takes single-task text models; .* has the "
+                                         r"heads \['sentiment', 'stars'\]"):
+        tfkit.explain_predictions(result.export_path, ["great taste"])
 
 
 def test_multitask_round_trip_every_head(workdir):

@@ -1,4 +1,4 @@
-"""The tfkit command line: train, sweep, evaluate, export, predict, models.
+"""The tfkit command line: train, sweep, evaluate, export, predict, explain, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
 value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
@@ -45,6 +45,16 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
                     raise ValueError(f"input file '{path}' object {number}: no key {key!r}.")
             return [row[key] for row in rows]
     raise ValueError(f"input file '{path}': expected .txt, .csv, .tsv or .jsonl, got '{suffix}'.")
+
+
+def _texts(args) -> list[str]:
+    """``predict`` / ``explain``: the texts on the command line, then those of ``--input``."""
+    texts = list(args.texts)
+    if args.input:
+        texts += _read_inputs(args.input, args.column)
+    if not texts:
+        raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
+    return texts
 
 
 def _cmd_train(args) -> int:
@@ -95,12 +105,17 @@ def _cmd_export(args) -> int:
 def _cmd_predict(args) -> int:
     from tfkit.export import predict
 
-    texts = list(args.texts)
-    if args.input:
-        texts += _read_inputs(args.input, args.column)
-    if not texts:
-        raise ValueError("nothing to predict: give texts or --input FILE.")
+    texts = _texts(args)
     for text, result in zip(texts, predict(args.saved_model, texts)):
+        print(json.dumps({"input": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from tfkit.explain import explain_predictions
+
+    texts = _texts(args)
+    for text, result in zip(texts, explain_predictions(args.saved_model, texts, args.top)):
         print(json.dumps({"input": text, **result}, ensure_ascii=False))
     return 0
 
@@ -165,13 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name under the base folder")
     p.set_defaults(func=_cmd_export)
 
+    def input_arguments(p):
+        p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
+        p.add_argument("texts", nargs="*", help="raw texts")
+        p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
+                                       "- reads one text per line from standard input")
+        p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
+
     p = sub.add_parser("predict", help="run an exported SavedModel on raw inputs, JSON lines out")
-    p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
-    p.add_argument("texts", nargs="*", help="raw texts")
-    p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
-                                   "- reads one text per line from standard input")
-    p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
+    input_arguments(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("explain", help="which words decided an exported text model's answers "
+                                       "(leave-one-out), JSON lines out")
+    input_arguments(p)
+    p.add_argument("--top", type=int, default=3, help="most important words listed apart (default 3)")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("models", help="list the registered model builders")
     p.set_defaults(func=_cmd_models)

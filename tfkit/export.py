@@ -417,7 +417,7 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
         [{'label': '...', 'probabilities': {'great': 0.5..., 'other': 0.4...}}]
     """
     loaded, signature, version = load_serving(path)
-    names = _label_names(loaded, version)
+    names = export_label_names(loaded, version)
     key = list(signature.structured_input_signature[1])[0]
     if key == "text":
         inputs = [str(x) for x in inputs]
@@ -446,7 +446,7 @@ def _class_result(out, row, names, prefix=""):
                               for n, p in zip(names, out[f"{prefix}probabilities"][row])}}
 
 
-def _label_names(loaded, version: Path):
+def export_label_names(loaded, version: Path):
     """Label names of an export: the ``label_names`` variable, or for multi-task exports the
     ``{head: names}`` dict in ``assets.extra/tfkit.json``."""
     if hasattr(loaded, "label_names"):

@@ -33,6 +33,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.pr_curve import summary as pr_curve
 
 from tfkit.data.vectors import word_embedding
+from tfkit.explain import word_importance
 
 EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in the checkpoint
 
@@ -318,7 +319,8 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
 
     Returns:
         The rows written: ``{"row", "label", "predicted", "probability"}`` dicts, plus
-        ``"text"`` for texts.
+        for texts ``"text"`` and ``"words"``: the 3 words whose leaving out lowers the wrong
+        answer's probability most, with that drop (:func:`tfkit.explain.word_importance`).
     """
     inputs, labels = np.asarray(inputs), np.asarray(labels).reshape(-1)
     texts = inputs.dtype.kind in "OSU"
@@ -334,6 +336,12 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
     rows = [{"row": int(i), **({"text": str(inputs[i])} if texts else {}),
              "label": label_names[labels[i]], "predicted": label_names[predicted[i]],
              "probability": float(confidence[i])} for i in worst]
+    if texts and rows:  # what misled the model: the words that most pushed its wrong answer
+        explained = word_importance(
+            lambda batch: predict(preprocessor(tf.constant(batch))).numpy(),
+            [row["text"] for row in rows], getattr(preprocessor, "split", "whitespace"))
+        for row, found in zip(rows, explained):
+            row["words"] = sorted(found["words"], key=lambda pair: -pair[1])[:3]
 
     def cell(row: dict) -> str:  # the first Markdown table cell
         if not texts:
@@ -341,12 +349,18 @@ def log_misclassified(log_dir, model: keras.Model, preprocessor, inputs, labels,
         text = " ".join(row["text"].split())
         return (text[:300].rstrip() + " …" if len(text) > 300 else text).replace("|", "\\|")
 
+    def words(row: dict) -> str:  # texts: the words that most pushed the wrong answer
+        return "".join(f" {w} ({v:+.2f})".replace("|", "\\|") for w, v in row["words"]) + " |"
+
     table = [f"{len(wrong)} of {len(inputs)} validation examples misclassified; the "
              f"{len(rows)} predicted wrong with the highest probability"
-             + ("" if texts else " (images: Images tab, tag misclassified_images)") + ":", "",
-             f"| {'text' if texts else 'validation row'} | true | predicted | probability |",
-             "|---|---|---|---|"] + [
-        f"| {cell(r)} | {r['label']} | {r['predicted']} | {r['probability']:.3f} |" for r in rows]
+             + (" (words: leaving each out lowers the wrong answer's probability by that much)"
+                if texts else " (images: Images tab, tag misclassified_images)") + ":", "",
+             f"| {'text' if texts else 'validation row'} | true | predicted | probability |"
+             + (" words that misled it |" if texts else ""),
+             "|---|---|---|---|" + ("---|" if texts else "")] + [
+        f"| {cell(r)} | {r['label']} | {r['predicted']} | {r['probability']:.3f} |"
+        + (words(r) if texts else "") for r in rows]
     writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation"))
     with writer.as_default():
         tf.summary.text("misclassified", "\n".join(table), step=step)
