@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,39 @@ def test_tsv_and_json_lines_files_read_like_csv(workdir):
         load_data(DataConfig(source="csv", path="r.tsv"))
 
 
+def test_files_in_other_encodings_need_data_encoding(workdir, capsys):
+    rows = "text,label\n" + "".join(f"\u201ccaf\xe9\u201d {i},{'a' if i % 2 else 'b'}\n"
+                                    for i in range(20))
+    Path("windows.csv").write_bytes(rows.encode("cp1252"))  # Excel on Windows
+    with pytest.raises(DataError, match=r"CSV file 'windows.csv' line 2 is not UTF-8 \(byte "
+                                        r"0x93\): save the file as UTF-8, or set data.encoding"):
+        load_data(DataConfig(source="csv", path="windows.csv"))
+    data = load_data(DataConfig(source="csv", path="windows.csv", encoding="cp1252",
+                                validation_fraction=0, test_fraction=0.5))
+    assert sorted(data.train.x.tolist() + data.test.x.tolist())[0] == "\u201ccaf\xe9\u201d 0"
+    Path("latin.jsonl").write_bytes("".join(
+        json.dumps({"text": f"\xe9t\xe9 {i}", "label": i % 2}, ensure_ascii=False) + "\n"
+        for i in range(20)).encode("latin-1"))
+    with pytest.raises(DataError, match="JSON Lines file 'latin.jsonl' line 1 is not UTF-8"):
+        load_data(DataConfig(source="csv", path="latin.jsonl"))
+    data = load_data(DataConfig(source="csv", path="latin.jsonl", encoding="latin-1"))
+    assert all(text.startswith("\xe9t\xe9 ") for text in data.train.x)
+    with pytest.raises(DataError, match="data.encoding 'utf-9' is not a text encoding"):
+        load_data(DataConfig(source="csv", path="windows.csv", encoding="utf-9"))
+    # tfkit predict / explain --input: the same, with --encoding
+    from test_cli import run_cli
+
+    Path("more.txt").write_bytes("tr\xe8s bon\n".encode("latin-1"))
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "more.txt")
+    assert code == 2 and "input file 'more.txt' is not UTF-8 (byte 0xe8): give its encoding" in err
+    code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "more.txt",
+                           "--encoding", "latin-1")
+    assert code == 2 and "No SavedModel" in err  # the file was read; only the model is missing
+    code, _, err = run_cli(capsys, "explain", "saved_models/none", "--input", "more.txt",
+                           "--encoding", "klingon")
+    assert code == 2 and "--encoding 'klingon' is not a text encoding" in err
+
+
 def test_directory_source(workdir):
     texts, labels = tiny_texts(20)
     for i, (text, label) in enumerate(zip(texts, labels)):
@@ -121,7 +155,8 @@ def test_tfds_errors():
 
 @pytest.mark.parametrize("source, key, value", [
     ("fine_foods", "test_path", "mine.csv"), ("digits", "path", "x.npz"),
-    ("csv", "name", "imdb_reviews"), ("numpy", "test_path", "t.npz")])
+    ("csv", "name", "imdb_reviews"), ("numpy", "test_path", "t.npz"),
+    ("fine_foods", "encoding", "latin-1")])
 def test_a_data_key_the_source_does_not_read_is_an_error(source, key, value):
     with pytest.raises(DataError, match=rf"data\.{key} is set \('{value}'\) but data\.source "
                                         rf"'{source}' does not read it; it is read by "):

@@ -15,17 +15,30 @@ import sys
 from pathlib import Path
 
 
-def _read_inputs(path: str, column: str | None) -> list[str]:
+def _read_inputs(path: str, column: str | None, encoding: str | None = None) -> list[str]:
     """Texts from a .txt (one per line), .csv or .tsv (``column``) or .jsonl (``column`` key) file,
     or from standard input (``-``: one text per line). A UTF-8 byte-order mark (spreadsheet
-    exports) is skipped."""
+    exports) is skipped; ``encoding`` names another text encoding."""
     if path == "-":
         return [line.rstrip("\r\n") for line in sys.stdin]
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"input file '{path}' does not exist.")
+    try:
+        return _read_input_file(file, column, encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {encoding!r} is not a text encoding Python knows "
+                         "(e.g. utf-8, latin-1, cp1252, utf-16).") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"input file '{path}' is not {encoding or 'UTF-8'} (byte "
+                         f"0x{exc.object[exc.start]:02x}): give its encoding with --encoding, "
+                         "e.g. --encoding cp1252.") from None
+
+
+def _read_input_file(file: Path, column: str | None, encoding: str | None) -> list[str]:
+    path = str(file)
     suffix = file.suffix.lower()
-    with file.open(encoding="utf-8-sig", newline="") as handle:
+    with file.open(encoding=encoding or "utf-8-sig", newline="") as handle:
         if suffix == ".txt":
             return [line.rstrip("\n") for line in handle]
         if suffix in (".csv", ".tsv", ".tab"):
@@ -39,7 +52,7 @@ def _read_inputs(path: str, column: str | None) -> list[str]:
             from tfkit.data.sources import read_json_lines
 
             key = column or "text"
-            rows = read_json_lines(file, "input")
+            rows = read_json_lines(file, "input", encoding)
             for number, row in enumerate(rows, 1):
                 if key not in row:
                     raise ValueError(f"input file '{path}' object {number}: no key {key!r}.")
@@ -51,7 +64,7 @@ def _texts(args) -> list[str]:
     """``predict`` / ``explain``: the texts on the command line, then those of ``--input``."""
     texts = list(args.texts)
     if args.input:
-        texts += _read_inputs(args.input, args.column)
+        texts += _read_inputs(args.input, args.column, args.encoding)
     if not texts:
         raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
     return texts
@@ -186,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
                                        "- reads one text per line from standard input")
         p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
+        p.add_argument("--encoding", help="the --input file's text encoding, e.g. cp1252 (default: UTF-8)")
 
     p = sub.add_parser("predict", help="run an exported SavedModel on raw inputs, JSON lines out")
     input_arguments(p)

@@ -53,6 +53,7 @@ class DataConfig:
     source: str = "fine_foods"
     path: str | None = None  # csv: the training file; directory: the folder of class folders
     test_path: str | None = None  # csv/directory: a separate test file or folder
+    encoding: str | None = None  # csv/tsv/jsonl: the files' text encoding (default UTF-8)
     name: str | None = None  # tfds: dataset name, e.g. imdb_reviews
     data_dir: str | None = None  # tfds: where prepared data lives
     train_split: str = "train"  # tfds split names

@@ -271,11 +271,12 @@ def load_tate(config: DataConfig) -> LabeledData:
 TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
 
 
-def read_json_lines(file: Path, kind: str = "JSON Lines") -> list[dict]:
+def read_json_lines(file: Path, kind: str = "JSON Lines", encoding: str | None = None
+                    ) -> list[dict]:
     """The objects of a JSON Lines file, one per line (blank lines skipped, a byte-order mark
     too); a line that is not a JSON object is a :class:`DataError` naming its number."""
     rows = []
-    with Path(file).open(encoding="utf-8-sig") as handle:
+    with Path(file).open(encoding=encoding or "utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -291,9 +292,10 @@ def read_json_lines(file: Path, kind: str = "JSON Lines") -> list[dict]:
     return rows
 
 
-def _read_table(path: str, columns: list[str]):
+def _read_table(path: str, columns: list[str], encoding: str | None = None):
     """A CSV file, or by its suffix a TSV (``.tsv``, ``.tab``) or JSON Lines (``.jsonl``,
-    ``.ndjson``) file, as a DataFrame holding ``columns`` and at least one row."""
+    ``.ndjson``) file, as a DataFrame holding ``columns`` and at least one row; its text in
+    ``encoding`` (default UTF-8, a byte-order mark skipped)."""
     import pandas as pd
 
     file = Path(path)
@@ -301,12 +303,24 @@ def _read_table(path: str, columns: list[str]):
     if not file.is_file():
         raise DataError(f"{kind} file '{path}' does not exist.")
     try:
+        "".encode(encoding or "utf-8")
+    except LookupError:
+        raise DataError(f"data.encoding {encoding!r} is not a text encoding Python knows "
+                        "(e.g. utf-8, latin-1, cp1252, utf-16, shift_jis, gb18030).") from None
+    try:
         if kind == "JSON Lines":  # a key missing from a line reads as empty: the row errors name it
-            frame = pd.DataFrame(read_json_lines(file)).fillna("")
+            frame = pd.DataFrame(read_json_lines(file, encoding=encoding)).fillna("")
         else:
             frame = pd.read_csv(file, sep="\t" if kind == "TSV" else ",",
-                                keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                                keep_default_na=False, na_values=[],
+                                encoding=encoding or "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{kind} file '{path}' line {_first_bad_line(file, encoding)} is not "
+                        f"{encoding or 'UTF-8'} (byte 0x{exc.object[exc.start]:02x}): save the "
+                        "file as UTF-8, or set data.encoding to the encoding it was written in "
+                        "(spreadsheets on Windows often write cp1252; latin-1 reads any "
+                        "bytes).") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{kind} file '{path}' cannot be read: {exc}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -317,16 +331,27 @@ def _read_table(path: str, columns: list[str]):
     return frame
 
 
+def _first_bad_line(file: Path, encoding: str | None) -> int:
+    """The number of the first line of ``file`` that ``encoding`` cannot decode."""
+    with file.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode(encoding or "utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1  # a character cut across lines (UTF-16, say): the file as a whole
+
+
 def load_csv(config: DataConfig) -> LabeledData:
     """A CSV (or TSV, JSON Lines) file with ``text_column`` and ``label_column``;
     ``test_path`` or a carved test split."""
     if not config.path:
         raise DataError("data.path must name the CSV file when data.source is 'csv'.")
     columns = [config.text_column] + list(config.heads or [config.label_column])
-    frame = _read_table(config.path, columns)
+    frame = _read_table(config.path, columns, config.encoding)
     description = f"{TABLE_KINDS.get(Path(config.path).suffix.lower(), 'CSV')} '{config.path}'"
     if config.test_path:
-        test = _read_table(config.test_path, columns)
+        test = _read_table(config.test_path, columns, config.encoding)
         return _from_frames(frame, test, config, description, config.text_column,
                             config.label_column)
     return _from_frame(frame, config, description, config.text_column, config.label_column)
@@ -530,7 +555,7 @@ def load_numpy(config: DataConfig) -> LabeledData:
 
 # the optional data keys each source reads; setting one for a source that ignores it is an
 # error (a data.test_path the embedded sets would silently ignore, say)
-SOURCE_KEYS = {"csv": ("path", "test_path"), "directory": ("path", "test_path"),
+SOURCE_KEYS = {"csv": ("path", "test_path", "encoding"), "directory": ("path", "test_path"),
                "image_directory": ("path", "test_path"), "numpy": ("path",),
                "tfds": ("name", "data_dir"), "fine_foods": (), "tate": (), "digits": ()}
 
@@ -567,7 +592,7 @@ def load_data(config: DataConfig) -> LabeledData:
     if config.source not in SOURCES:
         raise DataError(f"Unknown data.source '{config.source}'; "
                         f"expected one of {', '.join(SOURCES)}.")
-    for key in ("path", "test_path", "name", "data_dir"):
+    for key in ("path", "test_path", "encoding", "name", "data_dir"):
         if getattr(config, key) is not None and key not in SOURCE_KEYS[config.source]:
             readers = [source for source, keys in SOURCE_KEYS.items() if key in keys]
             raise DataError(f"data.{key} is set ({getattr(config, key)!r}) but data.source "
