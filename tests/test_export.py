@@ -396,3 +396,34 @@ def test_resume_after_a_crash_continues_from_the_backup(tiny_csv):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     with pytest.raises(tfkit.ConfigError, match="state is 'finished'"):
         tfkit.train(resume=run_dir)
+
+
+def test_evaluating_the_saved_model_scores_what_is_served(trained, monkeypatch, capsys):
+    """tfkit evaluate saved_models/<name>: the served signature on raw strings gives the run's
+    own test scores (same probabilities: same loss to 1e-4), and labels are matched by name."""
+    from test_cli import run_cli
+
+    monkeypatch.chdir(trained.run_dir.parents[2])  # the run's data path is relative to it
+    code, out, err = run_cli(capsys, "evaluate", str(trained.export_path.parent))
+    assert code == 0, err
+    served = json.loads(out)
+    expected = json.loads((trained.run_dir / "metrics.json").read_text())
+    assert served["saved_model"] == str(trained.export_path)
+    assert served["test_examples"] == expected["test_examples"]
+    assert served["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
+    assert served["test_loss"] == pytest.approx(expected["test_loss"], abs=1e-4)
+    assert served["test_confusion_matrix"] == expected["test_confusion_matrix"]
+    assert served["test_per_class"] == expected["test_per_class"]
+    # newly labelled data, labels in another order of appearance: matched by name
+    Path("new.csv").write_text("review,sentiment\nawful taste,bad\ngreat taste,good\n"
+                               "stale and bland,bad\nlove it,good\n")
+    new = tfkit.evaluate(trained.export_path, ["data.test_path=new.csv"])
+    predicted = [p["label"] for p in tfkit.predict(trained.export_path, [
+        "awful taste", "great taste", "stale and bland", "love it"])]
+    truth = ["bad", "good", "bad", "good"]
+    assert new["test_examples"] == 4
+    assert new["test_accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
+    Path("other.csv").write_text("review,sentiment\n" + "meh,so-so\nfine,good\n" * 5)
+    code, _, err = run_cli(capsys, "evaluate", str(trained.export_path), "--set",
+                           "data.path=other.csv", "--set", "data.test_path=other.csv")
+    assert code == 2 and "the data's label 'so-so' is not one the SavedModel" in err

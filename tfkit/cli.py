@@ -181,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_arguments(p)
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
-    p.add_argument("run_dir")
+    p = sub.add_parser("evaluate", help="evaluate a finished run (or the SavedModel it "
+                                        "exported, as served) on its test split")
+    p.add_argument("run_dir", help="a run folder, or saved_models/<name> (latest version) or "
+                                   "a version folder: scores the served signature")
     p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                    help="change the data, e.g. --set data.test_path=new.csv (repeatable)")
     p.set_defaults(func=_cmd_evaluate)

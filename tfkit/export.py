@@ -374,6 +374,21 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _version_folder(path: str | os.PathLike) -> Path:
+    """``path`` itself, or its newest version folder when it is ``saved_models/<name>``."""
+    path = Path(path)
+    if not (path / "saved_model.pb").is_file() and path.is_dir():
+        versions = [p for p in path.iterdir() if p.name.isdigit()]
+        if versions:
+            path = max(versions, key=lambda p: int(p.name))
+    return path
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a SavedModel version folder or a folder of versions."""
+    return (_version_folder(path) / "saved_model.pb").is_file()
+
+
 def load_serving(path: str | os.PathLike):
     """Loads a SavedModel version the way TF Serving does and returns its ``serving_default``.
 
@@ -382,11 +397,7 @@ def load_serving(path: str | os.PathLike):
     Raises:
         FileNotFoundError: if no SavedModel is there.
     """
-    path = Path(path)
-    if not (path / "saved_model.pb").is_file() and path.is_dir():
-        versions = [p for p in path.iterdir() if p.name.isdigit()]
-        if versions:
-            path = max(versions, key=lambda p: int(p.name))
+    path = _version_folder(path)
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"No SavedModel at '{path}' (expected saved_model.pb, or "
                                 "version folders 1/, 2/, ... inside it).")

@@ -53,7 +53,14 @@ from tfkit.data import (
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.explain import has_attention
-from tfkit.export import check_next_version, export_for_serving, serving_function
+from tfkit.export import (
+    check_next_version,
+    export_for_serving,
+    export_label_names,
+    is_saved_model,
+    load_serving,
+    serving_function,
+)
 from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
@@ -714,10 +721,11 @@ def load_run(run_dir: str | Path):
 def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
     """Evaluates a finished run's model on its config's test split; returns the metrics
     (``model.evaluate``'s, and for single-task classifiers :func:`score_test_split`'s) and
-    ``test_examples``.
+    ``test_examples``. Given a SavedModel instead (``saved_models/<name>`` or a version
+    folder), scores what TF Serving would serve: :func:`evaluate_saved_model`.
 
     Args:
-        run_dir: a finished run.
+        run_dir: a finished run, or an exported text model.
         data_overrides: ``"data.key=value"`` strings, e.g. ``"data.test_path=new.csv"`` to
             score the model on newly labelled data. Only the data section can change: the
             model, its preprocessing and its training are the run's.
@@ -729,6 +737,8 @@ def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
         if not text.strip().startswith("data."):
             raise ConfigError(f"evaluate --set {text!r}: only data.* keys can change (the "
                               "model, its preprocessing and its training are the run's).")
+    if not (Path(run_dir) / "status.json").is_file() and is_saved_model(run_dir):
+        return evaluate_saved_model(run_dir, data_overrides)
     config, model, preprocessor, label_names = load_run(run_dir)
     if data_overrides:
         config = load_config(Path(run_dir) / "config.yaml", data_overrides)
@@ -743,6 +753,51 @@ def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
     if not heads:
         metrics.update(score_test_split(model, test_ds, label_names)[1])
     return {**metrics, "test_examples": len(data.test)}
+
+
+def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
+    """Scores an exported text classifier on labelled data through its ``serving_default``
+    signature, raw strings in, as TF Serving would answer: is the version you serve still
+    right on this month's labelled reviews?
+
+    The data are the test split of the config of the run that exported it
+    (``assets.extra/tfkit.json``'s ``run_dir``) changed by ``data_overrides``, or of the
+    default config when that run is gone. Labels are matched to the export's by name.
+
+    Returns:
+        ``test_accuracy``, ``test_loss`` (cross-entropy of the served probabilities),
+        ``test_macro_f1``, ``test_per_class``, ``test_confusion_matrix``, ``test_examples``
+        and ``saved_model`` (the version scored).
+
+    Raises:
+        ConfigError: for a label the export does not know, or an export that is not a
+            single-task text model.
+    """
+    loaded, signature, version = load_serving(path)
+    names = export_label_names(loaded, version)
+    if list(signature.structured_input_signature[1]) != ["text"] or not isinstance(names, list):
+        raise ConfigError(f"'{version}': evaluating a SavedModel takes single-task text "
+                          "models; evaluate the run folder that exported it instead.")
+    facts = json.loads((version / "assets.extra" / "tfkit.json").read_text(encoding="utf-8"))
+    run_config = Path(facts.get("run_dir", "-"), "config.yaml")
+    config = load_config(run_config if run_config.is_file() else None, data_overrides)
+    data = load_data(config.data)
+    unknown = [name for name in data.label_names if name not in names]
+    if unknown:
+        raise ConfigError(f"the data's label {unknown[0]!r} is not one the SavedModel "
+                          f"'{version}' answers ({', '.join(names)}).")
+    labels = np.array([names.index(data.label_names[y]) for y in np.asarray(data.test.y)])
+    texts = [str(t) for t in data.test.x]
+    probabilities = np.concatenate([
+        signature(text=tf.constant(texts[i:i + 256], tf.string))["probabilities"].numpy()
+        for i in range(0, len(texts), 256)])
+    chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    report = classification_report(confusion_counts(labels, probabilities), names)
+    return {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+            "test_loss": float(-np.log(chosen).mean()), "test_macro_f1": report["macro_f1"],
+            "test_per_class": report["per_class"],
+            "test_confusion_matrix": report["confusion_matrix"],
+            "test_examples": len(labels), "saved_model": str(version)}
 
 
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None) -> Path:
