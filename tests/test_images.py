@@ -232,3 +232,13 @@ def test_sequence_lstm_reads_digits_row_by_row(tmp_path):
         examples=tf.constant(make_examples(rows, "sequence")))["probabilities"]
     np.testing.assert_allclose(served.numpy(), direct.numpy(), atol=1e-6)
     assert not np.allclose(direct.numpy()[0], direct.numpy()[1])  # different rows, different outputs
+
+
+def test_evaluating_the_image_export_scores_what_is_served(digits_run):
+    """The test images sent as PNG bytes to the served signature score as the run did."""
+    served = tfkit.evaluate(digits_run.export_path)
+    expected = json.loads((digits_run.run_dir / "metrics.json").read_text())
+    assert served["test_examples"] == expected["test_examples"]
+    assert served["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
+    assert served["test_loss"] == pytest.approx(expected["test_loss"], abs=1e-4)
+    assert served["test_confusion_matrix"] == expected["test_confusion_matrix"]

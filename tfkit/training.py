@@ -756,9 +756,9 @@ def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
 
 
 def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
-    """Scores an exported text classifier on labelled data through its ``serving_default``
-    signature, raw strings in, as TF Serving would answer: is the version you serve still
-    right on this month's labelled reviews?
+    """Scores an exported classifier on labelled data through its ``serving_default``
+    signature, raw strings (or PNG-encoded images) in, as TF Serving would answer: is the
+    version you serve still right on this month's labelled reviews?
 
     The data are the test split of the config of the run that exported it
     (``assets.extra/tfkit.json``'s ``run_dir``) changed by ``data_overrides``, or of the
@@ -771,13 +771,14 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
 
     Raises:
         ConfigError: for a label the export does not know, or an export that is not a
-            single-task text model.
+            single-task text or image classifier.
     """
     loaded, signature, version = load_serving(path)
     names = export_label_names(loaded, version)
-    if list(signature.structured_input_signature[1]) != ["text"] or not isinstance(names, list):
-        raise ConfigError(f"'{version}': evaluating a SavedModel takes single-task text "
-                          "models; evaluate the run folder that exported it instead.")
+    key = list(signature.structured_input_signature[1])[0]
+    if key not in ("text", "image_bytes") or not isinstance(names, list):
+        raise ConfigError(f"'{version}': evaluating a SavedModel takes single-task text and "
+                          "image classifiers; evaluate the run folder that exported it instead.")
     facts = json.loads((version / "assets.extra" / "tfkit.json").read_text(encoding="utf-8"))
     run_config = Path(facts.get("run_dir", "-"), "config.yaml")
     config = load_config(run_config if run_config.is_file() else None, data_overrides)
@@ -787,10 +788,13 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
         raise ConfigError(f"the data's label {unknown[0]!r} is not one the SavedModel "
                           f"'{version}' answers ({', '.join(names)}).")
     labels = np.array([names.index(data.label_names[y]) for y in np.asarray(data.test.y)])
-    texts = [str(t) for t in data.test.x]
+    # what clients send: raw strings, or the images as PNG bytes
+    served = (ImagePreprocessor.from_config(facts["preprocessor"]).export_samples
+              if key == "image_bytes" else (lambda texts: [str(t) for t in texts]))
+    x = data.test.x
     probabilities = np.concatenate([
-        signature(text=tf.constant(texts[i:i + 256], tf.string))["probabilities"].numpy()
-        for i in range(0, len(texts), 256)])
+        signature(**{key: tf.constant(served(x[i:i + 256]), tf.string)})["probabilities"].numpy()
+        for i in range(0, len(x), 256)])
     chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
     report = classification_report(confusion_counts(labels, probabilities), names)
     return {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
