@@ -153,6 +153,20 @@ def _cmd_models(args) -> int:
     return 0
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes: a handler that kept the
+    stream it was made with would write to a closed one once pytest's capture or a notebook
+    has swapped ``sys.stderr`` ("--- Logging error ---")."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it: sys.stderr is read on each write
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,7 +236,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # tfkit's own progress lines only: a root handler would also print (and prefix with
     # "tfkit:") every record TensorFlow's Python logger emits
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("tfkit: %(message)s"))
     log = logging.getLogger("tfkit")
     log.handlers, log.propagate = [handler], False
