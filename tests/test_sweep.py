@@ -43,6 +43,12 @@ def test_sweep_ranks_on_validation_and_exports_only_the_best(tiny_csv, capsys):
     facts = json.loads(Path(lines[0]["export_path"], "assets.extra", "tfkit.json").read_text())
     assert facts["run_dir"] == lines[0]["run_dir"]
     assert "sweep: best" in err
+    # the ranking stays beside the trials, as printed
+    summary = json.loads(Path("runs/reviews", runs[0].name.rsplit("-", 1)[0] + ".json").read_text())
+    assert [Path(t["run_dir"]).name for t in summary["ranked"]] == [
+        Path(line["run_dir"]).name for line in lines]
+    assert summary["grid"] == {"train.learning_rate": [0.0001, 0.03]}
+    assert summary["export_path"] == lines[0]["export_path"] and summary["monitor"] == "val_loss"
 
 
 def test_accuracy_monitors_rank_highest_first(tiny_csv):

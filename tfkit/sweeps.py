@@ -10,6 +10,7 @@ so TF Serving never picks up a trial that lost.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -30,13 +31,15 @@ class SweepResult:
     ``trials``: one dict per trial in grid order (``overrides``, ``run_dir``, ``monitor``,
     ``value``: the monitor's validation value at the ``best_epoch``, and the test metrics);
     ``ranked``: the same, best first; ``best``: the winner's :class:`RunResult`;
-    ``export_path``: its SavedModel version (None when export is off).
+    ``export_path``: its SavedModel version (None when export is off); ``summary``: the
+    ranking as JSON, ``runs_dir/<name>/<sweep>.json`` beside the trials' folders.
     """
 
     trials: list[dict]
     ranked: list[dict]
     best: RunResult
     export_path: Path | None
+    summary: Path
 
 
 def parse_grid(texts) -> dict[str, list]:
@@ -111,10 +114,11 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
                           "which multi-worker training cannot do (its collectives are set up "
                           "once per process): run each trial as its own tfkit train.")
     export = first.export.enabled
+    prefix = first.train.run_name or stamp  # trials <prefix>-1, -2, ...; summary <prefix>.json
     results, rows = [], []
     for number, (sets, trial) in enumerate(zip(trials, configs), 1):
         trial.export.enabled = False  # only the winner is exported
-        trial.train.run_name = f"{trial.train.run_name or stamp}-{number}"
+        trial.train.run_name = f"{prefix}-{number}"
         log.info("sweep: trial %d of %d: %s", number, len(trials), " ".join(sets[len(overrides):]))
         result = train(trial)
         results.append(result)
@@ -130,7 +134,21 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
                  _round(rows[i].get("test_accuracy")), " ".join(rows[i]["overrides"]))
     if export_path is not None:
         log.info("sweep: exported the best trial: %s", export_path)
-    return SweepResult(rows, [rows[i] for i in ranked], best, export_path)
+    summary = write_summary(Path(first.train.runs_dir, first.name, f"{prefix}.json"), {
+        "grid": grid, "overrides": list(overrides), "monitor": monitor,
+        "ranked": [rows[i] for i in ranked],
+        "export_path": None if export_path is None else str(export_path)})
+    log.info("sweep: summary %s", summary)
+    return SweepResult(rows, [rows[i] for i in ranked], best, export_path, summary)
+
+
+def write_summary(path: Path, summary: dict) -> Path:
+    """The sweep's ranking as JSON next to its trials' run folders (written to a partial
+    file, then renamed: never half a summary)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    os.replace(partial, path)
+    return path.resolve()
 
 
 def _round(value):
