@@ -25,7 +25,7 @@ _PUBLIC = {
                    "token_dataset"],
     "tfkit.distribute": ["choose_strategy", "resolve_strategy"],
     "tfkit.explain": ["attention_html", "attention_weights", "explain_predictions",
-                      "word_importance"],
+                      "importance_html", "word_importance"],
     "tfkit.export": ["export_for_serving", "load_serving", "predict"],
     "tfkit.models": ["MODELS", "build_model", "model_params"],
     "tfkit.monitor": ["log_embeddings", "log_misclassified"],

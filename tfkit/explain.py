@@ -96,6 +96,27 @@ def attention_html(document: dict) -> str:
     return "\n".join(rows)
 
 
+def importance_html(answer: dict) -> str:
+    """One :func:`explain_predictions` (or :func:`word_importance`) answer as HTML: each word
+    on a blue background if it pushed the answer, red if it argued against it, the stronger
+    the more it did (display with ``IPython.display.HTML``).
+
+    Examples:
+        >>> page = importance_html({"label": "great", "probability": 0.9,
+        ...                         "words": [["tasty", 0.4], ["but", -0.2]]})
+        >>> print(page.replace("> <", ">\\n<"))
+        <div><b>great</b> 0.900 &nbsp; <span title="+0.4000" style="background: rgba(30,100,255,0.60)">tasty</span>
+        <span title="-0.2000" style="background: rgba(220,30,30,0.30)">but</span></div>
+    """
+    top = max((abs(v) for _, v in answer["words"]), default=0.0) or 1.0
+    words = " ".join(
+        f'<span title="{v:+.4f}" style="background: rgba({"30,100,255" if v >= 0 else "220,30,30"},'
+        f'{abs(v) / top * 0.6:.2f})">{html.escape(str(w))}</span>' for w, v in answer["words"])
+    label = answer.get("label", answer.get("class_id"))
+    return (f"<div><b>{html.escape(str(label))}</b> {answer['probability']:.3f} &nbsp; "
+            f"{words}</div>")
+
+
 def word_importance(probabilities: Callable, texts, split: str = "whitespace",
                     batch_size: int = 256) -> list[dict]:
     """How much each word holds up a prediction: the predicted class's probability for the
