@@ -67,6 +67,19 @@ def test_multitask_train_export_predict(multi_csv, workdir):
     events = EventAccumulator(str(result.run_dir / "logs" / "validation")).Reload()
     tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
     assert {"epoch_sentiment_accuracy", "epoch_stars_mae"} <= tags
+    # per-class scores of the classification head on the test split, agreeing with Keras
+    matrix = np.array(metrics["test_confusion_matrix"]["sentiment"])
+    assert matrix.sum() == metrics["test_examples"] and list(metrics["test_confusion_matrix"]) == ["sentiment"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["test_sentiment_accuracy"], abs=1e-6)
+    assert set(metrics["test_per_class"]["sentiment"]) == set(result.label_names["sentiment"])
+    assert 0 <= metrics["test_sentiment_macro_f1"] <= 1
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["test_confusion_matrix"] == metrics["test_confusion_matrix"]
+    test_events = EventAccumulator(str(result.run_dir / "logs" / "test")).Reload()
+    test_tags = set(test_events.Tags()["tensors"]) | set(test_events.Tags()["images"])
+    assert {"sentiment/confusion_matrix", "sentiment/classification_report",
+            "epoch_sentiment_macro_f1", "sentiment/good/pr_curves"} <= test_tags, test_tags
+    assert not any(tag.startswith("stars/") for tag in test_tags)  # regression: no classes
 
     # the SavedModel returns every head, from raw text, the way TF Serving calls it
     _, signature, _ = load_serving(result.export_path)

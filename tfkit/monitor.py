@@ -90,13 +90,15 @@ def traced_call(model: keras.Model):
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> traced_call
 
 
-def predictions(predict, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(label ids, probabilities)`` of ``predict`` (:func:`traced_call`) over ``(x, y)`` batches."""
+def predictions(predict, dataset):
+    """``(label ids, probabilities)`` of ``predict`` (:func:`traced_call`) over ``(x, y)``
+    batches; for a multi-task model both are ``{head: array}``."""
     labels, probabilities = [], []
     for x, y in dataset:
-        labels.append(np.asarray(y).reshape(-1))
-        probabilities.append(predict(x).numpy())
-    return np.concatenate(labels), np.concatenate(probabilities)
+        labels.append(tf.nest.map_structure(lambda t: np.asarray(t).reshape(-1), y))
+        probabilities.append(tf.nest.map_structure(np.asarray, predict(x)))
+    return (tf.nest.map_structure(lambda *parts: np.concatenate(parts), *labels),
+            tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities))
 
 
 def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -132,13 +134,15 @@ def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
 
 
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
-                         label_names: list[str], step: int) -> dict:
+                         label_names: list[str], step: int, head: str | None = None) -> dict:
     """Into the default summary writer: the confusion matrix as an image (tag
     ``confusion_matrix``) and as a table with the label names (``confusion_matrix_table``),
     per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
     (``epoch_macro_f1``) and one precision-recall curve per class, that class against the
-    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). Returns the
-    :func:`classification_report`."""
+    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). For a multi-task
+    model's ``head`` the tags are ``<head>/confusion_matrix``, ``epoch_<head>_macro_f1``,
+    ``<head>/<label>/pr_curves``, .... Returns the :func:`classification_report`."""
+    tag = f"{head}/" if head else ""
     matrix = confusion_counts(labels, probabilities)
     report = classification_report(matrix, label_names)
     counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
@@ -150,13 +154,15 @@ def write_classification(labels: np.ndarray, probabilities: np.ndarray,
         for name, c in report["per_class"].items()] + [
         f"| **macro average** | {report['macro_precision']:.3f} | {report['macro_recall']:.3f} "
         f"| {report['macro_f1']:.3f} | {int(np.sum(matrix))} |"]
-    tf.summary.image("confusion_matrix", confusion_image(matrix, label_names), step=step)
-    tf.summary.text("confusion_matrix_table", "\n".join(counts), step=step)
-    tf.summary.text("classification_report", "\n".join(scores), step=step)
-    tf.summary.scalar("epoch_macro_f1", report["macro_f1"], step=step)
+    tf.summary.image(f"{tag}confusion_matrix", confusion_image(matrix, label_names), step=step)
+    tf.summary.text(f"{tag}confusion_matrix_table", "\n".join(counts), step=step)
+    tf.summary.text(f"{tag}classification_report", "\n".join(scores), step=step)
+    tf.summary.scalar(f"epoch_{head}_macro_f1" if head else "epoch_macro_f1", report["macro_f1"],
+                      step=step)
     for i, name in enumerate(label_names):
-        curve = pr_curve.pb(name, labels == i, np.clip(probabilities[:, i], 0, 1).astype(np.float32),
-                            display_name=f"{name} (against the other classes)")
+        curve = pr_curve.pb(f"{tag}{name}", labels == i,
+                            np.clip(probabilities[:, i], 0, 1).astype(np.float32),
+                            display_name=f"{tag}{name} (against the other classes)")
         tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
     return report
 

@@ -440,31 +440,47 @@ def make_callbacks(out_dir: Path, run_dir: Path, config: Config, monitor: str,
     return callbacks
 
 
-def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: list[str]):
+def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: list | dict):
     """The test split's ``(label ids, probabilities)`` and, from their confusion matrix,
     ``test_macro_f1``, ``test_per_class`` (precision, recall, F1, support per label) and
-    ``test_confusion_matrix`` for metrics.json.
+    ``test_confusion_matrix`` for metrics.json. For a multi-task model (``label_names``
+    ``{head: names}``): per classification head, ``{head: (label ids, probabilities)}``,
+    ``test_<head>_macro_f1`` and ``{head: ...}`` in the other two.
 
     Accuracy alone hides a weak class: on the fine-food reviews (65% ``great``) a model
     answering ``great`` every time scores 0.66 accuracy and 0.40 macro F1 on the test split.
     """
     labels, probabilities = predictions(traced_call(model), test_ds)
-    report = classification_report(confusion_counts(labels, probabilities), label_names)
-    return (labels, probabilities), {
-        "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
-        "test_confusion_matrix": report["confusion_matrix"]}
+    if not isinstance(label_names, dict):
+        report = classification_report(confusion_counts(labels, probabilities), label_names)
+        return (labels, probabilities), {
+            "test_macro_f1": report["macro_f1"], "test_per_class": report["per_class"],
+            "test_confusion_matrix": report["confusion_matrix"]}
+    predicted, scores = {}, {"test_per_class": {}, "test_confusion_matrix": {}}
+    for head, names in label_names.items():
+        if names:  # classification heads; regression heads have no classes
+            predicted[head] = (labels[head].astype(np.int64), probabilities[head])
+            report = classification_report(confusion_counts(*predicted[head]), names)
+            scores[f"test_{head}_macro_f1"] = report["macro_f1"]
+            scores["test_per_class"][head] = report["per_class"]
+            scores["test_confusion_matrix"][head] = report["confusion_matrix"]
+    return predicted, scores
 
 
 def log_test_metrics(run_dir: Path, metrics: dict, step: int, predicted=None,
                      label_names=()) -> None:
-    """Writes the test metrics as TensorBoard scalars under ``logs/test``, and for single-task
-    classifiers (``predicted``: :func:`score_test_split`'s labels and probabilities) the test
-    confusion matrix, per-class scores and PR curves (:func:`write_classification`)."""
+    """Writes the test metrics as TensorBoard scalars under ``logs/test``, and for
+    classifiers (``predicted``: :func:`score_test_split`'s labels and probabilities, per
+    classification head for multi-task models) the test confusion matrix, per-class scores
+    and PR curves (:func:`write_classification`)."""
     writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
     with writer.as_default():
         for key, value in metrics.items():
             tf.summary.scalar(f"epoch_{key}", value, step=step)
-        if predicted is not None:
+        if isinstance(predicted, dict):
+            for head, (labels, probabilities) in predicted.items():
+                write_classification(labels, probabilities, list(label_names[head]), step, head)
+        elif predicted is not None:
             write_classification(*predicted, list(label_names), step)
     writer.close()
 
@@ -614,10 +630,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
                                  None)
             model.save(run_dir / "model.keras")
-            predicted = None
-            if not heads:  # single-task classifiers: per-class scores on the test split
-                predicted, report = score_test_split(model, test_ds, data.label_names)
-                metrics.update(report)
+            # per-class scores on the test split (per classification head for multi-task)
+            predicted, report = score_test_split(model, test_ds, data.label_names)
+            metrics.update(report)
             log_test_metrics(run_dir, test, max(epochs_run - 1, 0), predicted, data.label_names)
             log_graph(run_dir / "logs", serving_function(model, preprocessor, data.label_names))
             if isinstance(preprocessor, TextPreprocessor):  # hierarchical ones included
@@ -750,8 +765,7 @@ def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
     test_ds = make_dataset(data.test, preprocessor, config, config.train.batch_size, training=False)
     metrics = {f"test_{k}": float(v) for k, v in
                model.evaluate(test_ds, return_dict=True, verbose=0).items()}
-    if not heads:
-        metrics.update(score_test_split(model, test_ds, label_names)[1])
+    metrics.update(score_test_split(model, test_ds, label_names)[1])
     return {**metrics, "test_examples": len(data.test)}
 
 
