@@ -67,6 +67,11 @@ def test_multitask_train_export_predict(multi_csv, workdir):
     events = EventAccumulator(str(result.run_dir / "logs" / "validation")).Reload()
     tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
     assert {"epoch_sentiment_accuracy", "epoch_stars_mae"} <= tags
+    # the validation confusion matrix of the classification head, every epoch
+    assert {"sentiment/confusion_matrix", "sentiment/classification_report"} <= (
+        tags | set(events.Tags()["images"]))
+    assert len(events.Tensors("sentiment/confusion_matrix")) == 3  # TF2 images are tensors
+    assert len(result.history["val_sentiment_macro_f1"]) == 3
     # per-class scores of the classification head on the test split, agreeing with Keras
     matrix = np.array(metrics["test_confusion_matrix"]["sentiment"])
     assert matrix.sum() == metrics["test_examples"] and list(metrics["test_confusion_matrix"]) == ["sentiment"]

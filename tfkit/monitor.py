@@ -168,20 +168,22 @@ def write_classification(labels: np.ndarray, probabilities: np.ndarray,
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
-    """Logs the validation confusion matrix after every epoch (single-task classifiers), and
-    adds ``val_macro_f1`` to the epoch's logs for the callbacks that follow it.
+    """Logs the validation confusion matrix after every epoch, and adds ``val_macro_f1`` to
+    the epoch's logs for the callbacks that follow it. For a multi-task model: per
+    classification head, under ``<head>/...``, and ``val_<head>_macro_f1``.
 
     Args:
         log_dir: the run's ``logs`` folder; writes into ``log_dir/validation``.
         dataset: the validation ``tf.data.Dataset`` of ``(inputs, label ids)``.
-        label_names: the class names, in id order.
+        label_names: the class names, in id order; ``{head: names}`` for multi-task models
+            (``[]`` for regression heads, which are skipped).
     """
 
     def __init__(self, log_dir, dataset, label_names):
         super().__init__()
         self.log_dir = Path(log_dir)
         self.dataset = dataset
-        self.label_names = list(label_names)
+        self.label_names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
         self.writer = None
         self.predict = None
 
@@ -194,11 +196,18 @@ class ConfusionMatrix(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
+        labels, probabilities = self.predictions()
+        heads = self.label_names if isinstance(self.label_names, dict) else {None: self.label_names}
         with self.writer.as_default():
-            report = write_classification(*self.predictions(), self.label_names, epoch)
+            for head, names in heads.items():
+                if not names:  # a regression head
+                    continue
+                report = write_classification(
+                    labels if head is None else labels[head].astype(np.int64),
+                    probabilities if head is None else probabilities[head], names, epoch, head)
+                if logs is not None:  # for the callbacks after this one (train.monitor)
+                    logs[f"val_{head}_macro_f1" if head else "val_macro_f1"] = report["macro_f1"]
         self.writer.flush()
-        if logs is not None:  # for the callbacks after this one (train.monitor: val_macro_f1)
-            logs["val_macro_f1"] = report["macro_f1"]
 
     def on_train_end(self, logs=None):
         if self.writer is not None:

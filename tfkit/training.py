@@ -587,8 +587,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         # folder that is removed at the end, and keep just their own backup and best weights
         out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{worker}-"))
         log.info("run directory: %s%s", run_dir, "" if chief else f" (worker {worker}, not the chief)")
-        extra = []  # TensorBoard extras: the chief's only, single-task classifiers with validation
-        if chief and val_ds is not None and not heads:
+        extra = []  # TensorBoard extras: the chief's only, classifiers with validation
+        if chief and val_ds is not None and (not heads or any(
+                "num_classes" in spec for spec in heads.values())):
             extra.append(ConfusionMatrix(out_dir / "logs", val_ds, data.label_names))
         if chief:
             log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
