@@ -99,9 +99,21 @@ def test_multitask_train_export_predict(multi_csv, workdir):
     assert isinstance(predictions[0]["stars"], float)
     # the regression head predicts in the target's units, not standardised ones
     assert 0.0 < predictions[0]["stars"] < 6.0
-    with pytest.raises(ValueError, match=r"explain takes single-task text models; .* has the "
-                                         r"heads \['sentiment', 'stars'\]"):
+    with pytest.raises(ValueError, match=r"is a multi-task model: name the head to explain "
+                                         r"\(--head\), one of sentiment; got None"):
         tfkit.explain_predictions(result.export_path, ["great taste"])
+    explained = tfkit.explain_predictions(result.export_path, ["great taste, will buy again"],
+                                          head="sentiment")[0]
+    assert explained["label"] == predictions[0]["sentiment"]["label"]
+    assert explained["probability"] == pytest.approx(
+        predictions[0]["sentiment"]["probabilities"][explained["label"]], abs=1e-5)
+    assert [w for w, _ in explained["words"]] == ["great", "taste,", "will", "buy", "again"]
+    # the served model scored per head: its classification head agrees with the run's test
+    # scores, the regression head's MAE with Keras's
+    served = tfkit.evaluate(result.export_path)
+    assert served["test_sentiment_accuracy"] == pytest.approx(metrics["test_sentiment_accuracy"], abs=1e-6)
+    assert served["test_confusion_matrix"] == metrics["test_confusion_matrix"]
+    assert served["test_stars_mae"] == pytest.approx(metrics["test_stars_mae"], rel=1e-4)
 
 
 def test_multitask_round_trip_every_head(workdir):

@@ -128,7 +128,8 @@ def _cmd_explain(args) -> int:
     from tfkit.explain import explain_predictions
 
     texts = _texts(args)
-    for text, result in zip(texts, explain_predictions(args.saved_model, texts, args.top)):
+    for text, result in zip(texts, explain_predictions(args.saved_model, texts, args.top,
+                                                       args.head)):
         print(json.dumps({"input": text, **result}, ensure_ascii=False))
     return 0
 
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(leave-one-out), JSON lines out")
     input_arguments(p)
     p.add_argument("--top", type=int, default=3, help="most important words listed apart (default 3)")
+    p.add_argument("--head", help="multi-task models: the classification head to explain")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("models", help="list the registered model builders")

@@ -169,7 +169,8 @@ def word_importance(probabilities: Callable, texts, split: str = "whitespace",
     return out
 
 
-def explain_predictions(path: str | os.PathLike, texts, top: int = 3) -> list[dict]:
+def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
+                        head: str | None = None) -> list[dict]:
     """:func:`word_importance` for an exported text model, on raw strings, as TF Serving
     would answer them (``tfkit explain``).
 
@@ -177,13 +178,15 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3) -> list[di
         path: a SavedModel version folder or ``saved_models/<name>`` (latest version).
         texts: raw texts.
         top: how many of the most important words to list apart.
+        head: for a multi-task export, the classification head to explain.
 
     Returns:
         One dict per text: ``label``, ``probability``, ``words`` (``[word, importance]`` in
         text order) and ``top`` (the ``top`` most important words, most important first).
 
     Raises:
-        ValueError: for an image, sequence or multi-task export.
+        ValueError: for an image or sequence export, or a multi-task one without ``head``
+            naming one of its classification heads.
 
     Examples:
         >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
@@ -202,15 +205,20 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3) -> list[di
     if list(signature.structured_input_signature[1]) != ["text"]:
         raise ValueError(f"explain takes text models; '{version}' takes "
                          f"{list(signature.structured_input_signature[1])}.")
-    names = export_label_names(loaded, version)
-    if not isinstance(names, list):
-        raise ValueError(f"explain takes single-task text models; '{version}' has the heads "
-                         f"{list(names)}.")
+    names, output = export_label_names(loaded, version), "probabilities"
+    if isinstance(names, dict):
+        classes = [h for h, head_names in names.items() if head_names]
+        if head not in classes:
+            raise ValueError(f"'{version}' is a multi-task model: name the head to explain "
+                             f"(--head), one of {', '.join(classes)}; got {head!r}.")
+        names, output = names[head], f"{head}_probabilities"
+    elif head is not None:
+        raise ValueError(f"'{version}' has one output; --head is for multi-task models.")
     facts_file = version / "assets.extra" / "tfkit.json"  # how its preprocessor splits
     facts = json.loads(facts_file.read_text(encoding="utf-8")) if facts_file.is_file() else {}
 
     def probabilities(batch):
-        return signature(text=tf.constant(batch, tf.string))["probabilities"].numpy()
+        return signature(text=tf.constant(batch, tf.string))[output].numpy()
 
     split = facts.get("preprocessor", {}).get("split", "whitespace")
     out = []

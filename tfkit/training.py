@@ -782,41 +782,62 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
     Returns:
         ``test_accuracy``, ``test_loss`` (cross-entropy of the served probabilities),
         ``test_macro_f1``, ``test_per_class``, ``test_confusion_matrix``, ``test_examples``
-        and ``saved_model`` (the version scored).
+        and ``saved_model`` (the version scored). A multi-task export: ``test_<head>_...``
+        per classification head (``{head: ...}`` in the per-class scores and matrices) and
+        ``test_<head>_mae`` per regression head.
 
     Raises:
-        ConfigError: for a label the export does not know, or an export that is not a
-            single-task text or image classifier.
+        ConfigError: for a label the export does not know, heads other than the export's,
+            or an export that takes neither text nor images.
     """
     loaded, signature, version = load_serving(path)
     names = export_label_names(loaded, version)
     key = list(signature.structured_input_signature[1])[0]
-    if key not in ("text", "image_bytes") or not isinstance(names, list):
-        raise ConfigError(f"'{version}': evaluating a SavedModel takes single-task text and "
-                          "image classifiers; evaluate the run folder that exported it instead.")
+    if key not in ("text", "image_bytes"):
+        raise ConfigError(f"'{version}': evaluating a SavedModel takes text and image models "
+                          f"(this one takes {key}); evaluate the run folder that exported it.")
     facts = json.loads((version / "assets.extra" / "tfkit.json").read_text(encoding="utf-8"))
     run_config = Path(facts.get("run_dir", "-"), "config.yaml")
     config = load_config(run_config if run_config.is_file() else None, data_overrides)
     data = load_data(config.data)
-    unknown = [name for name in data.label_names if name not in names]
-    if unknown:
-        raise ConfigError(f"the data's label {unknown[0]!r} is not one the SavedModel "
-                          f"'{version}' answers ({', '.join(names)}).")
-    labels = np.array([names.index(data.label_names[y]) for y in np.asarray(data.test.y)])
+    multitask = isinstance(names, dict)
+    heads = names if multitask else {None: names}
+    data_names = data.label_names if multitask else {None: data.label_names}
+    targets = data.test.y if multitask else {None: data.test.y}
+    if not isinstance(data.label_names, dict) == multitask or set(heads) != set(data_names):
+        raise ConfigError(f"the data's heads {sorted(map(str, data_names))} are not the "
+                          f"SavedModel's {sorted(map(str, heads))} ('{version}').")
     # what clients send: raw strings, or the images as PNG bytes
     served = (ImagePreprocessor.from_config(facts["preprocessor"]).export_samples
               if key == "image_bytes" else (lambda texts: [str(t) for t in texts]))
     x = data.test.x
-    probabilities = np.concatenate([
-        signature(**{key: tf.constant(served(x[i:i + 256]), tf.string)})["probabilities"].numpy()
-        for i in range(0, len(x), 256)])
-    chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    report = classification_report(confusion_counts(labels, probabilities), names)
-    return {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-            "test_loss": float(-np.log(chosen).mean()), "test_macro_f1": report["macro_f1"],
-            "test_per_class": report["per_class"],
-            "test_confusion_matrix": report["confusion_matrix"],
-            "test_examples": len(labels), "saved_model": str(version)}
+    batches = [signature(**{key: tf.constant(served(x[i:i + 256]), tf.string)})
+               for i in range(0, len(x), 256)]
+    outputs = {k: np.concatenate([b[k].numpy() for b in batches]) for k in batches[0]}
+    out = {}
+    for head, head_names in heads.items():
+        prefix = f"{head}_" if head else ""
+        if not head_names:  # a regression head: its value in the target's units
+            out[f"test_{prefix}mae"] = float(np.mean(np.abs(outputs[head] - targets[head])))
+            continue
+        unknown = [name for name in data_names[head] if name not in head_names]
+        if unknown:
+            raise ConfigError(f"the data's label {unknown[0]!r} is not one the SavedModel "
+                              f"'{version}' answers ({', '.join(head_names)}).")
+        labels = np.array([head_names.index(data_names[head][y])
+                           for y in np.asarray(targets[head]).astype(np.int64)])
+        probabilities = outputs[f"{prefix}probabilities"]
+        chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+        report = classification_report(confusion_counts(labels, probabilities), head_names)
+        out[f"test_{prefix}accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels))
+        out[f"test_{prefix}loss"] = float(-np.log(chosen).mean())
+        out[f"test_{prefix}macro_f1"] = report["macro_f1"]
+        for name in ("per_class", "confusion_matrix"):
+            if multitask:
+                out.setdefault(f"test_{name}", {})[head] = report[name]
+            else:
+                out[f"test_{name}"] = report[name]
+    return {**out, "test_examples": len(x), "saved_model": str(version)}
 
 
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None) -> Path:
