@@ -4,7 +4,6 @@ SavedModel), and the attention of hierarchical models."""
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable
 
@@ -199,7 +198,7 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         >>> [word for word, _ in answer["words"]], len(answer["top"])
         (['tasty', 'and', 'fresh'], 3)
     """
-    from tfkit.export import export_label_names, load_serving
+    from tfkit.export import export_facts, export_label_names, load_serving
 
     loaded, signature, version = load_serving(path)
     if list(signature.structured_input_signature[1]) != ["text"]:
@@ -214,8 +213,7 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         names, output = names[head], f"{head}_probabilities"
     elif head is not None:
         raise ValueError(f"'{version}' has one output; --head is for multi-task models.")
-    facts_file = version / "assets.extra" / "tfkit.json"  # how its preprocessor splits
-    facts = json.loads(facts_file.read_text(encoding="utf-8")) if facts_file.is_file() else {}
+    facts = export_facts(version) or {}  # how its preprocessor splits
 
     def probabilities(batch):
         return signature(text=tf.constant(batch, tf.string))[output].numpy()

@@ -290,10 +290,9 @@ def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) 
     if not versions:
         return
     latest = model_dir / str(max(versions))
-    facts_file = latest / "assets.extra" / "tfkit.json"
-    if not facts_file.is_file():
+    facts = export_facts(latest)
+    if facts is None:
         return
-    facts = json.loads(facts_file.read_text(encoding="utf-8"))
     theirs = {"labels": facts.get("label_names"),
               "input": facts.get("serving_input", preprocessor.serving_input)}
     mine = {"labels": _plain_names(label_names), "input": preprocessor.serving_input}
@@ -457,15 +456,22 @@ def _class_result(out, row, names, prefix=""):
                               for n, p in zip(names, out[f"{prefix}probabilities"][row])}}
 
 
+def export_facts(version: Path) -> dict | None:
+    """What tfkit wrote about a version in ``assets.extra/tfkit.json`` (labels, input,
+    preprocessor settings, run folder), or None for a version tfkit did not export."""
+    file = Path(version) / "assets.extra" / "tfkit.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+
+
 def export_label_names(loaded, version: Path):
     """Label names of an export: the ``label_names`` variable, or for multi-task exports the
     ``{head: names}`` dict in ``assets.extra/tfkit.json``."""
     if hasattr(loaded, "label_names"):
         return [n.decode() for n in loaded.label_names[0].numpy()]
-    facts = version / "assets.extra" / "tfkit.json"
-    if not facts.is_file():
+    facts = export_facts(version)
+    if facts is None:
         raise FileNotFoundError(f"'{version}' has no label names (not a tfkit export?).")
-    return json.loads(facts.read_text(encoding="utf-8"))["label_names"]
+    return facts["label_names"]
 
 
 def _read_image(path) -> bytes:

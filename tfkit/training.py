@@ -55,6 +55,7 @@ from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_i
 from tfkit.explain import has_attention
 from tfkit.export import (
     check_next_version,
+    export_facts,
     export_for_serving,
     export_label_names,
     is_saved_model,
@@ -796,7 +797,9 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
     if key not in ("text", "image_bytes"):
         raise ConfigError(f"'{version}': evaluating a SavedModel takes text and image models "
                           f"(this one takes {key}); evaluate the run folder that exported it.")
-    facts = json.loads((version / "assets.extra" / "tfkit.json").read_text(encoding="utf-8"))
+    facts = export_facts(version)
+    if facts is None:
+        raise FileNotFoundError(f"'{version}' has no assets.extra/tfkit.json (not a tfkit export?).")
     run_config = Path(facts.get("run_dir", "-"), "config.yaml")
     config = load_config(run_config if run_config.is_file() else None, data_overrides)
     data = load_data(config.data)

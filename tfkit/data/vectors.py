@@ -92,12 +92,17 @@ def _is_header(line: str) -> bool:
     return len(fields) == 2 and all(f.isdigit() for f in fields)
 
 
+def _open(path: Path, mode: str):
+    """A word-vector file as text, gzip-compressed when its name ends in ``.gz``."""
+    return (gzip.open if path.suffix == ".gz" else open)(path, mode, encoding="utf-8")
+
+
 def _lines(path: Path):
     """The file's lines (gzip-compressed when it ends in ``.gz``), numbered from 1."""
     if not path.is_file():
         raise DataError(f"word vectors file '{path}' does not exist.")
     try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as lines:
+        with _open(path, "rt") as lines:
             yield from enumerate(lines, 1)
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
         raise DataError(f"'{path}' is not a word-vector text file ({type(exc).__name__}: {exc}); "
@@ -173,6 +178,15 @@ def word_embedding(model: keras.Model, vocab_size: int) -> keras.layers.Embeddin
                 None)
 
 
+def _word_embedding_of(model: keras.Model, vocabulary: list[str], what: str):
+    """:func:`word_embedding`, or a :class:`DataError` saying ``what`` needed one."""
+    layer = word_embedding(model, len(vocabulary))
+    if layer is None:
+        raise DataError(f"{what}: model '{model.name}' has no keras.layers.Embedding with "
+                        f"{len(vocabulary)} rows (one per word).")
+    return layer
+
+
 def _all_layers(layer):
     """The layers inside ``layer``, depth first (nested models and wrappers included)."""
     for inner in getattr(layer, "layers", []):
@@ -212,10 +226,7 @@ def load_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.
         >>> load_word_vectors(model, pre.vocabulary(), "vectors.txt", freeze=True)
         {'path': 'vectors.txt', 'words_found': 2, 'vocabulary': 9, 'coverage': 0.2222, 'frozen': True}
     """
-    layer = word_embedding(model, len(vocabulary))
-    if layer is None:
-        raise DataError(f"word vectors '{path}': model '{model.name}' has no "
-                        f"keras.layers.Embedding with {len(vocabulary)} rows (one per word).")
+    layer = _word_embedding_of(model, vocabulary, f"word vectors '{path}'")
     vectors, found = read_word_vectors(path, vocabulary)
     if vectors.shape[1] != layer.output_dim:
         raise DataError(f"word vectors '{path}' have {vectors.shape[1]} numbers per word, the "
@@ -252,13 +263,10 @@ def save_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.
         2 2
         tea ...
     """
-    layer = word_embedding(model, len(vocabulary))
-    if layer is None:
-        raise DataError(f"model '{model.name}' has no keras.layers.Embedding with "
-                        f"{len(vocabulary)} rows (one per word).")
+    layer = _word_embedding_of(model, vocabulary, f"saving word vectors to '{path}'")
     table = keras.ops.convert_to_numpy(layer.embeddings)
     path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "wt", encoding="utf-8") as out:
+    with _open(path, "wt") as out:
         out.write(f"{len(vocabulary) - 2} {table.shape[1]}\n")
         for word, vector in zip(vocabulary[2:], table[2: len(vocabulary)]):
             out.write(word + " " + " ".join(f"{v:.6g}" for v in vector) + "\n")
