@@ -266,8 +266,10 @@ def save_word_vectors(model: keras.Model, vocabulary: list[str], path: str | os.
     layer = _word_embedding_of(model, vocabulary, f"saving word vectors to '{path}'")
     table = keras.ops.convert_to_numpy(layer.embeddings)
     path = Path(path)
-    with _open(path, "wt") as out:
+    partial = path.with_name(f".partial-{path.name}")  # never half a file under the name
+    with _open(partial, "wt") as out:
         out.write(f"{len(vocabulary) - 2} {table.shape[1]}\n")
         for word, vector in zip(vocabulary[2:], table[2: len(vocabulary)]):
             out.write(word + " " + " ".join(f"{v:.6g}" for v in vector) + "\n")
+    os.replace(partial, path)
     return path
