@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -19,8 +20,21 @@ def _read_inputs(path: str, column: str | None, encoding: str | None = None) -> 
     """Texts from a .txt (one per line), .csv or .tsv (``column``) or .jsonl (``column`` key) file,
     or from standard input (``-``: one text per line). A UTF-8 byte-order mark (spreadsheet
     exports) is skipped; ``encoding`` names another text encoding."""
-    if path == "-":
+    if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream (tests, notebooks)
         return [line.rstrip("\r\n") for line in sys.stdin]
+    if path == "-":  # bytes, decoded line by line: an error names the line
+        lines = []
+        for number, line in enumerate(sys.stdin.buffer, 1):
+            try:
+                lines.append(line.decode(encoding or "utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"standard input line {number} is not "
+                                 f"{encoding or 'UTF-8'} (byte 0x{line[exc.start]:02x}): give "
+                                 "its encoding with --encoding, e.g. --encoding cp1252.") from None
+            except LookupError:
+                raise ValueError(f"--encoding {encoding!r} is not a text encoding Python knows "
+                                 "(e.g. utf-8, latin-1, cp1252, utf-16).") from None
+        return lines
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"input file '{path}' does not exist.")
@@ -111,7 +125,8 @@ def _cmd_evaluate(args) -> int:
 def _cmd_export(args) -> int:
     from tfkit.training import export_run
 
-    print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name))}))
+    print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name,
+                                                    force=args.force))}))
     return 0
 
 
@@ -207,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a finished run as the next SavedModel version")
     p.add_argument("run_dir")
     p.add_argument("--base-dir", help="TF Serving base folder (default: the run's export.base_dir)")
-    p.add_argument("--name", help="model name under the base folder")
+    p.add_argument("--name", help="model name under the base folder (one folder name: "
+                                  "letters, digits, '.', '_', '-')")
+    p.add_argument("--force", action="store_true",
+                   help="publish even a model that fails the checks before publishing (finite "
+                        "loss, above the majority label, not worse than the served version)")
     p.set_defaults(func=_cmd_export)
 
     def input_arguments(p):
@@ -252,11 +271,25 @@ def main(argv=None) -> int:
         print(f"tfkit: error: {exc}", file=sys.stderr)
         return 2
     except tf.errors.InvalidArgumentError as exc:  # e.g. bytes that are not an image
-        lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
-        reason = next((line for line in lines if "assertion failed" in line),
-                      next((line for line in lines if "execution error" not in line), exc.message))
-        print(f"tfkit: error: the model rejected the input: {reason}", file=sys.stderr)
+        print(f"tfkit: error: the model rejected the input: {rejection_reason(exc.message)}",
+              file=sys.stderr)
         return 2
+
+
+def rejection_reason(message: str) -> str:
+    """The part of a TensorFlow ``InvalidArgumentError`` a user can act on: a failed check's
+    text (``assertion failed: [...]``) or the op's own reason (``Invalid PNG data, size 60``),
+    without the graph's node names, the ``Detected at node`` trace, or unprintable bytes."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]"
+                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    assertion = next((line for line in lines if "assertion failed" in line), None)
+    if assertion:
+        return assertion[:500]
+    noise = ("execution error", "Detected at node", "File ", "in user code", "Traceback")
+    useful = [line for line in lines if not line.startswith(noise) and not line.endswith(":")]
+    return (useful[-1] if useful else text.strip() or "InvalidArgumentError")[:500]
 
 
 if __name__ == "__main__":

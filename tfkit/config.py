@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -140,6 +141,15 @@ class ExportConfig:
     base_dir: str = "saved_models"
     name: str | None = None  # defaults to the config name
     serving_root: str = "/models"  # where TF Serving sees base_dir (models.config base paths)
+    # publish only a model that passes the checks: finite loss, accuracy above always answering
+    # the most frequent label, and not worse than the version already served (see below)
+    blessing: bool = True
+    # how much lower (accuracy, 0..1) than the served version's on this run's test split a new
+    # model may score and still be published
+    max_regression: float = 0.02
+    # image models: the served model refuses an image whose header says it has more pixels
+    # (width x height) than this, before decoding it (a small file can hold a huge image)
+    max_image_pixels: int = 50_000_000
 
 
 @dataclass
@@ -165,6 +175,22 @@ PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
 SPLITS = ("whitespace", "character")  # tfkit.data.text.SPLITS (config imports no TensorFlow)
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+HEAD_KINDS = ("classification", "regression")  # data.heads values
+# data.source -> the optional data keys it reads (setting one for a source that ignores it is
+# an error: a data.test_path the embedded sets would silently ignore, say), the keys it
+# cannot do without, and what it gives the model (text, or arrays: images, sequences)
+SOURCE_KEYS = {"fine_foods": (), "tate": (), "digits": (),
+               "csv": ("path", "test_path", "encoding"), "directory": ("path", "test_path"),
+               "image_directory": ("path", "test_path"), "numpy": ("path",),
+               "tfds": ("name", "data_dir")}
+SOURCE_NEEDS = {"csv": ("path", "the CSV file"), "directory": ("path", "the folder"),
+                "image_directory": ("path", "the folder of class folders"),
+                "numpy": ("path", "the .npz file"),
+                "tfds": ("name", "the tensorflow-datasets dataset")}
+TEXT_SOURCES = ("fine_foods", "tate", "csv", "directory")
+ARRAY_SOURCES = ("digits", "image_directory", "numpy")  # tfds: text or images, by dataset
+# a name that becomes one folder: runs/<name>/<run_name>, saved_models/<export.name>
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -245,10 +271,58 @@ def config_from_dict(values: dict) -> Config:
     return config
 
 
+def check_name(key: str, value: str | None) -> None:
+    """A name that tfkit turns into one folder (a run's, a served model's) must be one safe
+    path component: letters, digits, ``.``, ``_``, ``-``, and not ``.`` or ``..``.
+
+    Raises:
+        ConfigError: naming ``key`` and what is allowed.
+    """
+    if value is None:
+        return
+    if not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{key} must be one folder name: letters, digits, '.', '_' and '-', "
+                          f"not '.' or '..'; got {excerpt(value)}.")
+
+
+def excerpt(value, limit: int = 60) -> str:
+    """A short, printable quote of a user's value for an error message: ``repr`` (control
+    characters and undecodable bytes escaped), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...' ({len(str(value))} characters)"
+
+
+def data_source_problem(d: DataConfig) -> str | None:
+    """What is wrong with ``data.source`` and the keys that go with it, or None: an unknown
+    source, a key the source does not read, or one it cannot do without. Checked by
+    :func:`config_from_dict` (``tfkit config`` too) and again by ``load_data``."""
+    if d.source not in SOURCE_KEYS:
+        close = difflib.get_close_matches(str(d.source), list(SOURCE_KEYS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return (f"Unknown data.source {excerpt(d.source)}; expected one of "
+                f"{', '.join(SOURCE_KEYS)}.{hint}")
+    for key in ("path", "test_path", "encoding", "name", "data_dir"):
+        if getattr(d, key) is not None and key not in SOURCE_KEYS[d.source]:
+            readers = [source for source, keys in SOURCE_KEYS.items() if key in keys]
+            return (f"data.{key} is set ({excerpt(getattr(d, key))}) but data.source "
+                    f"'{d.source}' does not read it; it is read by {', '.join(readers)}.")
+    if d.source in SOURCE_NEEDS:
+        key, what = SOURCE_NEEDS[d.source]
+        if not getattr(d, key):
+            return f"data.{key} must name {what} when data.source is '{d.source}'."
+    return None
+
+
 def _validate(config: Config) -> None:
     # late: models must not import config
     from tfkit.models import TEXT_INPUTS, check_model_params, model_inputs
 
+    check_name("name", config.name)
+    check_name("train.run_name", config.train.run_name)
+    check_name("export.name", config.export.name)
+    problem = data_source_problem(config.data)
+    if problem:
+        raise ConfigError(problem)
     try:
         check_model_params(config.model.name, config.model.params)
     except ValueError as exc:
@@ -279,10 +353,32 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
     d, t = config.data, config.train
     _validate_heads(config)
-    for key, value in (("data.validation_fraction", d.validation_fraction),
-                       ("data.test_fraction", d.test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{key} must be in [0, 1), got {value!r}.")
+    _validate_inputs(config)
+    if not 0.0 <= d.validation_fraction < 1.0:
+        raise ConfigError("data.validation_fraction must be in [0, 1) (0: no validation "
+                          f"split), got {d.validation_fraction!r}.")
+    if not 0.0 < d.test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction must be in (0, 1), got {d.test_fraction!r}.")
+    if d.validation_fraction + d.test_fraction >= 1.0:
+        raise ConfigError(f"data.validation_fraction ({d.validation_fraction}) + "
+                          f"data.test_fraction ({d.test_fraction}) must be below 1: no "
+                          "training examples would be left.")
+    if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+        raise ConfigError(f"train.learning_rate must be a finite number > 0, got "
+                          f"{t.learning_rate!r}.")
+    if t.monitor != "val_loss" and d.heads:
+        raise ConfigError(f"train.monitor '{t.monitor}': a multi-task model has per-head "
+                          "metrics; use val_loss (the weighted sum of the heads' losses).")
+    if t.monitor != "val_loss" and d.validation_fraction == 0:
+        raise ConfigError(f"train.monitor '{t.monitor}' needs a validation split "
+                          "(data.validation_fraction > 0); val_loss falls back to the "
+                          "training loss.")
+    e = config.export
+    if not (math.isfinite(e.max_regression) and 0.0 <= e.max_regression <= 1.0):
+        raise ConfigError("export.max_regression must be in [0, 1] (accuracy a new version may "
+                          f"lose against the served one), got {e.max_regression!r}.")
+    if e.max_image_pixels < 1:
+        raise ConfigError(f"export.max_image_pixels must be >= 1, got {e.max_image_pixels!r}.")
     for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
                        ("train.steps_per_execution", t.steps_per_execution),
                        ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len),
@@ -314,11 +410,28 @@ def _validate(config: Config) -> None:
                           f"from 1 over the run with start <= stop, or null; got {t.profile_batch!r}.")
 
 
+def _validate_inputs(config: Config) -> None:
+    """The source gives what the model reads: text models need a text source, image and
+    sequence models an array source (tfds may give either: checked when its data is read)."""
+    from tfkit.models import MODELS, TEXT_INPUTS, model_inputs
+
+    source, name = config.data.source, config.model.name
+    inputs = model_inputs(name, config.model.params)
+    if inputs == "encoder" or source not in TEXT_SOURCES + ARRAY_SOURCES:
+        return
+    gives_text = source in TEXT_SOURCES
+    if (inputs in TEXT_INPUTS) != gives_text:
+        fits = [n for n, entry in MODELS.items()
+                if entry.inputs != "encoder" and (entry.inputs in TEXT_INPUTS) == gives_text]
+        raise ConfigError(f"model '{name}' takes {'text' if inputs in TEXT_INPUTS else inputs} "
+                          f"inputs, but data.source '{source}' gives "
+                          f"{'text' if gives_text else 'arrays'}. Models that take "
+                          f"{'text' if gives_text else 'arrays'}: {', '.join(fits)} (model.name).")
+
+
 def _validate_heads(config: Config) -> None:
     """data.heads, train.loss_weights and the multitask model go together; train.class_weight
     is for single-task classifiers (its labels are checked against the data in training)."""
-    from tfkit.data.sources import HEAD_KINDS
-
     heads, weights = config.data.heads, config.train.loss_weights
     multitask = config.model.name == "multitask"
     if multitask and not heads:

@@ -198,7 +198,7 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         >>> [word for word, _ in answer["words"]], len(answer["top"])
         (['tasty', 'and', 'fresh'], 3)
     """
-    from tfkit.export import export_facts, export_label_names, load_serving
+    from tfkit.export import export_facts, export_label_names, load_serving, utf8_texts
 
     loaded, signature, version = load_serving(path)
     if list(signature.structured_input_signature[1]) != ["text"]:
@@ -219,6 +219,7 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         return signature(text=tf.constant(batch, tf.string))[output].numpy()
 
     split = facts.get("preprocessor", {}).get("split", "whitespace")
+    texts = [text.decode("utf-8") for text in utf8_texts(texts)]  # refuses what is not text
     out = []
     for result in word_importance(probabilities, texts, split):
         ranked = sorted(result["words"], key=lambda pair: -pair[1])

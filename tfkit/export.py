@@ -17,9 +17,12 @@ next integer version. A failed export leaves no version.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -33,6 +36,15 @@ SERVING_KEY = "serving_default"
 EXAMPLES_KEY = "serving_examples"  # the same raw input inside serialized tf.train.Example protos
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
 MODEL_CONFIG = "models.config"  # --model_config_file: every model under the base folder
+STAGING_PREFIX = ".export-"  # hidden: TF Serving serves only folders named by an integer
+OWNER_FILE = "owner.json"  # in a staging folder: which process writes it
+STALE_AFTER_SECONDS = 6 * 3600  # a staging folder without a live owner older than this is stale
+# the warmup file: TF Serving replays it at every load, so it is kept small
+WARMUP_TEXT_CHARS = 4000  # each text cut to this many characters
+WARMUP_EXAMPLE_BYTES = 256 * 1024  # a larger encoded image is not used for warmup
+WARMUP_MAX_BYTES = 1024 * 1024  # the whole file
+
+log = logging.getLogger("tfkit")
 
 
 class ExportError(RuntimeError):
@@ -63,11 +75,20 @@ def write_model_config(base_dir: str | os.PathLike, serving_root: str = "/models
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text_format.MessageToString(config))
+        # mkstemp makes the file 0600: TF Serving, often another user, must read it
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, base / MODEL_CONFIG)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)  # e.g. a full disk: leave no stray file
         raise
     return base / MODEL_CONFIG
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _class_outputs(probabilities, label_names, prefix=""):
@@ -208,24 +229,51 @@ def endpoint_inputs(preprocessor, samples) -> tuple[dict, tf.Tensor]:
             for endpoint, (_, signature) in endpoints.items()}, prepared
 
 
-def write_warmup_requests(path: Path, model_name: str, inputs: dict) -> None:
+def warmup_samples(samples) -> list:
+    """The export's check samples as the warmup file holds them: texts cut to
+    ``WARMUP_TEXT_CHARS`` characters, encoded images over ``WARMUP_EXAMPLE_BYTES`` left out
+    (TF Serving replays the file at every load of the version: a 5 MB review would be
+    replayed as 5 MB, twice per endpoint)."""
+    kept = []
+    for sample in samples:
+        if isinstance(sample, str):
+            kept.append(sample[:WARMUP_TEXT_CHARS])
+        elif not isinstance(sample, bytes) or len(sample) <= WARMUP_EXAMPLE_BYTES:
+            kept.append(sample)
+    return kept
+
+
+def _warmup_record(model_name: str, endpoint: str, name: str, rows) -> bytes:
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=model_name, signature_name=endpoint))
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
+    return prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString()
+
+
+def write_warmup_requests(path: Path, model_name: str, inputs: dict,
+                          max_bytes: int = WARMUP_MAX_BYTES) -> None:
     """Writes TF Serving's SavedModel warmup file, ``assets.extra/tf_serving_warmup_requests``.
 
     TF Serving initialises parts of the TensorFlow runtime lazily, so the first request to a
     fresh version pays for them; with this file it replays the requests when it loads the
     version, before the version serves. A TFRecord of ``PredictionLog`` protos (the
     ``tensorflow-serving-api`` messages): per endpoint, one request with the first sample
-    and one with all of them.
+    and one with as many of the samples (:func:`warmup_samples`) as keep the file under
+    ``max_bytes``; a request that does not fit at all is left out.
     """
+    total = 0
     with tf.io.TFRecordWriter(str(path / "assets.extra" / WARMUP_FILE)) as writer:
         for endpoint, (name, batch) in inputs.items():
-            for rows in (batch[:1], batch):
-                request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-                    name=model_name, signature_name=endpoint))
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
-                log = prediction_log_pb2.PredictionLog(
-                    predict_log=prediction_log_pb2.PredictLog(request=request))
-                writer.write(log.SerializeToString())
+            for rows in (1, int(batch.shape[0])):
+                record = _warmup_record(model_name, endpoint, name, batch[:rows])
+                while total + len(record) > max_bytes and rows > 1:
+                    rows //= 2  # fewer rows, until the request fits
+                    record = _warmup_record(model_name, endpoint, name, batch[:rows])
+                if total + len(record) > max_bytes:
+                    continue
+                writer.write(record)
+                total += len(record)
 
 
 def replay_warmup_requests(path: Path, loaded) -> None:
@@ -273,6 +321,15 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     replay_warmup_requests(path, loaded)
 
 
+def published_versions(model_dir: str | os.PathLike) -> list[Path]:
+    """The version folders under ``model_dir`` that hold a SavedModel, oldest first."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return []
+    return sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
+                  key=lambda p: int(p.name))
+
+
 def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) -> None:
     """Refuses a new version that would change what the model's TF Serving clients get.
 
@@ -285,11 +342,10 @@ def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) 
         ExportError: naming the latest version, its labels and input, and this model's.
     """
     model_dir = Path(model_dir)
-    versions = [int(p.name) for p in model_dir.iterdir()
-                if p.name.isdigit() and (p / "saved_model.pb").is_file()] if model_dir.is_dir() else []
+    versions = published_versions(model_dir)
     if not versions:
         return
-    latest = model_dir / str(max(versions))
+    latest = versions[-1]
     facts = export_facts(latest)
     if facts is None:
         return
@@ -300,7 +356,7 @@ def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) 
         raise ExportError(
             f"'{latest}' serves labels {theirs['labels']} (input '{theirs['input']}') to the TF "
             f"Serving clients of '{model_dir.name}'; this model has labels {mine['labels']} (input "
-            f"'{mine['input']}'), and as version {max(versions) + 1} it would replace that model "
+            f"'{mine['input']}'), and as version {int(latest.name) + 1} it would replace that model "
             "for them. Export it under another name (config 'name' or 'export.name'; "
             "tfkit export --name), or move the old versions out of that folder first.")
 
@@ -344,8 +400,15 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
     """
     model_dir = Path(model_dir).resolve()
     check_next_version(model_dir, label_names, preprocessor)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(model_dir)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+        (staging / OWNER_FILE).write_text(json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+    except OSError as exc:
+        raise ExportError(f"cannot write a SavedModel into '{model_dir}': {_reason(exc)}; "
+                          "nothing was published.") from None
     try:
         archive = build_archive(model, preprocessor, label_names)
         archive.write_out(str(staging / "model"), verbose=False)
@@ -357,7 +420,8 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
         inputs, model_inputs = endpoint_inputs(preprocessor, samples)
-        write_warmup_requests(staging / "model", model_dir.name, inputs)
+        write_warmup_requests(staging / "model", model_dir.name,
+                              endpoint_inputs(preprocessor, warmup_samples(samples))[0])
         _check_export(staging / "model", model, label_names, inputs, model_inputs, atol)
         while True:  # another exporter may take a version number between our check and rename
             target = model_dir / str(next_version(model_dir))
@@ -367,13 +431,68 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                 if not target.exists():
                     raise
                 continue
-            write_model_config(model_dir.parent, serving_root)
-            return target
+            break
+    except (OSError, tf.errors.OpError) as exc:  # a full disk, a folder made read-only...
+        raise ExportError(f"exporting the SavedModel into '{model_dir}' failed: {_reason(exc)}; "
+                          "nothing was published.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    try:
+        write_model_config(model_dir.parent, serving_root)
+    except OSError as exc:
+        raise ExportError(f"version {target.name} is published and live at '{target}' (TF "
+                          "Serving's file-system poller serves it), but writing "
+                          f"'{model_dir.parent / MODEL_CONFIG}' failed: {_reason(exc)}. Fix "
+                          "that, then run any export again to rewrite it.") from None
+    return target
 
 
-def _version_folder(path: str | os.PathLike) -> Path:
+def _reason(exc: BaseException) -> str:
+    """The short cause of an OS or TensorFlow error (no traceback, no op names)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+def _owner_alive(staging: Path) -> bool | None:
+    """Whether the process that wrote ``staging`` still runs on this machine: True, False, or
+    None when it cannot be told (no owner file, another host)."""
+    try:
+        owner = json.loads((staging / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
+
+
+def remove_stale_staging(model_dir: Path) -> list[Path]:
+    """Removes the hidden staging folders of exports that did not finish (killed, or the
+    machine went down): those whose writing process is gone, or, where that cannot be
+    told, older than ``STALE_AFTER_SECONDS``. Says so in the log; returns what it removed."""
+    removed = []
+    for staging in sorted(Path(model_dir).glob(f"{STAGING_PREFIX}*")):
+        if not staging.is_dir():
+            continue
+        alive = _owner_alive(staging)
+        if alive or (alive is None and
+                     time.time() - staging.stat().st_mtime < STALE_AFTER_SECONDS):
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        removed.append(staging)
+        log.info("removed '%s', left by an export that did not finish", staging)
+    return removed
+
+
+def version_folder(path: str | os.PathLike) -> Path:
     """``path`` itself, or its newest version folder when it is ``saved_models/<name>``."""
     path = Path(path)
     if not (path / "saved_model.pb").is_file() and path.is_dir():
@@ -385,7 +504,7 @@ def _version_folder(path: str | os.PathLike) -> Path:
 
 def is_saved_model(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a SavedModel version folder or a folder of versions."""
-    return (_version_folder(path) / "saved_model.pb").is_file()
+    return (version_folder(path) / "saved_model.pb").is_file()
 
 
 def load_serving(path: str | os.PathLike):
@@ -396,11 +515,19 @@ def load_serving(path: str | os.PathLike):
     Raises:
         FileNotFoundError: if no SavedModel is there.
     """
-    path = _version_folder(path)
+    path = version_folder(path)
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"No SavedModel at '{path}' (expected saved_model.pb, or "
                                 "version folders 1/, 2/, ... inside it).")
-    loaded = tf.saved_model.load(str(path))
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        raise ValueError(f"'{path}' cannot be loaded as a SavedModel: {_reason(exc)}") from None
+    if SERVING_KEY not in loaded.signatures:
+        raise ValueError(f"'{path}' has no '{SERVING_KEY}' signature (it has: "
+                         f"{', '.join(sorted(loaded.signatures)) or 'none'}); tfkit reads that "
+                         "one, which every tfkit export has: export the model with tfkit "
+                         "(tfkit export RUN_DIR).")
     return loaded, loaded.signatures[SERVING_KEY], path
 
 
@@ -430,7 +557,7 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
     names = export_label_names(loaded, version)
     key = list(signature.structured_input_signature[1])[0]
     if key == "text":
-        inputs = [str(x) for x in inputs]
+        inputs = utf8_texts(inputs)
     elif key == "image_bytes":
         inputs = [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
     else:
@@ -448,6 +575,35 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
                                 if head_names else round(float(out[head][row]), 6)
                                 for head, head_names in names.items()})
     return results
+
+
+def utf8_texts(texts) -> list[bytes]:
+    """Texts as the UTF-8 bytes a ``text`` signature takes.
+
+    Raises:
+        ValueError: naming the first input that is not valid text (a command-line argument
+            with bytes that are not UTF-8 arrives as a string with lone surrogates).
+    """
+    out = []
+    for number, text in enumerate(texts, 1):
+        if isinstance(text, bytes):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"input {number} is not valid UTF-8: byte 0x{text[exc.start]:02x} "
+                                 f"at byte {exc.start + 1}.") from None
+            out.append(text)
+            continue
+        text = str(text)
+        try:
+            out.append(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            bad = ord(text[exc.start])
+            what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"U+{bad:04X}"
+            raise ValueError(f"input {number} is not valid UTF-8 text: {what} at character "
+                             f"{exc.start + 1}; give text in UTF-8 (or a file with "
+                             "--input and its --encoding).") from None
+    return out
 
 
 def _class_result(out, row, names, prefix=""):

@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import Config, ConfigError, load_config, save_config
+from tfkit.config import Config, ConfigError, check_name, load_config, save_config
 from tfkit.data import (
     HierarchicalTextPreprocessor,
     ImagePreprocessor,
@@ -53,14 +54,15 @@ from tfkit.data import (
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
 from tfkit.explain import has_attention
+from tfkit.evaluation import bless, score_saved_model
 from tfkit.export import (
+    ExportError,
     check_next_version,
     export_facts,
     export_for_serving,
-    export_label_names,
     is_saved_model,
-    load_serving,
     serving_function,
+    version_folder,
 )
 from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
 from tfkit.monitor import (
@@ -132,7 +134,7 @@ def make_preprocessor(config: Config, data: LabeledData):
                               f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
         height, width = config.data.image_size or x.shape[1:3]
         channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
-        preprocessor = ImagePreprocessor(height, width, channels)
+        preprocessor = ImagePreprocessor(height, width, channels, config.export.max_image_pixels)
     else:
         steps = x.shape[1]
         preprocessor = SequencePreprocessor(steps, int(np.prod(x.shape[2:])))
@@ -144,6 +146,36 @@ def make_preprocessor(config: Config, data: LabeledData):
         log.info("vocabulary: %d words from the training texts + %d from %s",
                  size, preprocessor.vocab_size - size, config.model.word_vectors)
     return preprocessor
+
+
+FEW_EXAMPLES = 5  # per class, in the validation or test split: fewer makes noisy scores
+
+
+def warn_small_splits(data: LabeledData) -> list[str]:
+    """Logs a warning for each class with fewer than ``FEW_EXAMPLES`` examples in the
+    validation or test split (per classification head): its scores, the best epoch and the
+    checks before publishing then rest on a handful of examples. Tiny data is fine for a try,
+    so this is no error. Returns the warnings."""
+    multitask = isinstance(data.label_names, dict)
+    heads = data.label_names if multitask else {None: data.label_names}
+    warnings = []
+    for split_name, split in (("validation", data.validation), ("test", data.test)):
+        if not len(split):
+            continue
+        for head, names in heads.items():
+            if not names:
+                continue
+            y = split.y[head] if multitask else split.y
+            counts = np.bincount(np.asarray(y).astype(np.int64).reshape(-1), minlength=len(names))
+            few = [f"{name!r} {count}" for name, count in zip(names, counts)
+                   if count < FEW_EXAMPLES]
+            if few:
+                where = f"the {split_name} split" + (f" (head {head})" if head else "")
+                warnings.append(f"{where} has fewer than {FEW_EXAMPLES} examples of "
+                                f"{len(few)} class(es) ({', '.join(few[:5])}): its scores are noisy")
+    for warning in warnings:
+        log.warning("small data: %s", warning)
+    return warnings
 
 
 def class_weights(config: Config, data: LabeledData) -> np.ndarray | None:
@@ -201,6 +233,47 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+class RunProgress(keras.callbacks.Callback):
+    """Keeps ``progress.json`` in the run folder: the epochs the run has finished, its
+    training seconds summed over every attempt (a resumed run starts a new one), the number
+    of attempts, and whether training is over (the model is saved). Written after each epoch
+    (a temporary file, then renamed), so a run killed at any point resumes with the right
+    counts, and :func:`train` reports the whole run, not the last attempt.
+    """
+
+    FILE = "progress.json"
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.file = Path(run_dir) / self.FILE
+        saved = json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file() else {}
+        self.state = {"epochs": 0, "train_seconds": 0.0, "attempts": 0, "trained": False, **saved}
+        self.state["attempts"] += 1
+        self._before, self._started = self.state["train_seconds"], time.perf_counter()
+        self._write()
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state["epochs"] = epoch + 1  # BackupAndRestore's epochs count from the run's start
+        self.state["train_seconds"] = self._before + time.perf_counter() - self._started
+        self._write()
+
+    def on_train_end(self, logs=None):
+        self.state["train_seconds"] = self._before + time.perf_counter() - self._started
+        self._write()
+
+    def finish_training(self) -> None:
+        self.state["trained"] = True
+        self._write()
+
+    def _write(self) -> None:
+        partial = self.file.with_name(f".{self.FILE}.partial")
+        partial.write_text(json.dumps(self.state), encoding="utf-8")
+        partial.replace(self.file)
 
 
 def write_status(run_dir: Path, state: str, **facts) -> None:
@@ -533,6 +606,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         config = load_config(run_dir / "config.yaml")
     keras.utils.set_random_seed(config.train.seed)
     data = load_data(config.data)
+    warn_small_splits(data)
     if resume is not None:
         preprocessor = load_preprocessor(run_dir)
     else:
@@ -594,29 +668,38 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             extra.append(ConfusionMatrix(out_dir / "logs", val_ds, data.label_names))
         if chief:
             log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
+        progress = RunProgress(run_dir)  # epochs and seconds of every attempt at this run
+        trained = progress.state["trained"] and (run_dir / "model.keras").is_file()
         try:
-            started = time.perf_counter()
             with multi_worker_fixes(strategy):
-                history = model.fit(
-                    train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                    steps_per_epoch=config.train.steps_per_epoch,
-                    callbacks=make_callbacks(out_dir, run_dir, config, monitor,
-                                             is_multi_worker(strategy), extra,
-                                             batch_size) + list(callbacks),
-                    shuffle=False,
-                    verbose=fit_verbosity(config.train.verbose))
-                seconds = time.perf_counter() - started
-                best = restore_best_weights(model, best_weights_path(run_dir))
+                if trained:  # killed after training (while exporting, say): do not train again
+                    log.info("resuming after training: the trained model is '%s'",
+                             run_dir / "model.keras")
+                    model.load_weights(run_dir / "model.keras")
+                    history_dict = {}
+                    best = (best_epoch(best_weights_path(run_dir)) or {}).get("epoch")
+                else:
+                    history = model.fit(
+                        train_ds, validation_data=val_ds, epochs=config.train.epochs,
+                        steps_per_epoch=config.train.steps_per_epoch,
+                        callbacks=[progress] + make_callbacks(
+                            out_dir, run_dir, config, monitor, is_multi_worker(strategy),
+                            extra, batch_size) + list(callbacks),
+                        shuffle=False,
+                        verbose=fit_verbosity(config.train.verbose))
+                    history_dict = {k: [float(v) for v in values]
+                                    for k, values in history.history.items()}
+                    best = restore_best_weights(model, best_weights_path(run_dir))
                 if is_multi_worker(strategy):  # one model everywhere, the chief's: after a
                     broadcast(strategy, model.variables)  # repaired restart best files may differ
                 test = model.evaluate(test_ds, return_dict=True, verbose=0)
-            epochs_run = len(history.history.get("loss", []))
-            history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
+            epochs_run, seconds = progress.state["epochs"], progress.state["train_seconds"]
             metrics = {f"test_{k}": float(v) for k, v in test.items()}
             metrics.update({
                 "train_seconds": round(seconds, 2), "epochs": epochs_run, "best_epoch": best,
+                "resumes": progress.state["attempts"] - 1,
                 "train_examples_per_second": round(len(data.train) * epochs_run / seconds, 1)
-                if epochs_run else 0.0,
+                if epochs_run and seconds else 0.0,
                 "train_examples": len(data.train), "validation_examples": len(data.validation),
                 "test_examples": len(data.test), "label_names": data.label_names,
                 "replicas": replicas, "model": config.model.name, "heads": heads,
@@ -632,6 +715,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 return RunResult(None, metrics, history_dict, model, preprocessor, data.label_names,
                                  None)
             model.save(run_dir / "model.keras")
+            progress.finish_training()
             # per-class scores on the test split (per classification head for multi-task)
             predicted, report = score_test_split(model, test_ds, data.label_names)
             metrics.update(report)
@@ -647,15 +731,25 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 if has_attention(model):
                     log_attention(run_dir / "logs", model, preprocessor, data.validation.x,
                                   data.validation.y, data.label_names, step=max(epochs_run - 1, 0))
+            published = {}
             if config.export.enabled:
-                export_path = export_for_serving(
-                    model, preprocessor, data.label_names,
-                    export_dir(config),
-                    preprocessor.export_samples(data.test.x), serving_root=config.export.serving_root,
-                    metadata={"run_dir": str(run_dir), "metrics": metrics})
-                metrics["export_path"] = str(export_path)
+                blessing = (bless(metrics, data, export_dir(config), config.export.max_regression)
+                            if config.export.blessing else None)
+                metrics["blessing"] = blessing
+                if blessing is None or blessing["blessed"]:
+                    export_path = export_for_serving(
+                        model, preprocessor, data.label_names, export_dir(config),
+                        preprocessor.export_samples(data.test.x),
+                        serving_root=config.export.serving_root,
+                        metadata={"run_dir": str(run_dir), "metrics": metrics})
+                    metrics["export_path"] = str(export_path)
+                else:
+                    published = {"published": False, "not_published": blessing["reasons"]}
+                    log.warning("not published for serving: %s. To publish it anyway: tfkit "
+                                "export %s --force", "; ".join(blessing["reasons"]), run_dir)
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-            write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"))
+            write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"),
+                         **published)
             log.info("finished: %s", run_summary(metrics, run_dir))
         except BaseException as exc:
             write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -677,7 +771,9 @@ def run_summary(metrics: dict, run_dir: Path) -> str:
              f"{metrics['train_seconds']} s of training"]
     if metrics.get("export_path"):
         parts.append(f"SavedModel {metrics['export_path']}")
-    return "; ".join(parts + [f"tensorboard --logdir {run_dir / 'logs'}"])
+    elif (metrics.get("blessing") or {}).get("reasons"):
+        parts.append(f"NOT published for serving ({'; '.join(metrics['blessing']['reasons'])})")
+    return "; ".join(parts + [f"tensorboard --logdir {run_dir}"])
 
 
 @contextlib.contextmanager
@@ -730,9 +826,32 @@ def load_run(run_dir: str | Path):
         raise ConfigError(f"'{run_dir}' is not a finished tfkit run (state: {state}); "
                           "expected status.json with state 'finished'.")
     config = load_config(run_dir / "config.yaml")
-    model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    model = load_keras_model(run_dir / "model.keras")
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     return config, model, load_preprocessor(run_dir), metrics["label_names"]
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    """``keras.models.load_model(path, safe_mode=True)``, with a clear error for a file that
+    is missing, not a ``.keras`` zip, or names a class or function Keras cannot find (a
+    custom layer whose package is not imported, or a file that is not a model at all).
+
+    Raises:
+        ConfigError: naming the file and the cause.
+    """
+    if not path.is_file():
+        raise ConfigError(f"'{path}' does not exist: the run has no trained model.")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"'{path}' is not a Keras model file (a .keras file is a zip "
+                          "archive; this one is not).")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises TypeError, ValueError, KeyError... by cause
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"'{path}' cannot be loaded as a Keras model: "
+                          f"{reason[:300]}{'...' if len(reason) > 300 else ''} (a custom layer "
+                          "must be importable and registered with "
+                          "keras.saving.register_keras_serializable).") from None
 
 
 def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
@@ -791,65 +910,40 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
         ConfigError: for a label the export does not know, heads other than the export's,
             or an export that takes neither text nor images.
     """
-    loaded, signature, version = load_serving(path)
-    names = export_label_names(loaded, version)
-    key = list(signature.structured_input_signature[1])[0]
-    if key not in ("text", "image_bytes"):
-        raise ConfigError(f"'{version}': evaluating a SavedModel takes text and image models "
-                          f"(this one takes {key}); evaluate the run folder that exported it.")
-    facts = export_facts(version)
+    version = version_folder(path)
+    facts = export_facts(version) if (version / "saved_model.pb").is_file() else {}
     if facts is None:
         raise FileNotFoundError(f"'{version}' has no assets.extra/tfkit.json (not a tfkit export?).")
     run_config = Path(facts.get("run_dir", "-"), "config.yaml")
     config = load_config(run_config if run_config.is_file() else None, data_overrides)
-    data = load_data(config.data)
-    multitask = isinstance(names, dict)
-    heads = names if multitask else {None: names}
-    data_names = data.label_names if multitask else {None: data.label_names}
-    targets = data.test.y if multitask else {None: data.test.y}
-    if not isinstance(data.label_names, dict) == multitask or set(heads) != set(data_names):
-        raise ConfigError(f"the data's heads {sorted(map(str, data_names))} are not the "
-                          f"SavedModel's {sorted(map(str, heads))} ('{version}').")
-    # what clients send: raw strings, or the images as PNG bytes
-    served = (ImagePreprocessor.from_config(facts["preprocessor"]).export_samples
-              if key == "image_bytes" else (lambda texts: [str(t) for t in texts]))
-    x = data.test.x
-    batches = [signature(**{key: tf.constant(served(x[i:i + 256]), tf.string)})
-               for i in range(0, len(x), 256)]
-    outputs = {k: np.concatenate([b[k].numpy() for b in batches]) for k in batches[0]}
-    out = {}
-    for head, head_names in heads.items():
-        prefix = f"{head}_" if head else ""
-        if not head_names:  # a regression head: its value in the target's units
-            out[f"test_{prefix}mae"] = float(np.mean(np.abs(outputs[head] - targets[head])))
-            continue
-        unknown = [name for name in data_names[head] if name not in head_names]
-        if unknown:
-            raise ConfigError(f"the data's label {unknown[0]!r} is not one the SavedModel "
-                              f"'{version}' answers ({', '.join(head_names)}).")
-        labels = np.array([head_names.index(data_names[head][y])
-                           for y in np.asarray(targets[head]).astype(np.int64)])
-        probabilities = outputs[f"{prefix}probabilities"]
-        chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-        report = classification_report(confusion_counts(labels, probabilities), head_names)
-        out[f"test_{prefix}accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels))
-        out[f"test_{prefix}loss"] = float(-np.log(chosen).mean())
-        out[f"test_{prefix}macro_f1"] = report["macro_f1"]
-        for name in ("per_class", "confusion_matrix"):
-            if multitask:
-                out.setdefault(f"test_{name}", {})[head] = report[name]
-            else:
-                out[f"test_{name}"] = report[name]
-    return {**out, "test_examples": len(x), "saved_model": str(version)}
+    return score_saved_model(version, load_data(config.data))
 
 
-def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None) -> Path:
-    """Re-exports a finished run as the next SavedModel version (``tfkit export``)."""
+def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
+               force: bool = False) -> Path:
+    """Exports a finished run as the next SavedModel version (``tfkit export``).
+
+    ``base_dir`` may be any folder; ``name`` (default: the run's ``export.name`` or ``name``)
+    must be one folder name inside it (:func:`tfkit.config.check_name`). Unless ``force``,
+    the model must pass the checks that ``train`` runs before publishing
+    (:func:`tfkit.evaluation.bless`, when the run's ``export.blessing`` is on), against the
+    version that folder serves now.
+
+    Raises:
+        ExportError: for a model that fails those checks (naming why), or an export that fails.
+    """
+    check_name("export --name", name)
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
+    check_next_version(model_dir, label_names, preprocessor)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    if config.export.blessing and not force:
+        blessing = bless(metrics, data, model_dir, config.export.max_regression)
+        if not blessing["blessed"]:
+            raise ExportError(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
+                              "tfkit export --force publishes it anyway.")
     return export_for_serving(model, preprocessor, label_names, model_dir,
                               preprocessor.export_samples(data.test.x),
                               serving_root=config.export.serving_root,
-                              metadata={"run_dir": str(run_dir)})
-
+                              metadata={"run_dir": str(run_dir), "metrics": metrics})

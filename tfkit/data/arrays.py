@@ -19,6 +19,42 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # leading bytes of the formats tf.io.decode_image reads
 _MAGIC = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
+# byte -> how an error message quotes it: printable ASCII as itself, anything else as \xNN
+_PRINTABLE = tf.constant([chr(i) if 32 <= i < 127 and i != 92 else f"\\x{i:02x}"
+                          for i in range(256)])
+DEFAULT_MAX_PIXELS = 50_000_000  # export.max_image_pixels
+
+
+def image_header_size(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(height, width)``, int64, of one encoded PNG, JPEG, GIF or BMP image, read from its
+    header without decoding the pixels (JPEG: ``tf.image.extract_jpeg_shape``; the others:
+    the fields at fixed offsets of their headers)."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(
+        tf.strings.join([tf.strings.substr(data, 0, 32), "\0" * 32]), 0, 32), tf.uint8), tf.int64)
+
+    def big_endian(start, count):
+        return tf.reduce_sum(raw[start:start + count] * 256 ** tf.range(count - 1, -1, -1,
+                                                                          dtype=tf.int64))
+
+    def little_endian(start, count):
+        return tf.reduce_sum(raw[start:start + count] * 256 ** tf.range(count, dtype=tf.int64))
+
+    def bmp():  # int32 fields; a negative height means rows stored top-down
+        signed = [tf.where(v >= 2 ** 31, v - 2 ** 32, v) for v in (little_endian(22, 4),
+                                                                   little_endian(18, 4))]
+        return tf.abs(signed[0]), tf.abs(signed[1])
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    first = tf.strings.substr(data, 0, 2)
+    return tf.case([
+        (tf.equal(first, b"\x89P"), lambda: (big_endian(20, 4), big_endian(16, 4))),
+        (tf.equal(first, b"\xff\xd8"), jpeg),
+        (tf.equal(first, b"GI"), lambda: (little_endian(8, 2), little_endian(6, 2))),
+        (tf.equal(first, b"BM"), bmp)],
+        default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), exclusive=True)
 
 
 class ImagePreprocessor:
@@ -27,6 +63,7 @@ class ImagePreprocessor:
     Args:
         height, width: the size the model takes; other sizes are resized (bilinear).
         channels: 1 (grey) or 3 (RGB); decoded images are converted to this count.
+        max_pixels: the largest image (width x height) the served model decodes.
 
     Examples:
         >>> pre = ImagePreprocessor(8, 8, 1)
@@ -36,10 +73,12 @@ class ImagePreprocessor:
 
     serving_input = "image_bytes"
 
-    def __init__(self, height: int, width: int, channels: int):
+    def __init__(self, height: int, width: int, channels: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3. Received: channels={channels}")
         self.height, self.width, self.channels = int(height), int(width), int(channels)
+        self.max_pixels = int(max_pixels)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -67,18 +106,43 @@ class ImagePreprocessor:
         return images
 
     def decode(self, image_bytes) -> tf.Tensor:
-        """Encoded images ``tf.string [batch]`` -> model input; non-images raise a clear error."""
+        """Encoded images ``tf.string [batch]`` -> model input.
+
+        Each image is checked before it is decoded: its first bytes must be PNG, JPEG, GIF or
+        BMP, and the width x height its header gives at most ``max_pixels`` (a 389 KB PNG
+        can hold a 20000 x 20000 image: 1.2 GB of pixels). It is decoded at its own channels
+        (GIF and BMP decode only so), its alpha channel dropped, resized from 8-bit pixels
+        (never a float copy of the full-size image), then converted to the model's channels.
+        Errors are ``InvalidArgumentError``s whose text is printable (the bytes quoted are
+        escaped).
+        """
+        limit = tf.constant(self.max_pixels, tf.int64)
 
         def one(data):
+            head = tf.io.decode_raw(tf.strings.substr(data, 0, 8), tf.uint8)
             known = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
                                    for magic in _MAGIC.values()])
-            check = tf.debugging.Assert(known, ["image_bytes is not a PNG, JPEG, GIF or BMP "
-                                                "image; first bytes:", tf.strings.substr(data, 0, 8)])
-            # the check must run first: otherwise decode_image may fail first, with its own
-            # less helpful message, depending on which op the executor schedules
+            check = tf.debugging.Assert(known, [
+                "image_bytes is not a PNG, JPEG, GIF or BMP image; first bytes:",
+                tf.strings.reduce_join(tf.gather(_PRINTABLE, tf.cast(head, tf.int32)))])
             with tf.control_dependencies([check]):
-                image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
-            return tf.image.resize(tf.cast(image, tf.float32), (self.height, self.width))
+                height, width = image_header_size(data)
+            size = tf.debugging.Assert(height * width <= limit, [
+                "image_bytes holds an image of", width, "x", height, "pixels; the model takes "
+                "at most", limit, "pixels (export.max_image_pixels)"])
+            # the checks must run first: otherwise decode_image may fail first, with its own
+            # less helpful message, or take the memory the check is there to spare
+            with tf.control_dependencies([size]):
+                image = tf.io.decode_image(data, expand_animations=False)
+            channels = tf.shape(image)[2]  # 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA
+            image = image[:, :, : channels - 1 + channels % 2]  # the alpha channel dropped
+            image = tf.image.resize(image, (self.height, self.width))  # uint8 in, float32 out
+            grey = tf.equal(tf.shape(image)[2], 1)
+            if self.channels == 3:
+                image = tf.cond(grey, lambda: tf.image.grayscale_to_rgb(image), lambda: image)
+            else:
+                image = tf.cond(grey, lambda: image, lambda: tf.image.rgb_to_grayscale(image))
+            return tf.ensure_shape(image, [self.height, self.width, self.channels])
 
         return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
             [self.height, self.width, self.channels], tf.float32))
@@ -98,11 +162,12 @@ class ImagePreprocessor:
 
     def get_config(self) -> dict:
         return {"type": "image", "height": self.height, "width": self.width,
-                "channels": self.channels}
+                "channels": self.channels, "max_pixels": self.max_pixels}
 
     @classmethod
     def from_config(cls, config: dict) -> ImagePreprocessor:
-        return cls(config["height"], config["width"], config["channels"])
+        return cls(config["height"], config["width"], config["channels"],
+                   config.get("max_pixels", DEFAULT_MAX_PIXELS))
 
     def save(self, directory: str | os.PathLike) -> None:
         write_preprocessor_json(directory, self.get_config())

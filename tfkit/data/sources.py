@@ -32,14 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tfkit.config import DataConfig
+from tfkit.config import HEAD_KINDS, SOURCE_KEYS, DataConfig, data_source_problem
 
 
 class DataError(ValueError):
     """The data cannot be used; the message names the file, column, row or value."""
 
-
-HEAD_KINDS = ("classification", "regression")
 
 
 @dataclass
@@ -345,8 +343,6 @@ def _first_bad_line(file: Path, encoding: str | None) -> int:
 def load_csv(config: DataConfig) -> LabeledData:
     """A CSV (or TSV, JSON Lines) file with ``text_column`` and ``label_column``;
     ``test_path`` or a carved test split."""
-    if not config.path:
-        raise DataError("data.path must name the CSV file when data.source is 'csv'.")
     columns = [config.text_column] + list(config.heads or [config.label_column])
     frame = _read_table(config.path, columns, config.encoding)
     description = f"{TABLE_KINDS.get(Path(config.path).suffix.lower(), 'CSV')} '{config.path}'"
@@ -361,9 +357,6 @@ def load_tfds(config: DataConfig) -> LabeledData:
     """A tensorflow-datasets dataset by name, e.g. ``imdb_reviews`` (needs its prepared data)."""
     import tensorflow_datasets as tfds
 
-    if not config.name:
-        raise DataError("data.name must name the tensorflow-datasets dataset when "
-                        "data.source is 'tfds' (e.g. imdb_reviews).")
     try:
         builder = tfds.builder(config.name, data_dir=config.data_dir)
     except Exception as exc:  # tfds raises several types for unknown names
@@ -451,8 +444,6 @@ def _read_text_directory(path: str, class_names=None):
 
 def load_directory(config: DataConfig) -> LabeledData:
     """One sub-folder of ``.txt`` files per class; ``test_path`` or a carved test split."""
-    if not config.path:
-        raise DataError("data.path must name the folder when data.source is 'directory'.")
     x, y, names = _read_text_directory(config.path)
     description = f"directory '{config.path}'"
     if config.test_path:
@@ -553,12 +544,6 @@ def load_numpy(config: DataConfig) -> LabeledData:
                          f"numpy file '{config.path}'", test)
 
 
-# the optional data keys each source reads; setting one for a source that ignores it is an
-# error (a data.test_path the embedded sets would silently ignore, say)
-SOURCE_KEYS = {"csv": ("path", "test_path", "encoding"), "directory": ("path", "test_path"),
-               "image_directory": ("path", "test_path"), "numpy": ("path",),
-               "tfds": ("name", "data_dir"), "fine_foods": (), "tate": (), "digits": ()}
-
 SOURCES = {
     "fine_foods": load_fine_foods,
     "tate": load_tate,
@@ -589,14 +574,11 @@ def load_data(config: DataConfig) -> LabeledData:
         >>> data.label_names, len(data.test)
         (['great', 'other'], 1000)
     """
-    if config.source not in SOURCES:
-        raise DataError(f"Unknown data.source '{config.source}'; "
-                        f"expected one of {', '.join(SOURCES)}.")
-    for key in ("path", "test_path", "encoding", "name", "data_dir"):
-        if getattr(config, key) is not None and key not in SOURCE_KEYS[config.source]:
-            readers = [source for source, keys in SOURCE_KEYS.items() if key in keys]
-            raise DataError(f"data.{key} is set ({getattr(config, key)!r}) but data.source "
-                            f"'{config.source}' does not read it; it is read by "
-                            f"{', '.join(readers)}.")
+    problem = data_source_problem(config)  # also checked with the config: here for a
+    if problem:  # DataConfig made in Python
+        raise DataError(problem)
     return SOURCES[config.source](config)
+
+
+assert set(SOURCES) == set(SOURCE_KEYS), "tfkit.config.SOURCE_KEYS names every source"
 
