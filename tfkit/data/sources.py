@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfkit.config import HEAD_KINDS, SOURCE_KEYS, DataConfig, data_source_problem
+from tfkit.config import HEAD_KINDS, SOURCE_KEYS, DataConfig, data_source_problem, excerpt
 
 
 class DataError(ValueError):
@@ -109,12 +109,13 @@ def encode_labels(values, where: str, label_names: list[str] | None = None):
         if len(label_names) < 2:
             found = label_names[0] if label_names else "nothing"
             raise DataError(f"{where}: needs at least 2 classes to train a classifier, "
-                            f"found only {found!r}.")
+                            f"found only {excerpt(found)}.")
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(set(as_text.tolist()) - set(index))
     if unknown:
-        raise DataError(f"{where}: labels {unknown[:5]} do not occur in the training split "
-                        f"(known: {label_names}).")
+        raise DataError(f"{where}: labels [{', '.join(excerpt(u, 40) for u in unknown[:5])}] do "
+                        "not occur in the training split (known: "
+                        f"[{', '.join(excerpt(n, 40) for n in label_names[:20])}]).")
     return np.array([index[v] for v in as_text], dtype=np.int32), label_names
 
 
@@ -126,7 +127,7 @@ def _numbers(values, where: str) -> np.ndarray:
         except (TypeError, ValueError):
             number = float("nan")
         if not np.isfinite(number):
-            raise DataError(f"{where}: row {row + 1} is {value!r}, not a finite number "
+            raise DataError(f"{where}: row {row + 1} is {excerpt(value)}, not a finite number "
                             "(regression heads need numbers).")
         out.append(number)
     return np.array(out, dtype=np.float32)
@@ -197,7 +198,7 @@ def _texts(values, where: str) -> np.ndarray:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             value = ""
         if not isinstance(value, str):
-            raise DataError(f"{where}: row {row + 1} is not text: {value!r}.")
+            raise DataError(f"{where}: row {row + 1} is not text: {excerpt(value)}.")
         out.append(value)
     return np.array(out, dtype=object)
 

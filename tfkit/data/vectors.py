@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkit.config import excerpt
 from tfkit.data.sources import DataError
 from tfkit.data.text import standardize_text
 
@@ -62,7 +63,7 @@ def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
             dim = len(fields) - 1
             if dim < 1:
                 raise DataError(f"'{path}', line {number}: expected a word and its "
-                                f"numbers separated by spaces, got {line[:80]!r}.")
+                                f"numbers separated by spaces, got {excerpt(line.rstrip())}.")
             vectors = np.zeros((len(vocabulary), dim), np.float32)
         # GloVe 840B has words with spaces in them: the last `dim` fields are the numbers
         word = " ".join(fields[:-dim]) if len(fields) > dim + 1 else fields[0]
@@ -72,12 +73,12 @@ def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
         if row is None or exact[row] or (found[row] and not is_exact):
             continue
         if len(fields) < dim + 1:
-            raise DataError(f"'{path}', line {number} ('{word}'): expected {dim} numbers "
+            raise DataError(f"'{path}', line {number} ({excerpt(word, 40)}): expected {dim} numbers "
                             f"(as on the first line), got {len(fields) - 1}.")
         try:
             vectors[row] = np.asarray(fields[-dim:], np.float32)
         except ValueError:
-            raise DataError(f"'{path}', line {number} ('{word}'): the values after the "
+            raise DataError(f"'{path}', line {number} ({excerpt(word, 40)}): the values after the "
                             "word must be numbers.") from None
         found[row], exact[row] = True, is_exact
     if not found.any():
