@@ -38,17 +38,21 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
-def tiny_csv(workdir):
+def write_tiny_csv(path, n=60):
+    """Writes :func:`tiny_texts` as a CSV with columns ``review`` and ``sentiment``."""
     import csv
 
-    texts, labels = tiny_texts(60)
-    path = workdir / "reviews.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    texts, labels = tiny_texts(n)
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["review", "sentiment"])
         writer.writerows(zip(texts, labels))
-    return path
+    return Path(path)
+
+
+@pytest.fixture
+def tiny_csv(workdir):
+    return write_tiny_csv(workdir / "reviews.csv")
 
 
 def tiny_overrides(csv_path=None, model="text_lstm", extra=()):
@@ -80,3 +84,18 @@ def summaries(folder, prefix=""):
                 if value.tag.startswith(prefix):
                     found.setdefault(value.tag, []).append((event.step, value))
     return found
+
+
+def sets(overrides):
+    """``--set`` arguments for the CLI from override strings."""
+    return [arg for value in overrides for arg in ("--set", value)]
+
+
+def run_cli(capsys, *argv):
+    """Runs ``tfkit`` in this process: ``(exit code, stdout, stderr)``."""
+    from tfkit.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+

@@ -11,21 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import summaries, tiny_overrides
+from conftest import run_cli, sets, summaries, tiny_overrides
 
-from tfkit.cli import main
 from tfkit.config import DEFAULT_PRESET
 from tfkit.training import fit_verbosity
-
-
-def sets(overrides):
-    return [arg for value in overrides for arg in ("--set", value)]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def finished_runs(root="runs"):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_overrides
+from conftest import tiny_overrides, write_tiny_csv
 
 import tfkit
 from tfkit.export import ExportError, export_for_serving, make_examples, next_version
@@ -28,12 +28,7 @@ def trained(tmp_path_factory, request):
     old = os.getcwd()
     os.chdir(root)
     try:
-        import csv
-
-        from conftest import tiny_texts
-        texts, labels = tiny_texts(60)
-        with open("reviews.csv", "w", newline="") as handle:
-            csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+        write_tiny_csv("reviews.csv")
         result = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
             "train.epochs=2", "train.histogram_freq=1"]))
     finally:

@@ -1,7 +1,6 @@
 """What a user (or someone probing on purpose) sends never crashes tfkit, never writes outside
 its folders, and never silently replaces a good served model with a worse one."""
 
-import csv
 import errno
 import io
 import json
@@ -17,12 +16,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_overrides, tiny_texts
+from conftest import run_cli, sets, tiny_overrides, write_tiny_csv
 from PIL import Image
 
 import tfkit
 import tfkit.export
-from tfkit.cli import main
 from tfkit.config import config_from_dict
 from tfkit.data import ImagePreprocessor
 from tfkit.evaluation import bless
@@ -34,16 +32,6 @@ from tfkit.export import (
     ExportError,
     export_for_serving,
 )
-
-
-def sets(overrides):
-    return [arg for value in overrides for arg in ("--set", value)]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def everything_under(root):
@@ -61,10 +49,8 @@ def good_run(tmp_path_factory):
     old = os.getcwd()
     os.chdir(root)
     try:
-        texts, labels = tiny_texts(60)
-        with open("reviews.csv", "w", newline="") as handle:
-            csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
-        result = tfkit.train(None, tiny_overrides(root / "reviews.csv", extra=GOOD))
+        result = tfkit.train(None, tiny_overrides(write_tiny_csv(root / "reviews.csv"),
+                                                  extra=GOOD))
     finally:
         os.chdir(old)
     assert result.metrics["test_accuracy"] == 1.0 and result.export_path.name == "1"
@@ -137,12 +123,13 @@ def test_export_into_a_folder_that_cannot_be_written(good_run, tmp_path, capsys)
     assert blocker.read_text() == "not a folder"
 
 
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_full_disk_during_export_leaves_no_version_and_no_staging(good_run, tmp_path,
                                                                     monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(tfkit.export, "write_warmup_requests", full)
+    monkeypatch.setattr(tfkit.export, "write_warmup_requests", disk_full)
     with pytest.raises(ExportError, match=r"exporting the SavedModel into .* failed: No space "
                                           r"left on device; nothing was published"):
         export_for_serving(good_run.model, good_run.preprocessor, good_run.label_names,
@@ -151,10 +138,7 @@ def test_a_full_disk_during_export_leaves_no_version_and_no_staging(good_run, tm
 
 
 def test_a_failed_models_config_says_which_version_is_live(good_run, tmp_path, monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(tfkit.export, "write_model_config", full)
+    monkeypatch.setattr(tfkit.export, "write_model_config", disk_full)
     with pytest.raises(ExportError, match=r"version 1 is published and live at '.*m/1'.* "
                                           r"writing '.*models.config' failed: No space left"):
         export_for_serving(good_run.model, good_run.preprocessor, good_run.label_names,
@@ -399,9 +383,7 @@ class Spoil(keras.callbacks.Callback):
 
 
 def test_a_model_no_better_than_the_majority_label_is_not_published(workdir, capsys):
-    texts, labels = tiny_texts(60)
-    with open("reviews.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+    write_tiny_csv("reviews.csv")
     overrides = tiny_overrides("reviews.csv", extra=GOOD)
     result = tfkit.train(None, overrides, callbacks=[Spoil()])
     assert result.export_path is None and not Path("saved_models/fine_foods_fasttext").exists()
@@ -421,9 +403,7 @@ def test_a_model_no_better_than_the_majority_label_is_not_published(workdir, cap
 
 
 def test_a_diverged_model_is_not_published_and_the_closing_line_says_so(workdir, capsys):
-    texts, labels = tiny_texts(60)
-    with open("reviews.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+    write_tiny_csv("reviews.csv")
     from tfkit.training import run_summary
 
     result = tfkit.train(None, tiny_overrides("reviews.csv", extra=GOOD),
@@ -450,9 +430,7 @@ def test_a_model_worse_than_the_served_version_is_not_published(good_run):
 
 
 def test_small_data_gets_a_warning(workdir, caplog):
-    texts, labels = tiny_texts(12)
-    with open("small.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([("review", "sentiment"), *zip(texts, labels)])
+    write_tiny_csv("small.csv", 12)
     with caplog.at_level("WARNING", logger="tfkit"):
         tfkit.train(None, tiny_overrides("small.csv", extra=["export.enabled=false"]))
     assert "small data: the validation split has fewer than 5 examples of" in caplog.text

@@ -413,20 +413,29 @@ def _validate(config: Config) -> None:
 def _validate_inputs(config: Config) -> None:
     """The source gives what the model reads: text models need a text source, image and
     sequence models an array source (tfds may give either: checked when its data is read)."""
+    source = config.data.source
+    if source in TEXT_SOURCES + ARRAY_SOURCES:
+        problem = input_kind_problem(config.model.name, config.model.params, source,
+                                     source in TEXT_SOURCES)
+        if problem:
+            raise ConfigError(problem)
+
+
+def input_kind_problem(name: str, params: dict, source: str, gives_text: bool,
+                       given: str | None = None) -> str | None:
+    """What is wrong when model ``name`` reads text and the source gives arrays (``given``
+    describes them) or the reverse; None when they fit."""
     from tfkit.models import MODELS, TEXT_INPUTS, model_inputs
 
-    source, name = config.data.source, config.model.name
-    inputs = model_inputs(name, config.model.params)
-    if inputs == "encoder" or source not in TEXT_SOURCES + ARRAY_SOURCES:
-        return
-    gives_text = source in TEXT_SOURCES
-    if (inputs in TEXT_INPUTS) != gives_text:
-        fits = [n for n, entry in MODELS.items()
-                if entry.inputs != "encoder" and (entry.inputs in TEXT_INPUTS) == gives_text]
-        raise ConfigError(f"model '{name}' takes {'text' if inputs in TEXT_INPUTS else inputs} "
-                          f"inputs, but data.source '{source}' gives "
-                          f"{'text' if gives_text else 'arrays'}. Models that take "
-                          f"{'text' if gives_text else 'arrays'}: {', '.join(fits)} (model.name).")
+    inputs = model_inputs(name, params)
+    if (inputs in TEXT_INPUTS) == gives_text:
+        return None
+    fits = [n for n, entry in MODELS.items()
+            if entry.inputs != "encoder" and (entry.inputs in TEXT_INPUTS) == gives_text]
+    kind = "text" if gives_text else "arrays"
+    return (f"model '{name}' takes {'text' if inputs in TEXT_INPUTS else inputs} inputs, but "
+            f"data.source '{source}' gives {given or kind}. Models that take {kind}: "
+            f"{', '.join(fits)} (model.name).")
 
 
 def _validate_heads(config: Config) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tfkit.config import Config, ConfigError, load_config, parse_override
-from tfkit.training import RunResult, export_run, train
+from tfkit.training import NotPublished, RunResult, export_run, train
 
 log = logging.getLogger("tfkit")
 
@@ -127,7 +127,12 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
     sign = 1 if monitor == "val_loss" else -1  # lower loss, higher accuracy / F1 wins
     ranked = sorted(range(len(rows)), key=lambda i: _key(rows[i]["value"], sign))
     best = results[ranked[0]]
-    export_path = export_run(best.run_dir) if export else None
+    export_path = None
+    if export:
+        try:
+            export_path = export_run(best.run_dir)
+        except NotPublished as exc:  # the winner failed the checks before serving
+            log.warning("sweep: the best trial is not published: %s", exc)
     for i in ranked:
         log.info("sweep: %s %s %s %s, test accuracy %s: %s", "best" if i == ranked[0] else "    ",
                  rows[i]["run_dir"].name, monitor, _round(rows[i]["value"]),

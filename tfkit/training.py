@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,7 +39,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import Config, ConfigError, check_name, load_config, save_config
+from tfkit.config import (
+    Config,
+    ConfigError,
+    check_name,
+    input_kind_problem,
+    load_config,
+    save_config,
+)
 from tfkit.data import (
     HierarchicalTextPreprocessor,
     ImagePreprocessor,
@@ -53,8 +61,8 @@ from tfkit.data import (
     token_dataset,
 )
 from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
-from tfkit.explain import has_attention
 from tfkit.evaluation import bless, score_saved_model
+from tfkit.explain import has_attention
 from tfkit.export import (
     ExportError,
     check_next_version,
@@ -64,7 +72,7 @@ from tfkit.export import (
     serving_function,
     version_folder,
 )
-from tfkit.models import MODELS, TEXT_INPUTS, build_model, model_inputs
+from tfkit.models import build_model, model_inputs
 from tfkit.monitor import (
     ConfusionMatrix,
     Throughput,
@@ -89,6 +97,10 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam, "adamw": ker
               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}  # keys: config.OPTIMIZERS
 
 
+class NotPublished(ExportError):
+    """A model failed the checks before serving (:func:`tfkit.evaluation.bless`)."""
+
+
 @dataclass
 class RunResult:
     """What :func:`train` produced."""
@@ -111,15 +123,10 @@ def make_preprocessor(config: Config, data: LabeledData):
     name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
     x = data.train.x
     is_text = x.dtype == object
-    takes_text = inputs in TEXT_INPUTS
-    if takes_text != is_text:
-        given = "text" if is_text else f"arrays of shape {x.shape[1:]}"
-        fits = [n for n, entry in MODELS.items()
-                if entry.inputs != "encoder" and (entry.inputs in TEXT_INPUTS) == is_text]
-        raise ConfigError(f"model '{name}' takes {'text' if takes_text else inputs} "
-                          f"inputs, but data.source '{config.data.source}' gives {given}. "
-                          f"Models that take {'text' if is_text else 'arrays'}: "
-                          f"{', '.join(fits)} (model.name).")
+    problem = input_kind_problem(name, config.model.params, config.data.source, is_text,
+                                 "text" if is_text else f"arrays of shape {x.shape[1:]}")
+    if problem:  # tfds, which the config cannot tell
+        raise ConfigError(problem)
     if inputs == "tokens":
         preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
                                         max_len=config.data.max_len, split=config.data.split)
@@ -675,7 +682,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
                 if trained:  # killed after training (while exporting, say): do not train again
                     log.info("resuming after training: the trained model is '%s'",
                              run_dir / "model.keras")
-                    model.load_weights(run_dir / "model.keras")
+                    with warnings.catch_warnings():  # its optimizer state is not needed
+                        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                        model.load_weights(run_dir / "model.keras")
                     history_dict = {}
                     best = (best_epoch(best_weights_path(run_dir)) or {}).get("epoch")
                 else:
@@ -898,17 +907,7 @@ def evaluate_saved_model(path: str | Path, data_overrides=()) -> dict:
     The data are the test split of the config of the run that exported it
     (``assets.extra/tfkit.json``'s ``run_dir``) changed by ``data_overrides``, or of the
     default config when that run is gone. Labels are matched to the export's by name.
-
-    Returns:
-        ``test_accuracy``, ``test_loss`` (cross-entropy of the served probabilities),
-        ``test_macro_f1``, ``test_per_class``, ``test_confusion_matrix``, ``test_examples``
-        and ``saved_model`` (the version scored). A multi-task export: ``test_<head>_...``
-        per classification head (``{head: ...}`` in the per-class scores and matrices) and
-        ``test_<head>_mae`` per regression head.
-
-    Raises:
-        ConfigError: for a label the export does not know, heads other than the export's,
-            or an export that takes neither text nor images.
+    Returns :func:`tfkit.evaluation.score_saved_model`'s scores.
     """
     version = version_folder(path)
     facts = export_facts(version) if (version / "saved_model.pb").is_file() else {}
@@ -930,7 +929,8 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     version that folder serves now.
 
     Raises:
-        ExportError: for a model that fails those checks (naming why), or an export that fails.
+        NotPublished: for a model that fails those checks, naming why.
+        ExportError: for an export that fails.
     """
     check_name("export --name", name)
     config, model, preprocessor, label_names = load_run(run_dir)
@@ -941,8 +941,8 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     if config.export.blessing and not force:
         blessing = bless(metrics, data, model_dir, config.export.max_regression)
         if not blessing["blessed"]:
-            raise ExportError(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
-                              "tfkit export --force publishes it anyway.")
+            raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
+                               "tfkit export --force publishes it anyway.")
     return export_for_serving(model, preprocessor, label_names, model_dir,
                               preprocessor.export_samples(data.test.x),
                               serving_root=config.export.serving_root,

@@ -20,8 +20,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 # leading bytes of the formats tf.io.decode_image reads
 _MAGIC = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8\xff", "GIF": b"GIF8", "BMP": b"BM"}
 # byte -> how an error message quotes it: printable ASCII as itself, anything else as \xNN
-_PRINTABLE = tf.constant([chr(i) if 32 <= i < 127 and i != 92 else f"\\x{i:02x}"
-                          for i in range(256)])
+# (a list, made a tensor in the graph: a tensor made at import would start TensorFlow's
+# runtime before a multi-worker strategy can configure its collectives)
+_PRINTABLE = [chr(i) if 32 <= i < 127 and i != 92 else f"\\x{i:02x}" for i in range(256)]
 DEFAULT_MAX_PIXELS = 50_000_000  # export.max_image_pixels
 
 
@@ -124,7 +125,7 @@ class ImagePreprocessor:
                                    for magic in _MAGIC.values()])
             check = tf.debugging.Assert(known, [
                 "image_bytes is not a PNG, JPEG, GIF or BMP image; first bytes:",
-                tf.strings.reduce_join(tf.gather(_PRINTABLE, tf.cast(head, tf.int32)))])
+                tf.strings.reduce_join(tf.gather(tf.constant(_PRINTABLE), tf.cast(head, tf.int32)))])
             with tf.control_dependencies([check]):
                 height, width = image_header_size(data)
             size = tf.debugging.Assert(height * width <= limit, [

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfkit.config import HEAD_KINDS, SOURCE_KEYS, DataConfig, data_source_problem, excerpt
+from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem, excerpt
 
 
 class DataError(ValueError):
