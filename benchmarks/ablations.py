@@ -53,8 +53,8 @@ from benchmarks.run import (
     tfkit_model,
     write_result,
 )
+from tfkit.compiling import OPTIMIZERS
 from tfkit.data.pipeline import fill_and_prefetch
-from tfkit.training import OPTIMIZERS
 
 
 def rebucket(texts, y, pre, edges, to_edge=True):

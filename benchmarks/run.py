@@ -67,15 +67,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkit  # noqa: E402
+from tfkit.compiling import OPTIMIZERS, WEIGHTED_MEAN, compile_model, epoch_steps  # noqa: E402
+from tfkit.datasets import make_dataset, make_preprocessor  # noqa: E402
 from tfkit.export import make_examples  # noqa: E402
-from tfkit.training import (  # noqa: E402
-    OPTIMIZERS,
-    WEIGHTED_MEAN,
-    compile_model,
-    epoch_steps,
-    make_dataset,
-    make_preprocessor,
-)
 
 VOCAB, MAX_LEN, BATCH = 10000, 100, 32
 TARGET = 0.77  # the seed pipeline's best test accuracy on the fine-food reviews

@@ -259,7 +259,7 @@ def test_help_and_usage_errors_do_not_wait_for_tensorflow():
         "    except SystemExit as exc:\n"
         "        print('exit', exc.code)\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-        "from tfkit.training import evaluate\n"
+        "from tfkit.evaluation import evaluate\n"
         "print(callable(tfkit.train), tfkit.evaluate is evaluate, 'tensorflow' in sys.modules)\n"
         "print(sorted(set(tfkit.__all__) - set(dir(tfkit))))\n"
         "print(all(getattr(tfkit, name) is not None for name in tfkit.__all__))\n")

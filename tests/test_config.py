@@ -2,8 +2,8 @@ import pytest
 import yaml
 
 import tfkit
+from tfkit.compiling import learning_rate
 from tfkit.config import DEFAULT_PRESET, ConfigError, config_from_dict, load_config, save_config
-from tfkit.training import learning_rate
 
 
 def test_default_preset_is_fasttext_on_fine_foods():
@@ -194,7 +194,7 @@ def test_every_preset_loads():
 
 
 def test_a_monitor_the_run_cannot_compute_is_refused():
-    from tfkit.training import monitored
+    from tfkit.callbacks import monitored
 
     config = config_from_dict({"train": {"monitor": "val_macro_f1"}})
     assert monitored(config, True, None, False) == "val_macro_f1"

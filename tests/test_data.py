@@ -261,11 +261,13 @@ def test_character_split_trains_and_serves_japanese(workdir):
     assert tfkit.load_config(results["character"].run_dir / "config.yaml").data.split == "character"
 
 
-def test_split_names_agree_with_the_config():
-    from tfkit.config import SPLITS as CONFIG_SPLITS
+def test_the_config_takes_exactly_the_splits_the_preprocessor_knows():
     from tfkit.data.text import SPLITS
 
-    assert tuple(SPLITS) == CONFIG_SPLITS
+    for split in SPLITS:
+        assert tfkit.load_config(None, [f"data.split={split}"]).data.split == split
+    with pytest.raises(tfkit.ConfigError, match="data.split must be one of whitespace, character"):
+        tfkit.load_config(None, ["data.split=words"])
 
 
 @pytest.mark.parametrize("max_len", [20, 100, 400, 1000])
@@ -343,7 +345,7 @@ def test_full_batches_fill_partial_batches_with_rows_that_weigh_nothing(document
 
 def test_filler_rows_change_neither_the_loss_nor_the_gradients(tiny_config):
     """compile_model's loss over a filled batch = the plain mean over its real rows."""
-    from tfkit.training import compile_model
+    from tfkit.compiling import compile_model
 
     texts, y = ["tasty", "awful stale crackers", "good"], np.array([1, 0, 1])
     pre = tfkit.TextPreprocessor(max_tokens=20, max_len=6)
@@ -373,7 +375,7 @@ def test_class_weights_weigh_each_training_example_by_its_label(tiny_csv, settin
     its label's weight (filler rows stay at 0); balanced = scikit-learn's definition."""
     from sklearn.utils.class_weight import compute_class_weight
 
-    from tfkit.training import class_weights, make_dataset, make_preprocessor
+    from tfkit.datasets import class_weights, make_dataset, make_preprocessor
 
     config = tfkit.load_config(None, tiny_overrides(tiny_csv))
     config.train.class_weight = setting
@@ -395,7 +397,7 @@ def test_class_weights_weigh_each_training_example_by_its_label(tiny_csv, settin
 
 
 def test_class_weights_on_images_add_the_sample_weights(workdir):
-    from tfkit.training import class_weights, make_dataset, make_preprocessor
+    from tfkit.datasets import class_weights, make_dataset, make_preprocessor
 
     config = tfkit.load_config("digits_cnn", ["data.limit=40", 'train.class_weight={"3": 2}'])
     data = tfkit.load_data(config.data)
@@ -408,7 +410,7 @@ def test_class_weights_on_images_add_the_sample_weights(workdir):
 
 
 def test_class_weight_names_labels_the_data_has(tiny_csv):
-    from tfkit.training import class_weights
+    from tfkit.datasets import class_weights
 
     config = tfkit.load_config(None, tiny_overrides(tiny_csv, extra=["train.class_weight={meh: 2}"]))
     with pytest.raises(tfkit.ConfigError, match=r"no label 'meh' in the data; its labels are "

@@ -63,8 +63,8 @@ def test_config_devices_and_tf_config(monkeypatch):
 
 
 def test_precision_and_jit_switches():
+    from tfkit.compiling import jit_setting
     from tfkit.config import ConfigError, load_config
-    from tfkit.training import jit_setting
 
     config = load_config(None, ["train.mixed_precision=mixed_float16", "train.jit_compile=true"])
     assert config.train.jit_compile == "true"

@@ -344,7 +344,7 @@ class Scramble(keras.callbacks.Callback):
 
 
 def validation_loss(result):
-    from tfkit.training import make_dataset
+    from tfkit.datasets import make_dataset
 
     config = tfkit.load_config(result.run_dir / "config.yaml")
     data = tfkit.load_data(config.data)

@@ -23,7 +23,6 @@ import tfkit
 import tfkit.export
 from tfkit.config import config_from_dict
 from tfkit.data import ImagePreprocessor
-from tfkit.evaluation import bless
 from tfkit.export import (
     MODEL_CONFIG,
     WARMUP_FILE,
@@ -32,6 +31,7 @@ from tfkit.export import (
     ExportError,
     export_for_serving,
 )
+from tfkit.publishing import bless
 
 
 def everything_under(root):
@@ -404,7 +404,7 @@ def test_a_model_no_better_than_the_majority_label_is_not_published(workdir, cap
 
 def test_a_diverged_model_is_not_published_and_the_closing_line_says_so(workdir, capsys):
     write_tiny_csv("reviews.csv")
-    from tfkit.training import run_summary
+    from tfkit.runs import run_summary
 
     result = tfkit.train(None, tiny_overrides("reviews.csv", extra=GOOD),
                          callbacks=[Spoil(nan=True)])
@@ -525,7 +525,7 @@ def hparams_seen_by_tensorboard(logdir):
 
 @pytest.mark.slow
 def test_hparams_metrics_show_with_the_printed_command_and_a_whole_runs_folder(good_run):
-    from tfkit.training import run_summary
+    from tfkit.runs import run_summary
 
     printed = run_summary(good_run.metrics, good_run.run_dir).split("tensorboard --logdir ")[-1]
     for logdir in (printed, good_run.run_dir.parent.parent):

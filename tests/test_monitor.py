@@ -170,8 +170,8 @@ def test_monitor_val_macro_f1_keeps_the_epoch_with_the_best_validation_f1(workdi
 
     from conftest import tiny_overrides
 
+    from tfkit.datasets import make_dataset
     from tfkit.monitor import predictions, traced_call
-    from tfkit.training import make_dataset
 
     rng = np.random.default_rng(3)
     words = ["good", "tasty", "fresh", "bad", "stale", "awful", "box", "snack", "price"]
@@ -203,7 +203,7 @@ def test_best_weights_keeps_the_best_epoch_without_optimizer_state(tmp_path):
     import h5py
     import keras
 
-    from tfkit.training import BestWeights, best_epoch, restore_best_weights
+    from tfkit.callbacks import BestWeights, best_epoch, restore_best_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2000),
                               keras.layers.Dense(2, activation="softmax")])

@@ -31,7 +31,10 @@ _PUBLIC = {
     "tfkit.monitor": ["log_embeddings", "log_misclassified"],
     "tfkit.optimizers": ["LazyAdam"],
     "tfkit.sweeps": ["SweepResult", "sweep"],
-    "tfkit.training": ["RunResult", "evaluate", "export_run", "load_run", "train"],
+    "tfkit.training": ["RunResult", "train"],
+    "tfkit.evaluation": ["evaluate"],
+    "tfkit.publishing": ["export_run"],
+    "tfkit.runs": ["load_run"],
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 

@@ -116,14 +116,14 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from tfkit.training import evaluate
+    from tfkit.evaluation import evaluate
 
     print(json.dumps(evaluate(args.run_dir, args.set)))
     return 0
 
 
 def _cmd_export(args) -> int:
-    from tfkit.training import export_run
+    from tfkit.publishing import export_run
 
     print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name,
                                                     force=args.force))}))

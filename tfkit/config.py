@@ -168,12 +168,10 @@ class Config:
 
 
 DEFAULT_PRESET = "fine_foods_fasttext"
-OPTIMIZERS = ("adam", "lazy_adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
-SPLITS = ("whitespace", "character")  # tfkit.data.text.SPLITS (config imports no TensorFlow)
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 HEAD_KINDS = ("classification", "regression")  # data.heads values
 # data.source -> the optional data keys it reads (setting one for a source that ignores it is
@@ -339,8 +337,12 @@ def _validate(config: Config) -> None:
     if m.word_vectors_vocabulary < 0:
         raise ConfigError("model.word_vectors_vocabulary must be >= 0 (words to add), "
                           f"got {m.word_vectors_vocabulary!r}.")
-    choices = {"data.split": (config.data.split, SPLITS),
-               "train.optimizer": (config.train.optimizer, OPTIMIZERS),
+    # late, as above: the names are those of the tables that use them
+    from tfkit.compiling import OPTIMIZERS
+    from tfkit.data.text import SPLITS
+
+    choices = {"data.split": (config.data.split, tuple(SPLITS)),
+               "train.optimizer": (config.train.optimizer, tuple(OPTIMIZERS)),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),

@@ -198,14 +198,15 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         >>> [word for word, _ in answer["words"]], len(answer["top"])
         (['tasty', 'and', 'fresh'], 3)
     """
-    from tfkit.export import export_facts, export_label_names, load_serving, utf8_texts
+    from tfkit.export import ServedModel, utf8_texts
 
-    loaded, signature, version = load_serving(path)
-    if list(signature.structured_input_signature[1]) != ["text"]:
+    served = ServedModel(path)
+    version = served.version
+    if served.input_key != "text":
         raise ValueError(f"explain takes text models; '{version}' takes "
-                         f"{list(signature.structured_input_signature[1])}.")
-    names, output = export_label_names(loaded, version), "probabilities"
-    if isinstance(names, dict):
+                         f"{[served.input_key]}.")
+    names, output = served.label_names, "probabilities"
+    if served.multitask:
         classes = [h for h, head_names in names.items() if head_names]
         if head not in classes:
             raise ValueError(f"'{version}' is a multi-task model: name the head to explain "
@@ -213,12 +214,11 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         names, output = names[head], f"{head}_probabilities"
     elif head is not None:
         raise ValueError(f"'{version}' has one output; --head is for multi-task models.")
-    facts = export_facts(version) or {}  # how its preprocessor splits
 
     def probabilities(batch):
-        return signature(text=tf.constant(batch, tf.string))[output].numpy()
+        return served(batch)[output]
 
-    split = facts.get("preprocessor", {}).get("split", "whitespace")
+    split = served.facts.get("preprocessor", {}).get("split", "whitespace")  # how it splits
     texts = [text.decode("utf-8") for text in utf8_texts(texts)]  # refuses what is not text
     out = []
     for result in word_importance(probabilities, texts, split):

@@ -553,28 +553,90 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
         >>> predict("saved_models/demo", ["Delicious, will buy again"])  # untrained: ~0.5
         [{'label': '...', 'probabilities': {'great': 0.5..., 'other': 0.4...}}]
     """
-    loaded, signature, version = load_serving(path)
-    names = export_label_names(loaded, version)
-    key = list(signature.structured_input_signature[1])[0]
-    if key == "text":
-        inputs = utf8_texts(inputs)
-    elif key == "image_bytes":
-        inputs = [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
-    else:
-        raise ValueError(f"predict takes text or image models; this one takes '{key}' "
-                         "tensors: call its serving_default signature from Python.")
+    served = ServedModel(path)
+    if served.input_key not in ("text", "image_bytes"):
+        raise ValueError(f"predict takes text or image models; this one takes "
+                         f"'{served.input_key}' tensors: call its serving_default signature "
+                         "from Python.")
+    out, names = served(inputs, batch_size), served.label_names
     results = []
-    for start in range(0, len(inputs), batch_size):
-        out = {k: v.numpy() for k, v in
-               signature(**{key: tf.constant(inputs[start:start + batch_size], tf.string)}).items()}
-        for row in range(len(inputs[start:start + batch_size])):
-            if isinstance(names, list):
-                results.append(_class_result(out, row, names))
-            else:  # multi-task: one entry per head
-                results.append({head: _class_result(out, row, head_names, f"{head}_")
-                                if head_names else round(float(out[head][row]), 6)
-                                for head, head_names in names.items()})
+    for row in range(len(inputs)):
+        if not served.multitask:
+            results.append(_class_result(out, row, names))
+        else:  # multi-task: one entry per head
+            results.append({head: _class_result(out, row, head_names, f"{head}_")
+                            if head_names else round(float(out[head][row]), 6)
+                            for head, head_names in names.items()})
     return results
+
+
+class ServedModel:
+    """A published SavedModel as TF Serving loads it: its ``serving_default`` signature, the
+    input it takes, the labels it answers, called in batches on raw inputs.
+
+    ``predict``, ``tfkit evaluate saved_models/<name>``, the comparison with the served
+    version before publishing, and ``explain`` all read an export through it.
+
+    Args:
+        path: a version folder, or ``saved_models/<name>`` (its newest version).
+
+    Attributes:
+        version: the version folder.
+        signature: its ``serving_default`` concrete function.
+        facts: ``assets.extra/tfkit.json`` (``{}`` for an export tfkit did not write).
+        input_key: the signature's input: ``text``, ``image_bytes`` or ``sequence``.
+        label_names: label names, or ``{head: names}`` (``[]`` for a regression head).
+
+    Raises:
+        FileNotFoundError, ValueError: no SavedModel there, or none with ``serving_default``.
+
+    Examples:
+        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
+        >>> pre.adapt(["tasty and fresh", "stale, do not buy"])
+        >>> model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size,
+        ...                           num_classes=2, buckets=64)
+        >>> path = tfkit.export_for_serving(model, pre, ["great", "other"],
+        ...                                 "saved_models/demo", samples=["tasty"])
+        >>> served = ServedModel("saved_models/demo")
+        >>> served.input_key, served.label_names, served(["tasty", "stale"])["label"].shape
+        ('text', ['great', 'other'], (2,))
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.loaded, self.signature, self.version = load_serving(path)
+        self.facts = export_facts(self.version) or {}
+        self.input_key = self.facts.get("serving_input") or list(
+            self.signature.structured_input_signature[1])[0]
+        self.label_names = export_label_names(self.loaded, self.version)
+
+    @property
+    def multitask(self) -> bool:
+        return isinstance(self.label_names, dict)
+
+    @property
+    def heads(self) -> dict:
+        """``{head: names}``; a single-task model is the one head ``None``."""
+        return self.label_names if self.multitask else {None: self.label_names}
+
+    def prepare(self, inputs) -> list:
+        """Raw inputs as the signature takes them: texts as UTF-8 (:func:`utf8_texts`);
+        images as encoded bytes, or file paths read; sequences as they are."""
+        if self.input_key == "text":
+            return utf8_texts(inputs)
+        if self.input_key == "image_bytes":
+            return [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
+        return list(inputs)
+
+    def __call__(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """The signature's outputs for ``inputs`` (:meth:`prepare`), ``batch_size`` a call,
+        as ``{output: array}`` with one row per input."""
+        inputs = self.prepare(inputs)
+        dtype = tf.string if self.input_key in ("text", "image_bytes") else tf.float32
+        batches = [self.signature(**{self.input_key: tf.constant(inputs[i:i + batch_size], dtype)})
+                   for i in range(0, len(inputs), batch_size)]
+        if not batches:
+            return {}
+        return {key: np.concatenate([batch[key].numpy() for batch in batches]) for key in batches[0]}
 
 
 def utf8_texts(texts) -> list[bytes]:

@@ -33,7 +33,8 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.pr_curve import summary as pr_curve
 
 from tfkit.data.vectors import word_embedding
-from tfkit.explain import word_importance
+from tfkit.explain import attention_weights, word_importance
+from tfkit.metrics import classification_report, confusion_counts
 
 EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in the checkpoint
 
@@ -99,38 +100,6 @@ def predictions(predict, dataset):
         probabilities.append(tf.nest.map_structure(np.asarray, predict(x)))
     return (tf.nest.map_structure(lambda *parts: np.concatenate(parts), *labels),
             tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities))
-
-
-def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """``[true, predicted]`` counts, the prediction being the most probable class."""
-    num_classes = probabilities.shape[-1]
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, probabilities.argmax(axis=-1)), 1)
-    return matrix
-
-
-def classification_report(matrix: np.ndarray, label_names: list[str]) -> dict:
-    """Per-class precision, recall, F1 and support from ``[true, predicted]`` counts.
-
-    Returns ``{"macro_f1", "macro_precision", "macro_recall", "per_class": {name: {...}},
-    "confusion_matrix": [[...]]}``. A class never predicted has precision 0, and a class with
-    no example recall 0 (scikit-learn's ``zero_division=0``).
-    """
-    matrix = np.asarray(matrix)
-    hits = np.diag(matrix).astype(float)
-    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
-    precision = hits / np.maximum(predicted, 1)
-    recall = hits / np.maximum(support, 1)
-    f1 = np.where(precision + recall > 0,
-                  2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    return {
-        "macro_f1": float(f1.mean()), "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(label_names)},
-        "confusion_matrix": matrix.tolist(),
-    }
 
 
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
@@ -400,7 +369,6 @@ def log_attention(log_dir, model: keras.Model, preprocessor, texts, labels,
     Returns:
         The documents written: ``{"row", "label", "predicted", "probability", "sentences"}``.
     """
-    from tfkit.explain import attention_weights  # late: explain imports the data modules
 
     texts = [str(t) for t in np.asarray(texts)[:pool]]
     labels = np.asarray(labels).reshape(-1)[: len(texts)]

@@ -19,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tfkit.config import Config, ConfigError, load_config, parse_override
-from tfkit.training import NotPublished, RunResult, export_run, train
+from tfkit.publishing import NotPublished, export_run
+from tfkit.training import RunResult, train
 
 log = logging.getLogger("tfkit")
 

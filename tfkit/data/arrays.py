@@ -73,6 +73,7 @@ class ImagePreprocessor:
     """
 
     serving_input = "image_bytes"
+    tensorboard_extras = ("misclassified",)  # the images most confidently misclassified
 
     def __init__(self, height: int, width: int, channels: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -182,6 +183,7 @@ class SequencePreprocessor:
     """
 
     serving_input = "sequence"
+    tensorboard_extras = ()
 
     def __init__(self, steps: int, features: int):
         self.steps, self.features = int(steps), int(features)

@@ -56,7 +56,7 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
         full_batches: fill every partial batch up to ``batch_size`` (see :func:`fill_batch`)
             and yield ``(token ids, label ids, sample weights)`` with a static batch size.
             For training: compile with a loss reduced by ``"mean_with_sample_weight"`` and
-            ``weighted_metrics``, as :func:`tfkit.training.compile_model` does.
+            ``weighted_metrics``, as :func:`tfkit.compiling.compile_model` does.
 
     Returns:
         A prefetching ``tf.data.Dataset``.

@@ -138,6 +138,9 @@ class TextPreprocessor:
         return self.tokenize(texts).to_tensor(default_value=PAD_ID, shape=[None, self.max_len])
 
     serving_input = "text"
+    # TensorBoard views of a trained model that take this input: the word vectors in the
+    # Projector, the validation examples most confidently misclassified
+    tensorboard_extras = ("embeddings", "misclassified")
 
     def serving_endpoints(self) -> dict:
         """``{signature name: (fn, input_signature)}`` for the export."""

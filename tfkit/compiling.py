@@ -1,0 +1,118 @@
+"""The compile recipe: optimizer, learning-rate schedule, losses and metrics (per head for
+multi-task models), XLA and the dtype policy."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from tfkit.config import Config, ConfigError
+from tfkit.data import LabeledData
+from tfkit.optimizers import LazyAdam
+
+WEIGHTED_MEAN = "mean_with_sample_weight"  # a loss's mean over the rows that weigh
+
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam, "adamw": keras.optimizers.AdamW,
+              "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}  # train.optimizer
+
+
+def head_specs(data: LabeledData) -> dict | None:
+    """What a multi-task builder needs per head: ``{"num_classes": n}`` or the training
+    targets' ``{"mean": m, "std": s}`` (None for single-task data)."""
+    if not data.heads:
+        return None
+    specs = {}
+    for head, kind in data.heads.items():
+        if kind == "regression":
+            values = data.train.y[head]
+            specs[head] = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
+        else:
+            specs[head] = {"num_classes": len(data.label_names[head])}
+    return specs
+
+
+def jit_setting(config: Config, replicas: int):
+    """``train.jit_compile`` for ``model.compile``, refusing the known crash: loss scaling
+    (``mixed_float16``) + XLA + more than one replica (keras-team/keras#21366)."""
+    jit = {"auto": "auto", "true": True, "false": False}[str(config.train.jit_compile).lower()]
+    if config.train.mixed_precision == "mixed_float16" and replicas > 1:
+        if jit is True:
+            raise ConfigError("train.jit_compile: true with train.mixed_precision: mixed_float16 "
+                              f"on {replicas} replicas crashes in Keras (LossScaleOptimizer under "
+                              "XLA, keras-team/keras#21366); set jit_compile: false or auto.")
+        return False
+    return jit
+
+
+def epoch_steps(config: Config, dataset: tf.data.Dataset) -> int:
+    """Steps in one epoch: ``train.steps_per_epoch``, or the training dataset's batches
+    (tfkit's datasets know their number of batches, length buckets included)."""
+    return config.train.steps_per_epoch or int(dataset.cardinality())
+
+
+def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
+    """``train.learning_rate`` (times ``replicas`` with ``scale_learning_rate``), constant or
+    decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``).
+
+    The TensorBoard callback logs the rate each epoch, whichever schedule.
+    """
+    rate = config.train.learning_rate
+    if config.train.scale_learning_rate:
+        rate *= replicas  # the linear scaling rule for a global batch `replicas` x larger
+    steps = max(1, config.train.epochs * steps_per_epoch)
+    if config.train.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+    if config.train.lr_schedule == "linear":
+        return keras.optimizers.schedules.PolynomialDecay(rate, decay_steps=steps,
+                                                          end_learning_rate=0.0)
+    return rate
+
+
+def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
+                  replicas: int = 1, steps_per_epoch: int = 1) -> None:
+    """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
+
+    Losses average over the sample weights and the metrics are ``weighted_metrics``: the
+    filler rows of the training batches (``token_dataset(full_batches=True)``) weigh 0.
+
+    Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
+    for classification, mean squared error and MAE for regression. A regression loss is
+    weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
+    standardised target, so heads in years and in class probabilities weigh alike.
+    """
+    rate = learning_rate(config, replicas, steps_per_epoch)
+    optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
+    jit = jit_setting(config, replicas)
+    if not heads:
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
+                          reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy"],
+                      jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
+        return
+    weights = config.train.loss_weights or {}
+    losses, loss_weights, metrics = {}, {}, {}
+    for head, spec in heads.items():
+        weight = float(weights.get(head, 1.0))
+        if "num_classes" in spec:
+            losses[head] = keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN)
+            metrics[head] = ["accuracy"]
+        else:
+            losses[head], metrics[head] = keras.losses.MeanSquaredError(reduction=WEIGHTED_MEAN), ["mae"]
+            weight /= spec["std"] ** 2
+        loss_weights[head] = weight
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
+                  weighted_metrics=metrics, jit_compile=jit,
+                  steps_per_execution=config.train.steps_per_execution)
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Sets the Keras global dtype policy (``"none"`` = float32) for the block, then restores it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

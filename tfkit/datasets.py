@@ -1,0 +1,152 @@
+"""A run's inputs: the preprocessor its model needs, adapted on the training split, and the
+tf.data pipeline of each split (class weights applied, sharded under any strategy)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from tfkit.config import Config, ConfigError, input_kind_problem
+from tfkit.data import (
+    HierarchicalTextPreprocessor,
+    ImagePreprocessor,
+    LabeledData,
+    SequencePreprocessor,
+    TextPreprocessor,
+    add_vector_words,
+    array_dataset,
+    token_dataset,
+)
+from tfkit.models import model_inputs
+
+log = logging.getLogger("tfkit")
+
+
+def make_preprocessor(config: Config, data: LabeledData):
+    """The preprocessor the model's ``inputs`` kind needs, adapted on the training split.
+
+    Raises:
+        ConfigError: when the data cannot feed the model (say text data for ``image_cnn``).
+    """
+    name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
+    x = data.train.x
+    is_text = x.dtype == object
+    problem = input_kind_problem(name, config.model.params, config.data.source, is_text,
+                                 "text" if is_text else f"arrays of shape {x.shape[1:]}")
+    if problem:  # tfds, which the config cannot tell
+        raise ConfigError(problem)
+    if inputs == "tokens":
+        preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
+                                        max_len=config.data.max_len, split=config.data.split)
+    elif inputs == "documents":
+        preprocessor = HierarchicalTextPreprocessor(max_tokens=config.data.max_tokens,
+                                                    max_sentences=config.data.max_sentences,
+                                                    max_words=config.data.max_words,
+                                                    split=config.data.split)
+    elif inputs == "image":
+        if x.ndim not in (3, 4):
+            raise ConfigError(f"model '{name}' takes images; data.source "
+                              f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
+        height, width = config.data.image_size or x.shape[1:3]
+        channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
+        preprocessor = ImagePreprocessor(height, width, channels, config.export.max_image_pixels)
+    else:
+        steps = x.shape[1]
+        preprocessor = SequencePreprocessor(steps, int(np.prod(x.shape[2:])))
+    preprocessor.adapt(x)
+    extra = config.model.word_vectors_vocabulary
+    if extra:  # words training never saw, which the vectors file knows
+        size = preprocessor.vocab_size
+        preprocessor = add_vector_words(preprocessor, config.model.word_vectors, extra)
+        log.info("vocabulary: %d words from the training texts + %d from %s",
+                 size, preprocessor.vocab_size - size, config.model.word_vectors)
+    return preprocessor
+
+
+FEW_EXAMPLES = 5  # per class, in the validation or test split: fewer makes noisy scores
+
+
+def warn_small_splits(data: LabeledData) -> list[str]:
+    """Logs a warning for each class with fewer than ``FEW_EXAMPLES`` examples in the
+    validation or test split (per classification head): its scores, the best epoch and the
+    checks before publishing then rest on a handful of examples. Tiny data is fine for a try,
+    so this is no error. Returns the warnings."""
+    multitask = isinstance(data.label_names, dict)
+    heads = data.label_names if multitask else {None: data.label_names}
+    warnings = []
+    for split_name, split in (("validation", data.validation), ("test", data.test)):
+        if not len(split):
+            continue
+        for head, names in heads.items():
+            if not names:
+                continue
+            y = split.y[head] if multitask else split.y
+            counts = np.bincount(np.asarray(y).astype(np.int64).reshape(-1), minlength=len(names))
+            few = [f"{name!r} {count}" for name, count in zip(names, counts)
+                   if count < FEW_EXAMPLES]
+            if few:
+                where = f"the {split_name} split" + (f" (head {head})" if head else "")
+                warnings.append(f"{where} has fewer than {FEW_EXAMPLES} examples of "
+                                f"{len(few)} class(es) ({', '.join(few[:5])}): its scores are noisy")
+    for warning in warnings:
+        log.warning("small data: %s", warning)
+    return warnings
+
+
+def class_weights(config: Config, data: LabeledData) -> np.ndarray | None:
+    """``train.class_weight`` as one weight per label id, or None when it is not set.
+
+    ``balanced``: ``n / (classes * count)`` over the training split (scikit-learn's
+    definition: every class then weighs as much in the loss as the others); a mapping:
+    ``{label name: weight}``, 1.0 for labels not named.
+
+    Raises:
+        ConfigError: naming a label that the data does not have.
+    """
+    setting = config.train.class_weight
+    if setting is None:
+        return None
+    names = list(data.label_names)
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(data.train.y).reshape(-1), minlength=len(names))
+        return (counts.sum() / (len(names) * np.maximum(counts, 1))).astype(np.float32)
+    unknown = sorted(str(label) for label in setting if str(label) not in names)
+    if unknown:
+        raise ConfigError(f"train.class_weight: no label {', '.join(map(repr, unknown))} in "
+                          f"the data; its labels are {names}.")
+    given = {str(label): float(weight) for label, weight in setting.items()}
+    return np.array([given.get(name, 1.0) for name in names], np.float32)
+
+
+def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool,
+                 weights: np.ndarray | None = None):
+    """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured).
+
+    ``weights`` (training, :func:`class_weights`): each example's sample weight is its
+    label's weight (times 0 for the filler rows of full batches). Keras's
+    ``fit(class_weight=...)`` does the same but refuses datasets that already carry sample
+    weights, as full batches do.
+
+    The data is in memory, so under a multi-worker strategy it is sharded by element
+    (auto-shard policy DATA): every worker builds the same pipeline and keeps its share
+    of each global batch. (FILE sharding needs one file per shard; there are none here.)
+    """
+    if isinstance(preprocessor, TextPreprocessor):
+        ds = token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                           bucket=config.data.bucket_by_length, seed=config.data.seed,
+                           full_batches=training)
+    else:
+        ds = array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
+                           seed=config.data.seed)
+    if weights is not None:
+        table = tf.constant(weights)
+
+        def weigh(x, y, sample_weight=1.0):
+            return x, y, sample_weight * tf.gather(table, tf.reshape(y, [-1]))
+
+        ds = ds.map(weigh)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

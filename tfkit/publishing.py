@@ -1,0 +1,137 @@
+"""What it takes for a run's model to become the served version.
+
+TF Serving (and ``tfkit predict saved_models/<name>``) switch every client to the highest
+version, so a diverged or useless model published there replaces a good one without a word.
+:func:`bless` decides whether a trained model may be published (TFX calls this check
+"blessing"; this is the same idea without a pipeline); :func:`export_run` publishes a
+finished run after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfkit.config import check_name
+from tfkit.data import LabeledData, load_data
+from tfkit.evaluation import score_saved_model
+from tfkit.export import ExportError, check_next_version, export_for_serving, published_versions
+from tfkit.runs import load_run
+
+log = logging.getLogger("tfkit")
+
+
+def majority_rates(data: LabeledData) -> dict:
+    """``{head: (share, label)}``: the test accuracy of always answering the most frequent
+    test label, per classification head (head ``None`` for a single-task classifier)."""
+    multitask = isinstance(data.label_names, dict)
+    heads = data.label_names if multitask else {None: data.label_names}
+    targets = data.test.y if multitask else {None: data.test.y}
+    rates = {}
+    for head, names in heads.items():
+        if names:
+            counts = np.bincount(np.asarray(targets[head]).astype(np.int64).reshape(-1),
+                                 minlength=len(names))
+            rates[head] = (float(counts.max() / max(counts.sum(), 1)), names[int(counts.argmax())])
+    return rates
+
+
+def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
+          max_regression: float) -> dict:
+    """Whether a trained model may be published as the next version under ``model_dir``.
+
+    It must have (1) finite test losses; (2) on every classification head, a test accuracy
+    above what always answering the most frequent test label scores; (3) when ``model_dir``
+    already serves a version (with the same labels: other labels are refused before
+    training), a test accuracy at most ``max_regression`` below that version's, scored
+    through its serving signature on this run's test split.
+
+    Args:
+        metrics: the run's test metrics (``test_loss``, ``test_accuracy``, per head
+            ``test_<head>_accuracy``...).
+        data: the run's data (its test split is scored).
+        model_dir: ``saved_models/<name>``.
+        max_regression: ``export.max_regression``.
+
+    Returns:
+        ``{"blessed": bool, "reasons": [why not, ...], "majority_accuracy": {...},
+        "served_version": path or None, "served_accuracy": {...}, "seconds": float}``.
+    """
+    started = time.perf_counter()
+    reasons = []
+    for key, value in metrics.items():
+        if key.startswith("test_") and key.endswith("loss") and isinstance(value, float) \
+                and not math.isfinite(value):
+            reasons.append(f"{key} is {value} (training diverged: lower train.learning_rate?)")
+    rates = majority_rates(data)
+    for head, (rate, label) in rates.items():
+        key = f"test_{head}_accuracy" if head else "test_accuracy"
+        accuracy = metrics.get(key)
+        if accuracy is not None and not accuracy > rate:
+            reasons.append(f"{key} {accuracy:.4f} is not above {rate:.4f}, what always "
+                           f"answering {label!r} scores")
+    served, served_accuracy = None, {}
+    versions = published_versions(model_dir)
+    if versions and not reasons:
+        served = versions[-1]
+        try:
+            theirs = score_saved_model(served, data)
+        except ValueError as exc:  # e.g. an export tfkit did not write: nothing to compare
+            log.warning("could not score the served version '%s' to compare: %s", served, exc)
+            theirs = {}
+        for head in rates:
+            key = f"test_{head}_accuracy" if head else "test_accuracy"
+            if key not in theirs or key not in metrics:
+                continue
+            served_accuracy[key] = theirs[key]
+            if metrics[key] < theirs[key] - max_regression:
+                reasons.append(
+                    f"{key} {metrics[key]:.4f} is {theirs[key] - metrics[key]:.4f} below the "
+                    f"served version {served.name}'s {theirs[key]:.4f} on this run's test split "
+                    f"(export.max_regression: {max_regression})")
+    return {"blessed": not reasons, "reasons": reasons,
+            "majority_accuracy": {str(head) if head else "label": rate
+                                  for head, (rate, _) in rates.items()},
+            "served_version": None if served is None else str(served),
+            "served_accuracy": served_accuracy,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+class NotPublished(ExportError):
+    """A model failed the checks before serving (:func:`tfkit.evaluation.bless`)."""
+
+
+def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
+               force: bool = False) -> Path:
+    """Exports a finished run as the next SavedModel version (``tfkit export``).
+
+    ``base_dir`` may be any folder; ``name`` (default: the run's ``export.name`` or ``name``)
+    must be one folder name inside it (:func:`tfkit.config.check_name`). Unless ``force``,
+    the model must pass the checks that ``train`` runs before publishing
+    (:func:`tfkit.evaluation.bless`, when the run's ``export.blessing`` is on), against the
+    version that folder serves now.
+
+    Raises:
+        NotPublished: for a model that fails those checks, naming why.
+        ExportError: for an export that fails.
+    """
+    check_name("export --name", name)
+    config, model, preprocessor, label_names = load_run(run_dir)
+    data = load_data(config.data)
+    model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
+    check_next_version(model_dir, label_names, preprocessor)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    if config.export.blessing and not force:
+        blessing = bless(metrics, data, model_dir, config.export.max_regression)
+        if not blessing["blessed"]:
+            raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
+                               "tfkit export --force publishes it anyway.")
+    return export_for_serving(model, preprocessor, label_names, model_dir,
+                              preprocessor.export_samples(data.test.x),
+                              serving_root=config.export.serving_root,
+                              metadata={"run_dir": str(run_dir), "metrics": metrics})
