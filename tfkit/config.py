@@ -313,7 +313,8 @@ def data_source_problem(d: DataConfig) -> str | None:
 
 def _validate(config: Config) -> None:
     # late: models must not import config
-    from tfkit.models import TEXT_INPUTS, check_model_params, model_inputs
+    from tfkit.data import TEXT_INPUTS
+    from tfkit.models import check_model_params, model_inputs
 
     check_name("name", config.name)
     check_name("train.run_name", config.train.run_name)
@@ -427,7 +428,8 @@ def input_kind_problem(name: str, params: dict, source: str, gives_text: bool,
                        given: str | None = None) -> str | None:
     """What is wrong when model ``name`` reads text and the source gives arrays (``given``
     describes them) or the reverse; None when they fit."""
-    from tfkit.models import MODELS, TEXT_INPUTS, model_inputs
+    from tfkit.data import TEXT_INPUTS
+    from tfkit.models import MODELS, model_inputs
 
     inputs = model_inputs(name, params)
     if (inputs in TEXT_INPUTS) == gives_text:

@@ -10,14 +10,9 @@ import tensorflow as tf
 
 from tfkit.config import Config, ConfigError, input_kind_problem
 from tfkit.data import (
-    HierarchicalTextPreprocessor,
-    ImagePreprocessor,
+    INPUT_KINDS,
     LabeledData,
-    SequencePreprocessor,
-    TextPreprocessor,
     add_vector_words,
-    array_dataset,
-    token_dataset,
 )
 from tfkit.models import model_inputs
 
@@ -37,24 +32,10 @@ def make_preprocessor(config: Config, data: LabeledData):
                                  "text" if is_text else f"arrays of shape {x.shape[1:]}")
     if problem:  # tfds, which the config cannot tell
         raise ConfigError(problem)
-    if inputs == "tokens":
-        preprocessor = TextPreprocessor(max_tokens=config.data.max_tokens,
-                                        max_len=config.data.max_len, split=config.data.split)
-    elif inputs == "documents":
-        preprocessor = HierarchicalTextPreprocessor(max_tokens=config.data.max_tokens,
-                                                    max_sentences=config.data.max_sentences,
-                                                    max_words=config.data.max_words,
-                                                    split=config.data.split)
-    elif inputs == "image":
-        if x.ndim not in (3, 4):
-            raise ConfigError(f"model '{name}' takes images; data.source "
-                              f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
-        height, width = config.data.image_size or x.shape[1:3]
-        channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
-        preprocessor = ImagePreprocessor(height, width, channels, config.export.max_image_pixels)
-    else:
-        steps = x.shape[1]
-        preprocessor = SequencePreprocessor(steps, int(np.prod(x.shape[2:])))
+    try:
+        preprocessor = INPUT_KINDS[inputs].for_data(config, x)
+    except ValueError as exc:
+        raise ConfigError(f"model '{name}': {exc}") from None
     preprocessor.adapt(x)
     extra = config.model.word_vectors_vocabulary
     if extra:  # words training never saw, which the vectors file knows
@@ -133,13 +114,7 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     (auto-shard policy DATA): every worker builds the same pipeline and keeps its share
     of each global batch. (FILE sharding needs one file per shard; there are none here.)
     """
-    if isinstance(preprocessor, TextPreprocessor):
-        ds = token_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                           bucket=config.data.bucket_by_length, seed=config.data.seed,
-                           full_batches=training)
-    else:
-        ds = array_dataset(split.x, split.y, preprocessor, batch_size, shuffle=training,
-                           seed=config.data.seed)
+    ds = preprocessor.dataset(split.x, split.y, batch_size, training=training, data=config.data)
     if weights is not None:
         table = tf.constant(weights)
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfkit.compiling import compile_model, head_specs
 from tfkit.config import ConfigError, load_config
-from tfkit.data import ImagePreprocessor, LabeledData, load_data
+from tfkit.data import LabeledData, load_data, preprocessor_from_config
 from tfkit.datasets import make_dataset
 from tfkit.export import ServedModel, export_facts, is_saved_model, version_folder
 from tfkit.metrics import classification_report, confusion_counts
@@ -47,10 +47,9 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
     if not isinstance(data.label_names, dict) == multitask or set(heads) != set(data_names):
         raise ValueError(f"the data's heads {sorted(map(str, data_names))} are not the "
                          f"SavedModel's {sorted(map(str, heads))} ('{version}').")
-    x = data.test.x
-    if served.input_key == "image_bytes":  # what clients send: the images as PNG bytes
-        x = ImagePreprocessor.from_config(served.facts["preprocessor"]).export_samples(x)
-    outputs = served([str(t) for t in x] if served.input_key == "text" else x, BATCH)
+    # what clients send: raw strings, images as PNG bytes
+    outputs = served(preprocessor_from_config(served.facts["preprocessor"]).client_inputs(
+        data.test.x), BATCH)
     out = {}
     for head, head_names in heads.items():
         prefix = f"{head}_" if head else ""

@@ -631,7 +631,7 @@ class ServedModel:
         """The signature's outputs for ``inputs`` (:meth:`prepare`), ``batch_size`` a call,
         as ``{output: array}`` with one row per input."""
         inputs = self.prepare(inputs)
-        dtype = tf.string if self.input_key in ("text", "image_bytes") else tf.float32
+        dtype = self.signature.structured_input_signature[1][self.input_key].dtype
         batches = [self.signature(**{self.input_key: tf.constant(inputs[i:i + batch_size], dtype)})
                    for i in range(0, len(inputs), batch_size)]
         if not batches:

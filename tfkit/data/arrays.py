@@ -72,8 +72,29 @@ class ImagePreprocessor:
         TensorShape([2, 8, 8, 1])
     """
 
+    takes_text = False  # the preprocessor protocol: see TextPreprocessor
+    config_type = "image"
     serving_input = "image_bytes"
     tensorboard_extras = ("misclassified",)  # the images most confidently misclassified
+
+    @classmethod
+    def for_data(cls, config, x) -> ImagePreprocessor:
+        """The size and channels ``data.image_size`` / ``data.channels`` say, else the
+        training images' own; ``export.max_image_pixels``.
+
+        Raises:
+            ValueError: for arrays that are not images (``[n, h, w]`` or ``[n, h, w, c]``).
+        """
+        if x.ndim not in (3, 4):
+            raise ValueError(f"images must be [n, height, width(, channels)] arrays; data.source "
+                             f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
+        height, width = config.data.image_size or x.shape[1:3]
+        channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
+        return cls(height, width, channels, config.export.max_image_pixels)
+
+    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+        """The tf.data pipeline of one split (:func:`array_dataset`), shuffled when ``training``."""
+        return array_dataset(x, y, self, batch_size, shuffle=training, seed=data.seed)
 
     def __init__(self, height: int, width: int, channels: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -157,13 +178,18 @@ class ImagePreprocessor:
                 [None, self.height, self.width, self.channels], tf.float32, name="images")]),
         }
 
-    def export_samples(self, x) -> list[bytes]:
-        """PNG bytes of some inputs, to check an export with."""
+    def client_inputs(self, x) -> list[bytes]:
+        """What a client of the served model sends for images ``x``: PNG bytes at the
+        model's size and channels."""
         pixels = tf.cast(tf.clip_by_value(tf.round(self(x)), 0, 255), tf.uint8)
         return [tf.io.encode_png(p).numpy() for p in pixels]
 
+    def export_samples(self, x) -> list[bytes]:
+        """PNG bytes of some inputs, to check an export with."""
+        return self.client_inputs(x)
+
     def get_config(self) -> dict:
-        return {"type": "image", "height": self.height, "width": self.width,
+        return {"type": self.config_type, "height": self.height, "width": self.width,
                 "channels": self.channels, "max_pixels": self.max_pixels}
 
     @classmethod
@@ -182,8 +208,23 @@ class SequencePreprocessor:
     8x8 digits are 8 steps of 8 features.
     """
 
+    takes_text = False  # the preprocessor protocol: see TextPreprocessor
+    config_type = "sequence"
     serving_input = "sequence"
     tensorboard_extras = ()
+
+    @classmethod
+    def for_data(cls, config, x) -> SequencePreprocessor:
+        """Steps from the training arrays' second axis, features from the rest."""
+        return cls(x.shape[1], int(np.prod(x.shape[2:])))
+
+    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+        """The tf.data pipeline of one split (:func:`array_dataset`), shuffled when ``training``."""
+        return array_dataset(x, y, self, batch_size, shuffle=training, seed=data.seed)
+
+    def client_inputs(self, x):
+        """What a client of the served model sends: the arrays as ``[n, steps, features]``."""
+        return self(x).numpy()
 
     def __init__(self, steps: int, features: int):
         self.steps, self.features = int(steps), int(features)
@@ -204,10 +245,10 @@ class SequencePreprocessor:
             [None, self.steps, self.features], tf.float32, name="sequence")])}
 
     def export_samples(self, x):
-        return self(x).numpy()
+        return self.client_inputs(x)
 
     def get_config(self) -> dict:
-        return {"type": "sequence", "steps": self.steps, "features": self.features}
+        return {"type": self.config_type, "steps": self.steps, "features": self.features}
 
     @classmethod
     def from_config(cls, config: dict) -> SequencePreprocessor:

@@ -15,6 +15,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tfkit.data.pipeline import token_dataset
+
 PAD_ID, OOV_ID = 0, 1
 
 
@@ -137,10 +139,30 @@ class TextPreprocessor:
         """Strings ``[batch]`` -> ids ``[batch, max_len]``, right-padded with 0."""
         return self.tokenize(texts).to_tensor(default_value=PAD_ID, shape=[None, self.max_len])
 
+    # the preprocessor protocol (see tfkit.data.INPUT_KINDS): what it reads, its
+    # preprocessor.json type, the serving input's name, and the TensorBoard views of a trained
+    # model that apply (word vectors in the Projector, validation examples misclassified)
+    takes_text = True
+    config_type = "text"
     serving_input = "text"
-    # TensorBoard views of a trained model that take this input: the word vectors in the
-    # Projector, the validation examples most confidently misclassified
     tensorboard_extras = ("embeddings", "misclassified")
+
+    @classmethod
+    def for_data(cls, config, x) -> TextPreprocessor:
+        """An unadapted preprocessor as ``config`` (a :class:`tfkit.Config`) sets it up for
+        training inputs ``x``."""
+        return cls(max_tokens=config.data.max_tokens, max_len=config.data.max_len,
+                   split=config.data.split)
+
+    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+        """The tf.data pipeline of one split (:func:`tfkit.data.token_dataset`): shuffled,
+        length-bucketed (``data.bucket_by_length``) and in full batches when ``training``."""
+        return token_dataset(x, y, self, batch_size, shuffle=training,
+                             bucket=data.bucket_by_length, seed=data.seed, full_batches=training)
+
+    def client_inputs(self, x) -> list[str]:
+        """What a client of the served model sends for inputs ``x``: the raw strings."""
+        return [str(t) for t in x]
 
     def serving_endpoints(self) -> dict:
         """``{signature name: (fn, input_signature)}`` for the export."""
@@ -148,11 +170,11 @@ class TextPreprocessor:
 
     def export_samples(self, x) -> list[str]:
         """Inputs to check an export with: some texts plus empty, very long and non-ASCII ones."""
-        return [str(t) for t in x[:16]] + ["", "great " * 5000, "Très bon café, 美味しい!"]
+        return self.client_inputs(x[:16]) + ["", "great " * 5000, "Très bon café, 美味しい!"]
 
     def get_config(self) -> dict:
-        return {"type": "text", "max_tokens": self.max_tokens, "max_len": self.max_len,
-                "split": self.split}
+        return {"type": self.config_type, "max_tokens": self.max_tokens,
+                "max_len": self.max_len, "split": self.split}
 
     def save(self, directory: str | os.PathLike) -> None:
         """Writes ``preprocessor.json`` (settings and vocabulary) into ``directory``."""
@@ -162,7 +184,8 @@ class TextPreprocessor:
     def from_config(cls, config: dict) -> TextPreprocessor:
         settings = {k: v for k, v in config.items() if k != "type"}
         pre = cls(**settings)
-        pre.layer(tf.constant([""]))  # builds the layer, as ExportArchive requires
+        if settings.get("vocabulary") is not None:  # settings alone (an export's facts) have none
+            pre.layer(tf.constant([""]))  # builds the layer, as ExportArchive requires
         return pre
 
 
@@ -218,6 +241,13 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
         [[[3, 2], [4, 0]], [[1, 0], [0, 0]]]
     """
 
+    config_type = "hierarchical_text"
+
+    @classmethod
+    def for_data(cls, config, x) -> HierarchicalTextPreprocessor:
+        return cls(max_tokens=config.data.max_tokens, max_sentences=config.data.max_sentences,
+                   max_words=config.data.max_words, split=config.data.split)
+
     def __init__(self, max_tokens: int = 20000, max_sentences: int = 16, max_words: int = 40,
                  vocabulary=None, split: str = "whitespace"):
         if max_sentences < 1 or max_words < 1:
@@ -263,6 +293,6 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
         return super().export_samples(x) + ["...!!!", "no punctuation at all", many]
 
     def get_config(self) -> dict:
-        return {"type": "hierarchical_text", "max_tokens": self.max_tokens,
+        return {"type": self.config_type, "max_tokens": self.max_tokens,
                 "max_sentences": self.max_sentences, "max_words": self.max_words,
                 "split": self.split}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import keras
 
+from tfkit.data import INPUT_KINDS
 from tfkit.models.hierarchical import build_han
 from tfkit.models.layers import (
     AttentionPooling,
@@ -49,8 +50,8 @@ from tfkit.models.text import (
 )
 from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
-TEXT_INPUTS = ("tokens", "documents")  # the input kinds a text preprocessor feeds
-INPUTS = (*TEXT_INPUTS, "image", "sequence", "encoder")
+# the input kinds: tfkit.data.INPUT_KINDS (kind -> preprocessor), plus "encoder" for wrappers
+INPUTS = (*INPUT_KINDS, "encoder")
 # Arguments that come from the data (vocabulary, label set, input shape), never from the config.
 DATA_ARGS = ("vocab_size", "num_classes", "input_shape", "heads")
 ENTRY_POINTS = "tfkit.models"  # the entry-point group through which packages add models

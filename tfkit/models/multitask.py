@@ -43,7 +43,8 @@ def build_multitask(*, vocab_size: int, heads: dict, encoder: str = "text_bilstm
         >>> sorted(model(np.array([[4, 5, 0]])))
         ['topic', 'year']
     """
-    from tfkit.models import TEXT_INPUTS, build_model, get_entry  # the registry imports this
+    from tfkit.data import TEXT_INPUTS
+    from tfkit.models import build_model, get_entry  # the registry imports this
 
     if not heads:
         raise ValueError("build_multitask needs at least one head. Received: heads={}")
