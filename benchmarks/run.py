@@ -1,11 +1,11 @@
-"""Training throughput, side by side in one process: seed pipeline vs plain Keras vs tfkit.
+"""Training throughput, side by side in one process: reference pipeline vs plain Keras vs tfkit.
 
     python -m benchmarks.run            # full: fine-food reviews, 5 alternating rounds
     python -m benchmarks.run --quick    # smoke test: 256 reviews, 1 round (CI runs this)
 
 Workloads (same model size: Embedding(10000, 128) -> LSTM(64), batch 32, max 100 tokens):
 
-- ``seed``: the second seed document's section 4.1 pipeline: Python tokenisation (what
+- ``seed``: the reference pipeline: Python tokenisation (what
   the legacy ``Tokenizer(num_words=10000, oov_token="<OOV>")`` does; Keras 3 no longer
   ships it), ``pad_sequences(maxlen=100)`` (left padding), no mask, Dense(1, sigmoid).
 - ``plain_keras``: the same model over cached, right-padded, masked integer tensors,
@@ -18,21 +18,21 @@ Workloads (same model size: Embedding(10000, 128) -> LSTM(64), batch 32, max 100
 - ``tfkit_xla``: the same with ``jit_compile=True`` (XLA on the CPU; Keras's ``"auto"`` leaves
   it off on CPU-only machines). Its compile time shows in ``warmup_epoch_seconds``.
 
-- ``seed_stacked`` vs ``tfkit_stacked``: the seed's section 4.2 (two stacked LSTM(64))
+- ``seed_stacked`` vs ``tfkit_stacked``: the hierarchical article's stacked model (two stacked LSTM(64))
   against ``stacked_lstm``; ``tfkit_han`` (``han`` on documents) and ``tfkit_image_cnn``
   (``image_cnn`` on the 8x8 digits) have no seed counterpart and are reported alone.
 
 Each round trains every workload for one epoch, in alternating order; the figure is
 the median examples/s over rounds; the first epoch of each model, with tracing, is a
-warm-up and not counted. For tfkit against the seed the run also reports the ratio of the
+warm-up and not counted. For tfkit against the reference pipeline the run also reports the ratio of the
 best rounds and the median of the per-round ratios. Also measured in the same run:
 
 - the machine's dense float32 matmul FLOP/s (best of several 1024x1024 products) and, from
   the LSTM's shapes and the steps it really runs, the fraction of that peak each LSTM
   workload reached (training FLOPs = 3 x forward);
-- time to 0.77 test accuracy (the seed pipeline's best on this data): fresh models trained
-  epoch by epoch, test accuracy after each, training seconds summed: the seed pipeline,
-  ``text_lstm`` at the seed's size, and the default preset exactly as ``tfkit train``
+- time to 0.77 test accuracy (the reference pipeline's best on this data): fresh models trained
+  epoch by epoch, test accuracy after each, training seconds summed: the reference pipeline,
+  ``text_lstm`` at the reference pipeline's size, and the default preset exactly as ``tfkit train``
   builds it (``fine_foods_fasttext``: its own vocabulary, length, batch and learning rate);
   repeated ``--repeats`` times (3) in alternation, reported as the median of the runs that
   got there and how many did (at most 8 epochs each);
@@ -72,22 +72,22 @@ from tfkit.datasets import make_dataset, make_preprocessor  # noqa: E402
 from tfkit.export import make_examples  # noqa: E402
 
 VOCAB, MAX_LEN, BATCH = 10000, 100, 32
-TARGET = 0.77  # the seed pipeline's best test accuracy on the fine-food reviews
+TARGET = 0.77  # the reference pipeline's best test accuracy on the fine-food reviews
 
 
 def seed_tokenize(train_texts, texts):
-    """What the seed's Tokenizer + pad_sequences do, in Python, left-padded."""
+    """What the reference pipeline's Tokenizer + pad_sequences do, in Python, left-padded."""
     def words(text):
         return re.sub(r'[!"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\t\n]', " ", text.lower()).split()
 
     counts = Counter(w for t in train_texts for w in words(t))
     index = {w: i + 2 for i, (w, _) in enumerate(counts.most_common(VOCAB - 2))}
     seqs = [[index.get(w, 1) for w in words(t)] for t in texts]
-    return keras.utils.pad_sequences(seqs, maxlen=MAX_LEN)  # padding="pre", as in the seed
+    return keras.utils.pad_sequences(seqs, maxlen=MAX_LEN)  # padding="pre", as in the reference pipeline
 
 
 def seed_model(stacked: bool = False):
-    """Section 4.1 (Embedding -> LSTM -> Dense), or 4.2 with two stacked LSTMs."""
+    """The reference model (Embedding -> LSTM -> Dense), or with two stacked LSTMs."""
     rnns = ([keras.layers.LSTM(64, return_sequences=True), keras.layers.LSTM(64)] if stacked
             else [keras.layers.LSTM(64)])
     model = keras.Sequential([keras.Input((MAX_LEN,)), keras.layers.Embedding(VOCAB, 128),
@@ -97,7 +97,7 @@ def seed_model(stacked: bool = False):
 
 
 def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", jit_compile=False, **params):
-    """A tfkit builder at the seed's size, compiled as tfkit's text presets are (LazyAdam,
+    """A tfkit builder at the reference pipeline's size, compiled as tfkit's text presets are (LazyAdam,
     learning rate 0.001, no XLA on a CPU); ``optimizer="adam"`` gives the plain Keras baseline."""
     params = params or ({"units": 64} if name == "text_lstm" else {"units": [64, 64]})
     model = tfkit.build_model(name, vocab_size=pre.vocab_size, num_classes=2, embedding_dim=128,
@@ -109,7 +109,7 @@ def tfkit_model(pre, name="text_lstm", optimizer="lazy_adam", jit_compile=False,
 
 def bucketed_reviews(limit: int | None = None):
     """The fine-food training reviews (the first ``limit``) as tfkit feeds ``text_lstm`` at
-    the seed's size: a preprocessor adapted on them and ``token_dataset``'s length buckets.
+    the reference pipeline's size: a preprocessor adapted on them and ``token_dataset``'s length buckets.
     Returns ``(preprocessor, dataset, number of reviews)``."""
     data = tfkit.load_data(tfkit.DataConfig(source="fine_foods"))
     texts, y = [str(t) for t in data.train.x][:limit], data.train.y[:limit]
@@ -299,7 +299,7 @@ def main(argv=None) -> dict:
         "tfkit_stacked": (tfkit_model(pre, "stacked_lstm"), tfkit_ds, len(texts)),
         "tfkit_han": (tfkit_model(docs, "han", word_units=32, sentence_units=32), han_ds,
                       len(texts)),
-        # the fine_foods_transformer preset's block at the seed's embedding width
+        # the fine_foods_transformer preset's block at the reference pipeline's embedding width
         "tfkit_transformer": (tfkit_model(pre, "text_transformer", num_layers=1), tfkit_ds,
                               len(texts)),
         "tfkit_image_cnn": (tfkit.build_model("image_cnn", input_shape=images.input_shape,

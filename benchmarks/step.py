@@ -4,7 +4,7 @@
     python -m benchmarks.step --quick   # smoke test
 
 One batch of 32 fine-food reviews from tfkit's length buckets (the 64-token bucket, the
-closest to the 62 steps a review averages), the model at the seed's size (Embedding(10000,
+closest to the 62 steps a review averages), the model at the reference pipeline's size (Embedding(10000,
 128) -> LSTM(64) -> softmax, ``lazy_adam``). Each part is a ``tf.function`` that adds one
 piece to the one before; parts alternate over ``--rounds``, each timed over ``--calls``
 calls; medians in milliseconds per step:

@@ -14,7 +14,7 @@ process (the flag is read once, when TensorFlow starts):
   and written there);
 - ``xla_warm``: the same again, reading the directory ``xla_cold`` just filled.
 
-Model: ``text_lstm`` at the seed's size (Embedding(10000, 128) -> LSTM(64), batch 32,
+Model: ``text_lstm`` at the reference pipeline's size (Embedding(10000, 128) -> LSTM(64), batch 32,
 ``lazy_adam``, tfkit's length buckets) on the 3,600 fine-food training reviews. Each process
 trains 4 epochs (as the ``fine_foods_text_lstm`` preset does) and reports the first epoch's
 seconds (tracing, compiling or loading), the later epochs' examples/s (median) and the

@@ -64,11 +64,11 @@ def build_stacked_lstm(*, vocab_size: int, num_classes: int, embedding_dim: int 
                        pooling: str = "last", embedding_dropout: float = 0.0,
                        dropout: float = 0.0, head_dropout: float = 0.0,
                        name: str = "stacked_lstm") -> keras.Model:
-    """The seed's hierarchical model (section 4.2): stacked recurrent layers, then Dense.
+    """The hierarchical article's stacked model: stacked recurrent layers, then Dense.
 
     ``len(units)`` LSTM (or GRU) layers; all but the last return sequences, so each
     level reads the full sequence of the level below. The default ``units=(64, 64)``
-    is the seed's two-layer model.
+    is the article's two-layer model.
 
     Args:
         vocab_size: number of token ids, including padding (0) and OOV (1).
@@ -78,7 +78,7 @@ def build_stacked_lstm(*, vocab_size: int, num_classes: int, embedding_dim: int 
         cell: ``"lstm"`` or ``"gru"``.
         bidirectional: wrap every recurrent layer in ``Bidirectional``.
         pooling: how the top layer's sequence becomes one vector: ``"last"`` (its final
-            state, as in the seed), ``"mean"`` (masked average) or ``"attention"``
+            state, as in the article), ``"mean"`` (masked average) or ``"attention"``
             (:class:`AttentionPooling` over the unmasked steps).
         embedding_dropout: drops whole word vectors (``SpatialDropout1D``).
         dropout: input dropout of every recurrent layer.
@@ -115,9 +115,9 @@ def build_stacked_lstm(*, vocab_size: int, num_classes: int, embedding_dim: int 
 def build_text_lstm(*, vocab_size: int, num_classes: int, embedding_dim: int = 128,
                     units: int = 64, pooling: str = "last",
                     embedding_dropout: float = 0.0, dropout: float = 0.0, head_dropout: float = 0.0) -> keras.Model:
-    """The seed's end-to-end classifier: Embedding -> LSTM -> Dense.
+    """The article's end-to-end classifier: Embedding -> LSTM -> Dense.
 
-    Same layers as section 4.1 of the seed document, but with right padding and a mask,
+    Same layers as the article, but with right padding and a mask,
     so the LSTM reads each review up to its last real word and can use cuDNN.
 
     Args:

@@ -1,4 +1,4 @@
-"""End-to-end models over numeric inputs: the first seed document's CNN and LSTM.
+"""End-to-end models over numeric inputs: the end-to-end article's CNN and LSTM.
 
 ``image_cnn`` takes pixel values 0..255 ``[batch, h, w, c]`` and rescales them itself;
 ``sequence_lstm`` takes numeric sequences ``[batch, steps, features]``.
@@ -16,11 +16,11 @@ def build_image_cnn(*, input_shape, num_classes: int, filters=(32, 64), kernel_s
                     dense_units: int = 128, batch_norm: bool = False, dropout: float = 0.0,
                     augment: bool = False, rotation: float = 0.05, zoom: float = 0.1,
                     flip: bool = False, rescale: float = 1.0 / 255) -> keras.Model:
-    """The seed's conv -> pool -> conv -> pool -> dense -> dense, for any image size.
+    """The article's conv -> pool -> conv -> pool -> dense -> dense, for any image size.
 
     One block per entry of ``filters``: Conv2D (same padding) [-> BatchNorm] -> ReLU ->
     MaxPool (skipped once the feature map is 1 pixel wide, so tiny images work). The
-    flatten size follows from the input shape (nothing hard-coded like the seed's 7x7x64).
+    flatten size follows from the input shape (nothing hard-coded like the article's 7x7x64).
 
     Args:
         input_shape: ``(height, width, channels)``.
@@ -71,14 +71,14 @@ def build_image_cnn(*, input_shape, num_classes: int, filters=(32, 64), kernel_s
 def build_sequence_lstm(*, input_shape, num_classes: int, hidden_size: int = 128,
                         num_layers: int = 2, dropout: float = 0.0,
                         rescale: float = 1.0) -> keras.Model:
-    """The seed's ``RNN(input_size, hidden_size, num_layers, output_size)`` in Keras.
+    """The article's ``RNN(input_size, hidden_size, num_layers, output_size)`` in Keras.
 
     ``num_layers`` stacked LSTMs over ``[batch, steps, features]`` (``input_size`` is the
     feature count), the last time step's state -> Dense(``num_classes``) softmax.
 
     Args:
         input_shape: ``(steps, features)``.
-        num_classes: number of labels (the seed's ``output_size``).
+        num_classes: number of labels (the article's ``output_size``).
         hidden_size: LSTM units per layer.
         num_layers: stacked LSTM layers.
         dropout: input dropout of each LSTM.
