@@ -11,7 +11,6 @@ import contextlib
 import csv
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -280,9 +279,9 @@ def rejection_reason(message: str) -> str:
     """The part of a TensorFlow ``InvalidArgumentError`` a user can act on: a failed check's
     text (``assertion failed: [...]``) or the op's own reason (``Invalid PNG data, size 60``),
     without the graph's node names, the ``Detected at node`` trace, or unprintable bytes."""
-    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = re.sub(r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]"
-                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
+    from tfkit.export import without_graph_names
+
+    text = without_graph_names(message)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     assertion = next((line for line in lines if "assertion failed" in line), None)
     if assertion:

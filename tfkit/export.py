@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -451,8 +452,17 @@ def _reason(exc: BaseException) -> str:
     """The short cause of an OS or TensorFlow error (no traceback, no op names)."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    text = without_graph_names(getattr(exc, "message", None) or str(exc)).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def without_graph_names(message: str) -> str:
+    """A TensorFlow error message without what only TensorFlow's developers read: the
+    ``{{function_node ...}}`` and ``[[{{node ...}}]]`` names, ``[Op:...]``, an empty
+    ``name:``; bytes that are not UTF-8 escaped."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]"
+                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
 
 
 def _owner_alive(staging: Path) -> bool | None:
