@@ -354,9 +354,14 @@ def _validate(config: Config) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
-    d, t = config.data, config.train
     _validate_heads(config)
     _validate_inputs(config)
+    _validate_ranges(config)
+
+
+def _validate_ranges(config: Config) -> None:
+    """Numbers and lists whose values cannot work: fractions, counts, the learning rate..."""
+    d, t = config.data, config.train
     if not 0.0 <= d.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be in [0, 1) (0: no validation "
                           f"split), got {d.validation_fraction!r}.")
