@@ -601,15 +601,11 @@ class ServedModel:
         FileNotFoundError, ValueError: no SavedModel there, or none with ``serving_default``.
 
     Examples:
-        >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
-        >>> pre.adapt(["tasty and fresh", "stale, do not buy"])
-        >>> model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size,
-        ...                           num_classes=2, buckets=64)
-        >>> path = tfkit.export_for_serving(model, pre, ["great", "other"],
-        ...                                 "saved_models/demo", samples=["tasty"])
-        >>> served = ServedModel("saved_models/demo")
+        >>> pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4); pre.adapt(["tasty", "stale"])
+        >>> model = tfkit.build_model("text_gru", vocab_size=pre.vocab_size, num_classes=2)
+        >>> served = ServedModel(export_for_serving(model, pre, ["yes", "no"], "m", ["tasty"]))
         >>> served.input_key, served.label_names, served(["tasty", "stale"])["label"].shape
-        ('text', ['great', 'other'], (2,))
+        ('text', ['yes', 'no'], (2,))
     """
 
     def __init__(self, path: str | os.PathLike):
