@@ -475,6 +475,25 @@ def test_the_warmup_file_stays_small_with_huge_texts(good_run, tmp_path):
     assert texts and max(len(t) for t in texts) == WARMUP_TEXT_CHARS
 
 
+def test_large_images_still_warm_the_model_up(tmp_path):
+    pre = ImagePreprocessor(8, 8, 1)
+    model = tfkit.build_model("image_cnn", num_classes=2, input_shape=pre.input_shape,
+                              filters=[4])
+    big = encoded("PNG", (400, 400, 3))  # noise: ~480 KB, over the per-image warmup limit
+    assert len(big) > 256 * 1024
+    path = export_for_serving(model, pre, ["a", "b"], tmp_path / "m", samples=[big])
+    warmup = path / "assets.extra" / WARMUP_FILE
+    signatures = [prediction_log(r).model_spec.signature_name
+                  for r in tf.data.TFRecordDataset(str(warmup))]
+    assert "serving_default" in signatures and warmup.stat().st_size <= WARMUP_MAX_BYTES
+
+
+def prediction_log(record):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    return prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+
+
 def test_error_messages_quote_only_a_short_excerpt_of_a_file(workdir, capsys):
     Path("system-like.txt").write_text("root:" + "z" * 5000 + "\n")
     code, _, err = run_cli(capsys, "train", *sets(tiny_overrides(extra=[

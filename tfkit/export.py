@@ -235,12 +235,11 @@ def warmup_samples(samples) -> list:
     ``WARMUP_TEXT_CHARS`` characters, encoded images over ``WARMUP_EXAMPLE_BYTES`` left out
     (TF Serving replays the file at every load of the version: a 5 MB review would be
     replayed as 5 MB, twice per endpoint)."""
-    kept = []
-    for sample in samples:
-        if isinstance(sample, str):
-            kept.append(sample[:WARMUP_TEXT_CHARS])
-        elif not isinstance(sample, bytes) or len(sample) <= WARMUP_EXAMPLE_BYTES:
-            kept.append(sample)
+    kept = [sample[:WARMUP_TEXT_CHARS] if isinstance(sample, str) else sample
+            for sample in samples
+            if not isinstance(sample, bytes) or len(sample) <= WARMUP_EXAMPLE_BYTES]
+    if not kept and len(samples):  # every image is large: warm up with the smallest one
+        kept = [min(samples, key=len)]
     return kept
 
 
