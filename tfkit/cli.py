@@ -125,7 +125,19 @@ def _cmd_export(args) -> int:
     from tfkit.publishing import export_run
 
     print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name,
-                                                    force=args.force))}))
+                                                    force=args.force, label=args.label))}))
+    return 0
+
+
+def _cmd_label(args) -> int:
+    from tfkit.serving_config import LabelError, set_version_label
+
+    if (args.version is None) == (args.remove is None) or (args.version is None) != (
+            args.label is None):
+        raise LabelError("give VERSION LABEL to point a label at a version, or --remove LABEL.")
+    label = args.remove if args.remove is not None else args.label
+    labels = set_version_label(args.model_dir, label, args.version)
+    print(json.dumps({"model_dir": args.model_dir, "version_labels": labels}))
     return 0
 
 
@@ -223,10 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-dir", help="TF Serving base folder (default: the run's export.base_dir)")
     p.add_argument("--name", help="model name under the base folder (one folder name: "
                                   "letters, digits, '.', '_', '-')")
+    p.add_argument("--label", help="point this version label (e.g. canary) at the new version "
+                                   "in models.config")
     p.add_argument("--force", action="store_true",
                    help="publish even a model that fails the checks before publishing (finite "
                         "loss, above the majority label, not worse than the served version)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("label", help="point a TF Serving version label (stable, canary...) at "
+                                     "a version, e.g. to roll back; rewrites models.config")
+    p.add_argument("model_dir", help="saved_models/<name>")
+    p.add_argument("version", nargs="?", type=int, help="a published version")
+    p.add_argument("label", nargs="?", help="the label: a letter, then letters, digits, _ or -")
+    p.add_argument("--remove", metavar="LABEL", help="remove this label instead")
+    p.set_defaults(func=_cmd_label)
 
     def input_arguments(p):
         p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")

@@ -29,14 +29,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-from tensorflow_serving.config import model_server_config_pb2
+
+from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 
 SERVING_KEY = "serving_default"
 EXAMPLES_KEY = "serving_examples"  # the same raw input inside serialized tf.train.Example protos
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
-MODEL_CONFIG = "models.config"  # --model_config_file: every model under the base folder
 STAGING_PREFIX = ".export-"  # hidden: TF Serving serves only folders named by an integer
 OWNER_FILE = "owner.json"  # in a staging folder: which process writes it
 STALE_AFTER_SECONDS = 6 * 3600  # a staging folder without a live owner older than this is stale
@@ -57,39 +56,6 @@ def next_version(model_dir: str | os.PathLike) -> int:
     path = Path(model_dir)
     versions = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
     return max(versions, default=0) + 1
-
-
-def write_model_config(base_dir: str | os.PathLike, serving_root: str = "/models") -> Path:
-    """Writes ``<base_dir>/models.config``, TF Serving's ``--model_config_file``: a
-    ``ModelServerConfig`` text proto naming every model folder under ``base_dir`` that holds a
-    version, each with ``base_path`` ``<serving_root>/<name>``, where the server sees it (the
-    ``tensorflow/serving`` image's models live under ``/models``). Written to a temporary file
-    and renamed, so a server polling the file never reads half of it."""
-    base = Path(base_dir)
-    config = model_server_config_pb2.ModelServerConfig()
-    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if any(v.name.isdigit() and (v / "saved_model.pb").is_file() for v in folder.iterdir()):
-            entry = config.model_config_list.config.add()
-            entry.name, entry.model_platform = folder.name, "tensorflow"
-            entry.base_path = f"{serving_root.rstrip('/')}/{folder.name}"
-    handle, temporary = tempfile.mkstemp(prefix=f".{MODEL_CONFIG}-", dir=base)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text_format.MessageToString(config))
-        # mkstemp makes the file 0600: TF Serving, often another user, must read it
-        os.chmod(temporary, 0o666 & ~current_umask())
-        os.replace(temporary, base / MODEL_CONFIG)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)  # e.g. a full disk: leave no stray file
-        raise
-    return base / MODEL_CONFIG
-
-
-def current_umask() -> int:
-    """The process's umask (reading it means setting it: set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _class_outputs(probabilities, label_names, prefix=""):
@@ -321,15 +287,6 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     replay_warmup_requests(path, loaded)
 
 
-def published_versions(model_dir: str | os.PathLike) -> list[Path]:
-    """The version folders under ``model_dir`` that hold a SavedModel, oldest first."""
-    path = Path(model_dir)
-    if not path.is_dir():
-        return []
-    return sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
-                  key=lambda p: int(p.name))
-
-
 def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) -> None:
     """Refuses a new version that would change what the model's TF Serving clients get.
 
@@ -439,7 +396,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         shutil.rmtree(staging, ignore_errors=True)
     try:
         write_model_config(model_dir.parent, serving_root)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a full disk; a version_labels.json spoilt by hand
         raise ExportError(f"version {target.name} is published and live at '{target}' (TF "
                           "Serving's file-system poller serves it), but writing "
                           f"'{model_dir.parent / MODEL_CONFIG}' failed: {_reason(exc)}. Fix "

@@ -20,8 +20,9 @@ import numpy as np
 from tfkit.config import check_name
 from tfkit.data import LabeledData, load_data
 from tfkit.evaluation import score_saved_model
-from tfkit.export import ExportError, check_next_version, export_for_serving, published_versions
+from tfkit.export import ExportError, check_next_version, export_for_serving
 from tfkit.runs import load_run
+from tfkit.serving_config import LABEL_PATTERN, LabelError, published_versions, set_version_label
 
 log = logging.getLogger("tfkit")
 
@@ -107,7 +108,7 @@ class NotPublished(ExportError):
 
 
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
-               force: bool = False) -> Path:
+               force: bool = False, label: str | None = None) -> Path:
     """Exports a finished run as the next SavedModel version (``tfkit export``).
 
     ``base_dir`` may be any folder; ``name`` (default: the run's ``export.name`` or ``name``)
@@ -116,11 +117,18 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     (:func:`tfkit.evaluation.bless`, when the run's ``export.blessing`` is on), against the
     version that folder serves now.
 
+    ``label`` (e.g. ``canary``) points that version label at the new version
+    (:func:`tfkit.serving_config.set_version_label`).
+
     Raises:
         NotPublished: for a model that fails those checks, naming why.
         ExportError: for an export that fails.
+        LabelError: for a label TF Serving could not carry (checked before exporting).
     """
     check_name("export --name", name)
+    if label is not None and not LABEL_PATTERN.fullmatch(label):
+        raise LabelError(f"export --label {label!r} must be a letter followed by letters, "
+                         "digits, '_' or '-'.")
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
@@ -131,7 +139,10 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         if not blessing["blessed"]:
             raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
                                "tfkit export --force publishes it anyway.")
-    return export_for_serving(model, preprocessor, label_names, model_dir,
-                              preprocessor.export_samples(data.test.x),
-                              serving_root=config.export.serving_root,
-                              metadata={"run_dir": str(run_dir), "metrics": metrics})
+    version = export_for_serving(model, preprocessor, label_names, model_dir,
+                                 preprocessor.export_samples(data.test.x),
+                                 serving_root=config.export.serving_root,
+                                 metadata={"run_dir": str(run_dir), "metrics": metrics})
+    if label is not None:
+        set_version_label(model_dir, label, int(version.name), config.export.serving_root)
+    return version

@@ -1,0 +1,98 @@
+"""TF Serving's models.config: version labels, canary and rollback, read back with TF Serving's
+own proto (what the server parses)."""
+
+import json
+
+import pytest
+from conftest import run_cli, tiny_overrides
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+import tfkit
+from tfkit.serving_config import LABELS_FILE, MODEL_CONFIG, LabelError, set_version_label
+
+
+def served_config(base):
+    """``{name: (base_path, [policy versions], {label: version})}`` as TF Serving reads it."""
+    config = text_format.Parse((base / MODEL_CONFIG).read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    return {c.name: (c.base_path, list(c.model_version_policy.specific.versions),
+                     dict(c.version_labels)) for c in config.model_config_list.config}
+
+
+@pytest.fixture
+def three_versions(tmp_path):
+    """``saved_models/reviews`` with versions 1, 2 and 3 of a tiny untrained model."""
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
+    pre.adapt(["tasty", "stale"])
+    model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size, num_classes=2,
+                              buckets=16)
+    model_dir = tmp_path / "saved_models" / "reviews"
+    for _ in range(3):
+        tfkit.export_for_serving(model, pre, ["good", "bad"], model_dir, samples=["tasty"])
+    return model_dir
+
+
+def test_canary_then_rollback_keeps_every_version(three_versions, capsys):
+    base = three_versions.parent
+    assert served_config(base) == {"reviews": ("/models/reviews", [], {})}  # newest only
+    code, out, err = run_cli(capsys, "label", str(three_versions), "2", "stable")
+    assert code == 0, err
+    assert json.loads(out)["version_labels"] == {"stable": 2}
+    code, _, err = run_cli(capsys, "label", str(three_versions), "3", "canary")
+    assert code == 0, err
+    assert served_config(base) == {"reviews": ("/models/reviews", [2, 3],
+                                               {"stable": 2, "canary": 3})}
+    # version 3 misbehaves: stable back to 1, canary off; nothing is deleted
+    assert run_cli(capsys, "label", str(three_versions), "1", "stable")[0] == 0
+    assert run_cli(capsys, "label", str(three_versions), "--remove", "canary")[0] == 0
+    assert served_config(base) == {"reviews": ("/models/reviews", [1, 3], {"stable": 1})}
+    assert sorted(p.name for p in three_versions.iterdir()) == ["1", "2", "3", LABELS_FILE]
+
+
+def test_a_new_version_keeps_the_labels_and_is_served_beside_them(three_versions, tmp_path):
+    set_version_label(three_versions, "stable", 1)
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
+    pre.adapt(["tasty", "stale"])
+    model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size, num_classes=2,
+                              buckets=16)
+    tfkit.export_for_serving(model, pre, ["good", "bad"], three_versions, samples=["tasty"])
+    assert served_config(three_versions.parent)["reviews"][1:] == ([1, 4], {"stable": 1})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["9", "stable"], "has no version 9 to label 'stable'; its versions: 1, 2, 3"),
+    (["2", "not a label"], "version label 'not a label' must be a letter followed by"),
+    (["2", "1st"], "version label '1st' must be a letter followed by"),
+    (["--remove", "stable"], "has no version label 'stable'"),
+    (["2"], "give VERSION LABEL to point a label at a version, or --remove LABEL"),
+])
+def test_bad_labels_leave_the_config_as_it_was(three_versions, capsys, argv, message):
+    before = (three_versions.parent / MODEL_CONFIG).read_bytes()
+    code, _, err = run_cli(capsys, "label", str(three_versions), *argv)
+    assert code == 2 and "tfkit: error: " in err and message in err, err
+    assert (three_versions.parent / MODEL_CONFIG).read_bytes() == before
+    assert not (three_versions / LABELS_FILE).exists()
+
+
+def test_a_spoilt_labels_file_is_named(three_versions):
+    (three_versions / LABELS_FILE).write_text("[1, 2]")
+    with pytest.raises(LabelError, match=r"version_labels.json' is not a \{label: version\}"):
+        set_version_label(three_versions, "stable", 1)
+
+
+def test_export_with_a_label_and_another_serving_root(tiny_csv, capsys):
+    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=[
+        "export.enabled=false", "export.serving_root=gs://bucket/models"]))
+    code, out, err = run_cli(capsys, "export", str(result.run_dir), "--label", "canary",
+                             "--force")
+    assert code == 0, err
+    version = json.loads(out)["export_path"]
+    name = result.run_dir.parent.name
+    assert served_config(tiny_csv.parent / "saved_models") == {
+        name: (f"gs://bucket/models/{name}", [1], {"canary": 1})}
+    assert version.endswith(f"{name}/1")
+    code, _, err = run_cli(capsys, "export", str(result.run_dir), "--label", "two words",
+                           "--force")
+    assert code == 2 and "export --label 'two words' must be a letter" in err
+    assert not (tiny_csv.parent / "saved_models" / name / "2").exists()
