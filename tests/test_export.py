@@ -121,9 +121,16 @@ def test_warmup_requests_replay_like_tf_serving(trained):
     path = trained.export_path
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))]
-    requests = [record.predict_log.request for record in records]
+    requests = [record.predict_log.request for record in records
+                if record.HasField("predict_log")]
     assert [r.model_spec.signature_name for r in requests] == \
         ["serving_default"] * 2 + ["serving_examples"] * 2
+    # TF Serving's Classify API too: ClassificationRequests with the same Examples
+    classify = [record.classify_log.request for record in records
+                if record.HasField("classify_log")]
+    assert [r.model_spec.signature_name for r in classify] == ["classification"] * 2
+    assert len(records) == 6 and list(classify[1].input.example_list.examples) == [
+        tf.train.Example.FromString(e) for e in tf.make_ndarray(requests[3].inputs["examples"])]
     assert {r.model_spec.name for r in requests} == {path.parent.name}
     examples = [tf.train.Example.FromString(e) for e in tf.make_ndarray(requests[3].inputs["examples"])]
     requests = requests[:2]

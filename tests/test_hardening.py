@@ -459,8 +459,9 @@ def test_the_warmup_file_stays_small_with_huge_texts(good_run, tmp_path):
                               tmp_path / "m", samples=[huge] * 4 + ["tasty"])
     warmup = path / "assets.extra" / WARMUP_FILE
     assert warmup.stat().st_size <= WARMUP_MAX_BYTES
-    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
-                for r in tf.data.TFRecordDataset(str(warmup))]
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(str(warmup))]
+    requests = [r.predict_log.request for r in records if r.HasField("predict_log")]
     assert requests  # still warms the model up
     texts = []
     for request in requests:
@@ -470,6 +471,10 @@ def test_the_warmup_file_stays_small_with_huge_texts(good_run, tmp_path):
                 values = [tf.train.Example.FromString(v).features.feature["text"].bytes_list
                           .value[0] for v in values]
             texts += [v.decode() for v in values]
+    for record in records:  # the Classify API's requests hold Examples
+        if record.HasField("classify_log"):
+            texts += [e.features.feature["text"].bytes_list.value[0].decode()
+                      for e in record.classify_log.request.input.example_list.examples]
     assert {request.model_spec.signature_name for request in requests} == {
         "serving_default", "serving_examples"}
     assert texts and max(len(t) for t in texts) == WARMUP_TEXT_CHARS
@@ -484,7 +489,7 @@ def test_large_images_still_warm_the_model_up(tmp_path):
     path = export_for_serving(model, pre, ["a", "b"], tmp_path / "m", samples=[big])
     warmup = path / "assets.extra" / WARMUP_FILE
     signatures = [prediction_log(r).model_spec.signature_name
-                  for r in tf.data.TFRecordDataset(str(warmup))]
+                  for r in tf.data.TFRecordDataset(str(warmup))]  # Predict requests only
     assert "serving_default" in signatures and warmup.stat().st_size <= WARMUP_MAX_BYTES
 
 

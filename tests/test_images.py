@@ -63,8 +63,11 @@ def test_warmup_requests_cover_both_endpoints(digits_run):
     from tensorflow_serving.apis import prediction_log_pb2
 
     warmup = digits_run.export_path / "assets.extra" / "tf_serving_warmup_requests"
-    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
-                for r in tf.data.TFRecordDataset(str(warmup))]
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(str(warmup))]
+    requests = [r.predict_log.request for r in records if r.HasField("predict_log")]
+    assert [r.classify_log.request.model_spec.signature_name for r in records
+            if r.HasField("classify_log")] == ["classification"] * 2
     inputs = [(r.model_spec.signature_name, name, tf.make_ndarray(proto).shape)
               for r in requests for name, proto in r.inputs.items()]
     batch = inputs[1][2][0]

@@ -1,9 +1,12 @@
-"""TF Serving's models.config: version labels, canary and rollback, read back with TF Serving's
-own proto (what the server parses)."""
+"""The TF Serving contract: the Classify and Regress APIs run from tensorflow-serving-api's
+requests in a TF1 session, and models.config's version labels (canary, rollback) read back with
+TF Serving's own proto (what the server parses)."""
 
 import json
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import run_cli, tiny_overrides
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -96,3 +99,73 @@ def test_export_with_a_label_and_another_serving_root(tiny_csv, capsys):
                            "--force")
     assert code == 2 and "export --label 'two words' must be a letter" in err
     assert not (tiny_csv.parent / "saved_models" / name / "2").exists()
+
+
+def run_request(path, request):
+    """A ClassificationRequest / RegressionRequest as TF Serving runs it: the signature it
+    names, loaded with the ``serve`` tag in a TF1 session, fed its Examples serialized.
+    Returns the signature's method name and outputs."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        signature = meta.signature_def[request.model_spec.signature_name]
+        examples = [e.SerializeToString() for e in request.input.example_list.examples]
+        outputs = session.run({k: v.name for k, v in signature.outputs.items()},
+                              {signature.inputs["inputs"].name: examples})
+    return signature.method_name, outputs
+
+
+def example_input(texts):
+    from tensorflow_serving.apis import input_pb2
+
+    from tfkit.export import make_examples
+
+    return input_pb2.Input(example_list=input_pb2.ExampleList(
+        examples=[tf.train.Example.FromString(e) for e in make_examples(texts, "text")]))
+
+
+def test_the_classify_api_answers_what_predict_does(three_versions):
+    from tensorflow_serving.apis import classification_pb2, model_pb2
+
+    texts = ["tasty", "stale and bland", ""]
+    request = classification_pb2.ClassificationRequest(
+        model_spec=model_pb2.ModelSpec(name="reviews", signature_name="classification"),
+        input=example_input(texts))
+    method, out = run_request(three_versions / "3", request)
+    assert method == "tensorflow/serving/classify"
+    assert out["classes"].tolist() == [[b"good", b"bad"]] * 3
+    predicted = tfkit.predict(three_versions / "3", texts)
+    np.testing.assert_allclose(out["scores"], [[p["probabilities"]["good"],
+                                                p["probabilities"]["bad"]] for p in predicted],
+                               atol=1e-5)
+
+
+def test_a_multitask_export_offers_classify_and_regress_per_head(tmp_path):
+    from tensorflow_serving.apis import classification_pb2, model_pb2, regression_pb2
+
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
+    pre.adapt(["tasty", "stale"])
+    model = tfkit.build_model("multitask", vocab_size=pre.vocab_size, encoder="text_gru",
+                              heads={"sentiment": {"num_classes": 2},
+                                     "stars": {"mean": 3.0, "std": 1.0}})
+    path = tfkit.export_for_serving(model, pre, {"sentiment": ["good", "bad"], "stars": []},
+                                    tmp_path / "multi", samples=["tasty", ""])
+    texts = ["tasty", "stale"]
+    predicted = tfkit.predict(path, texts)
+    spec = model_pb2.ModelSpec(name="multi", signature_name="regression_stars")
+    method, out = run_request(path, regression_pb2.RegressionRequest(
+        model_spec=spec, input=example_input(texts)))
+    assert method == "tensorflow/serving/regress" and set(out) == {"outputs"}
+    np.testing.assert_allclose(out["outputs"], [p["stars"] for p in predicted], atol=1e-4)
+    spec = model_pb2.ModelSpec(name="multi", signature_name="classification_sentiment")
+    method, out = run_request(path, classification_pb2.ClassificationRequest(
+        model_spec=spec, input=example_input(texts)))
+    assert method == "tensorflow/serving/classify"
+    np.testing.assert_allclose(out["scores"][:, 0],
+                               [p["sentiment"]["probabilities"]["good"] for p in predicted],
+                               atol=1e-5)
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    kinds = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).WhichOneof("log_type")
+             for r in tf.data.TFRecordDataset(str(path / "assets.extra" /
+                                                  "tf_serving_warmup_requests"))]
+    assert kinds.count("classify_log") == 2 and kinds.count("regress_log") == 2

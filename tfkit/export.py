@@ -29,13 +29,24 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    input_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+    regression_pb2,
+)
 
 from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 
 SERVING_KEY = "serving_default"
 EXAMPLES_KEY = "serving_examples"  # the same raw input inside serialized tf.train.Example protos
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.extra/ on load
+# TF Serving's Classify and Regress APIs: signatures with these method names, serialized
+# tf.train.Example protos in ("inputs"), "classes" and "scores" / "outputs" out
+CLASSIFY_KEY, REGRESS_KEY = "classification", "regression"
+API_METHODS = {CLASSIFY_KEY: "tensorflow/serving/classify", REGRESS_KEY: "tensorflow/serving/regress"}
 STAGING_PREFIX = ".export-"  # hidden: TF Serving serves only folders named by an integer
 OWNER_FILE = "owner.json"  # in a staging folder: which process writes it
 STALE_AFTER_SECONDS = 6 * 3600  # a staging folder without a live owner older than this is stale
@@ -176,24 +187,84 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     for endpoint, (prepare, signature) in serving_endpoints(preprocessor).items():
         archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
                              input_signature=signature)
+    parse = serving_endpoints(preprocessor)[EXAMPLES_KEY][0]
+    for endpoint, (head, head_names) in api_endpoints(names).items():
+        archive.add_endpoint(endpoint, _api_fn(model, parse, head, head_names),
+                             input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     if isinstance(names, list):
         archive.add_variable_collection(
             "label_names", [tf.Variable(names, trainable=False, name="label_names")])
     return archive
 
 
-def endpoint_inputs(preprocessor, samples) -> tuple[dict, tf.Tensor]:
+def api_endpoints(label_names) -> dict:
+    """``{signature: (head, label names)}`` for TF Serving's Classify and Regress APIs:
+    ``classification`` for a single-task classifier; for a multi-task model
+    ``classification_<head>`` per classification head and ``regression_<head>`` per
+    regression head (``head`` None and the label names for a single-task model; ``[]`` names
+    for regression)."""
+    if not isinstance(label_names, dict):
+        return {CLASSIFY_KEY: (None, list(label_names))}
+    return {f"{CLASSIFY_KEY if names else REGRESS_KEY}_{head}": (head, list(names))
+            for head, names in label_names.items()}
+
+
+def api_method(endpoint: str) -> str:
+    """The SignatureDef method name of a Classify or Regress endpoint."""
+    return API_METHODS[CLASSIFY_KEY if endpoint.startswith(CLASSIFY_KEY) else REGRESS_KEY]
+
+
+def _api_fn(model, parse, head, names):
+    """Serialized Examples -> ``{"classes": label names [batch, classes], "scores":
+    probabilities}`` (Classify), or ``{"outputs": values [batch]}`` (Regress)."""
+    def serve(inputs):
+        predictions = model(parse(inputs), training=False)
+        values = tf.cast(predictions[head] if head else predictions, tf.float32)
+        if not names:
+            return {"outputs": tf.reshape(values, [-1])}
+        classes = tf.tile(tf.constant([names], tf.string), [tf.shape(values)[0], 1])
+        return {"classes": classes, "scores": values}
+
+    return serve
+
+
+def _api_expected(endpoint: str, expected: dict, label_names) -> dict:
+    """What a Classify / Regress endpoint must answer, from :func:`_outputs`' ``expected``."""
+    head, names = api_endpoints(_plain_names(label_names))[endpoint]
+    if not names:
+        return {"outputs": expected[head]}
+    return {"scores": expected[f"{head}_probabilities" if head else "probabilities"],
+            "classes": None}
+
+
+def set_api_method_names(path: Path, endpoints) -> None:
+    """Gives the Classify / Regress ``endpoints`` of the SavedModel at ``path`` their TF
+    Serving method names (``tf.saved_model.save`` writes every signature as Predict; this is
+    TensorFlow's own fix-up, ``MethodNameUpdater``)."""
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(str(path))
+    for endpoint in endpoints:
+        updater.replace_method_name(endpoint, api_method(endpoint), tags="serve")
+    updater.save()
+
+
+def endpoint_inputs(preprocessor, samples, label_names=()) -> tuple[dict, tf.Tensor]:
     """The samples as each endpoint takes them, ``{endpoint: (input name, batch)}`` (the
     raw samples for ``serving_default``, the same in ``tf.train.Example`` protos for
-    ``serving_examples``; for ``serving_tensor`` the tensor the preprocessor makes of them),
-    and that tensor (what the Keras model takes)."""
+    ``serving_examples`` and, given the model's ``label_names``, the Classify / Regress
+    endpoints (:func:`api_endpoints`); for ``serving_tensor`` the tensor the preprocessor
+    makes of them), and that tensor (what the Keras model takes)."""
     endpoints = serving_endpoints(preprocessor)
     raw = tf.constant(samples)
     prepared = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
     feature = endpoints[SERVING_KEY][1][0].name
-    batches = {SERVING_KEY: raw, EXAMPLES_KEY: tf.constant(make_examples(raw.numpy(), feature))}
-    return {endpoint: (signature[0].name, batches.get(endpoint, prepared))
-            for endpoint, (_, signature) in endpoints.items()}, prepared
+    examples = tf.constant(make_examples(raw.numpy(), feature))
+    batches = {SERVING_KEY: raw, EXAMPLES_KEY: examples}
+    inputs = {endpoint: (signature[0].name, batches.get(endpoint, prepared))
+              for endpoint, (_, signature) in endpoints.items()}
+    if len(label_names):
+        inputs.update({endpoint: ("inputs", examples)
+                       for endpoint in api_endpoints(_plain_names(label_names))})
+    return inputs, prepared
 
 
 def warmup_samples(samples) -> list:
@@ -210,8 +281,20 @@ def warmup_samples(samples) -> list:
 
 
 def _warmup_record(model_name: str, endpoint: str, name: str, rows) -> bytes:
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-        name=model_name, signature_name=endpoint))
+    """One ``PredictionLog``: a Classify or Regress request for those endpoints (the
+    serialized Examples as its ``input.example_list``), a Predict request otherwise."""
+    spec = model_pb2.ModelSpec(name=model_name, signature_name=endpoint)
+    if endpoint.startswith((CLASSIFY_KEY, REGRESS_KEY)):
+        examples = input_pb2.Input(example_list=input_pb2.ExampleList(
+            examples=[tf.train.Example.FromString(row) for row in rows.numpy()]))
+        if endpoint.startswith(CLASSIFY_KEY):
+            log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+                request=classification_pb2.ClassificationRequest(model_spec=spec, input=examples)))
+        else:
+            log = prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+                request=regression_pb2.RegressionRequest(model_spec=spec, input=examples)))
+        return log.SerializeToString()
+    request = predict_pb2.PredictRequest(model_spec=spec)
     request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
     return prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString()
@@ -248,14 +331,21 @@ def replay_warmup_requests(path: Path, loaded) -> None:
     Serving refuse the version)."""
     records = tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE))
     for number, record in enumerate(records, 1):
-        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        kind = log.WhichOneof("log_type")
+        request = getattr(log, kind).request
         signature = request.model_spec.signature_name
+        if kind == "predict_log":
+            inputs = {name: tf.constant(tf.make_ndarray(proto))
+                      for name, proto in request.inputs.items()}
+        else:  # classify_log / regress_log: the Examples, serialized again
+            inputs = {"inputs": tf.constant([example.SerializeToString()
+                                             for example in request.input.example_list.examples])}
         try:
-            loaded.signatures[signature](**{name: tf.constant(tf.make_ndarray(proto))
-                                            for name, proto in request.inputs.items()})
+            loaded.signatures[signature](**inputs)
         except (KeyError, TypeError, ValueError, tf.errors.OpError) as exc:
             raise ExportError(f"warmup request {number} ({signature}, inputs "
-                              f"{sorted(request.inputs)}) fails on the exported model at "
+                              f"{sorted(inputs)}) fails on the exported model at "
                               f"'{path}': {exc}") from exc
 
 
@@ -265,14 +355,16 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     regression values) on ``inputs`` with the Keras model's on ``model_inputs``
     (:func:`endpoint_inputs`), and replays the warmup requests."""
     loaded = tf.saved_model.load(str(path))
-    expected = _outputs(model(model_inputs, training=False), label_names)
+    outputs = _outputs(model(model_inputs, training=False), label_names)
+    apis = api_endpoints(_plain_names(label_names))
     for endpoint, (name, batch) in inputs.items():
         served = loaded.signatures[endpoint](**{name: batch})
+        expected = _api_expected(endpoint, outputs, label_names) if endpoint in apis else outputs
         if set(served) != set(expected):
             raise ExportError(f"exported model at '{path}' ({endpoint}) returns {sorted(served)}, "
                               f"expected {sorted(expected)}")
         for key, want in expected.items():
-            if want.dtype != tf.float32:
+            if want is None or want.dtype != tf.float32:
                 continue
             got, want = served[key].numpy(), want.numpy()
             if got.shape != want.shape:
@@ -353,7 +445,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         >>> path.parts[-2:]
         ('demo', '1')
         >>> sorted(tf.saved_model.load(str(path)).signatures)
-        ['serving_default', 'serving_examples']
+        ['classification', 'serving_default', 'serving_examples']
     """
     model_dir = Path(model_dir).resolve()
     check_next_version(model_dir, label_names, preprocessor)
@@ -376,9 +468,10 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                  "preprocessor": preprocessor.get_config(),
                  "signature": SERVING_KEY, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
-        inputs, model_inputs = endpoint_inputs(preprocessor, samples)
-        write_warmup_requests(staging / "model", model_dir.name,
-                              endpoint_inputs(preprocessor, warmup_samples(samples))[0])
+        set_api_method_names(staging / "model", api_endpoints(_plain_names(label_names)))
+        inputs, model_inputs = endpoint_inputs(preprocessor, samples, label_names)
+        write_warmup_requests(staging / "model", model_dir.name, endpoint_inputs(
+            preprocessor, warmup_samples(samples), label_names)[0])
         _check_export(staging / "model", model, label_names, inputs, model_inputs, atol)
         while True:  # another exporter may take a version number between our check and rename
             target = model_dir / str(next_version(model_dir))
