@@ -245,3 +245,29 @@ def test_evaluating_the_image_export_scores_what_is_served(digits_run):
     assert served["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
     assert served["test_loss"] == pytest.approx(expected["test_loss"], abs=1e-4)
     assert served["test_confusion_matrix"] == expected["test_confusion_matrix"]
+
+
+def test_an_image_model_as_a_litert_file(digits_run, workdir, capsys):
+    from conftest import run_cli
+
+    from tfkit.litert import SIGNATURE, export_litert, litert_interpreter
+
+    code, out, err = run_cli(capsys, "export", str(digits_run.run_dir), "--format", "litert",
+                             "--base-dir", "edge", "--name", "digits", "--force")
+    assert code == 0, err
+    path = Path(json.loads(out)["export_path"])
+    assert path == Path("edge/digits.tflite") and not Path("edge/digits").exists()
+    pixels = digits_run.preprocessor(load_data(DataConfig(source="digits")).test.x[:16])
+    runner = litert_interpreter(path.read_bytes()).get_signature_runner(SIGNATURE)
+    got = runner(images=pixels.numpy())
+    served = tf.saved_model.load(str(digits_run.export_path)).signatures[SIGNATURE](images=pixels)
+    np.testing.assert_allclose(got["probabilities"], served["probabilities"].numpy(), atol=1e-5)
+    assert got["label"].tolist() == served["label"].numpy().tolist()
+    # a text model is refused, and says why
+    text = tfkit.TextPreprocessor(max_tokens=20, max_len=4)
+    text.adapt(["tasty", "stale"])
+    model = tfkit.build_model("text_fasttext", vocab_size=text.vocab_size, num_classes=2,
+                              buckets=8)
+    with pytest.raises(tfkit.export.ExportError, match="LiteRT files are for image models"):
+        export_litert(model, text, ["a", "b"], "edge/text.tflite", np.array(["tasty"]))
+    assert not Path("edge/text.tflite").exists()

@@ -125,7 +125,8 @@ def _cmd_export(args) -> int:
     from tfkit.publishing import export_run
 
     print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name,
-                                                    force=args.force, label=args.label))}))
+                                                    force=args.force, label=args.label,
+                                                    format=args.format))}))
     return 0
 
 
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "letters, digits, '.', '_', '-')")
     p.add_argument("--label", help="point this version label (e.g. canary) at the new version "
                                    "in models.config")
+    p.add_argument("--format", default="saved_model", choices=["saved_model", "litert"],
+                   help="saved_model (TF Serving, the default) or litert: an image model as "
+                        "<base dir>/<name>.tflite, pixels in")
     p.add_argument("--force", action="store_true",
                    help="publish even a model that fails the checks before publishing (finite "
                         "loss, above the majority label, not worse than the served version)")

@@ -21,6 +21,7 @@ from tfkit.config import check_name
 from tfkit.data import LabeledData, load_data
 from tfkit.evaluation import score_saved_model
 from tfkit.export import ExportError, check_next_version, export_for_serving
+from tfkit.litert import export_litert
 from tfkit.runs import load_run
 from tfkit.serving_config import LABEL_PATTERN, LabelError, published_versions, set_version_label
 
@@ -107,9 +108,15 @@ class NotPublished(ExportError):
     """A model failed the checks before serving (:func:`tfkit.evaluation.bless`)."""
 
 
+EXPORT_FORMATS = ("saved_model", "litert")
+
+
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
-               force: bool = False, label: str | None = None) -> Path:
-    """Exports a finished run as the next SavedModel version (``tfkit export``).
+               force: bool = False, label: str | None = None,
+               format: str = "saved_model") -> Path:
+    """Exports a finished run as the next SavedModel version (``tfkit export``), or with
+    ``format="litert"`` an image model as ``<base_dir>/<name>.tflite``
+    (:func:`tfkit.litert.export_litert`; TF Serving's folder is left as it is).
 
     ``base_dir`` may be any folder; ``name`` (default: the run's ``export.name`` or ``name``)
     must be one folder name inside it (:func:`tfkit.config.check_name`). Unless ``force``,
@@ -126,19 +133,29 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         LabelError: for a label TF Serving could not carry (checked before exporting).
     """
     check_name("export --name", name)
+    if format not in EXPORT_FORMATS:
+        raise ExportError(f"export --format must be one of {', '.join(EXPORT_FORMATS)}; "
+                          f"got {format!r}.")
+    if label is not None and format != "saved_model":
+        raise LabelError("export --label names a TF Serving version: it goes with --format "
+                         "saved_model.")
     if label is not None and not LABEL_PATTERN.fullmatch(label):
         raise LabelError(f"export --label {label!r} must be a letter followed by letters, "
                          "digits, '_' or '-'.")
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
-    check_next_version(model_dir, label_names, preprocessor)
+    if format == "saved_model":
+        check_next_version(model_dir, label_names, preprocessor)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     if config.export.blessing and not force:
         blessing = bless(metrics, data, model_dir, config.export.max_regression)
         if not blessing["blessed"]:
             raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
                                "tfkit export --force publishes it anyway.")
+    if format == "litert":
+        return export_litert(model, preprocessor, label_names,
+                             model_dir.with_name(f"{model_dir.name}.tflite"), data.test.x)
     version = export_for_serving(model, preprocessor, label_names, model_dir,
                                  preprocessor.export_samples(data.test.x),
                                  serving_root=config.export.serving_root,
