@@ -84,3 +84,14 @@ def test_quick_step_benchmark_times_every_part(tmp_path):
     assert all(v > 0 for v in result["ms_per_step"].values())
     assert result["share_of_fit_step"]["keras_train_step_batch_known"] == 1.0
     assert 0 < result["lstm_fraction_of_matmul_peak"] < 1
+
+
+def test_quick_batching_benchmark_measures_every_batch_size(tmp_path):
+    from benchmarks.batching import BATCH_SIZES, main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    (file,) = tmp_path.glob("batching-*-quick.json")
+    assert json.loads(file.read_text()) == result
+    assert [row["batch_size"] for row in result["rows"]] == list(BATCH_SIZES)
+    assert all(row["ms_per_call"] > 0 and row["examples_per_second"] > 0 for row in result["rows"])
+    assert result["max_batch_size_for_90_percent"] in BATCH_SIZES

@@ -221,8 +221,9 @@ def test_models_config_names_every_model_for_tf_serving(trained, tmp_path):
                        samples=["x"], serving_root="gs://bucket/models/")
     assert entries(base) == [("alpha", "gs://bucket/models/alpha", "tensorflow"),
                              ("reviews", "gs://bucket/models/reviews", "tensorflow")]
-    assert sorted(p.name for p in base.iterdir()) == ["alpha", "empty_model", "models.config",
-                                                      "reviews"]  # no temporary file left
+    assert sorted(p.name for p in base.iterdir()) == [
+        "alpha", "batching_parameters.txt", "empty_model", "models.config",
+        "reviews"]  # no temporary file left
     # the run's own export wrote one beside it, from its config's export.serving_root
     assert entries(trained.export_path.parent.parent) == [
         (trained.export_path.parent.name, f"/models/{trained.export_path.parent.name}",

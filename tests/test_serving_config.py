@@ -169,3 +169,31 @@ def test_a_multitask_export_offers_classify_and_regress_per_head(tmp_path):
              for r in tf.data.TFRecordDataset(str(path / "assets.extra" /
                                                   "tf_serving_warmup_requests"))]
     assert kinds.count("classify_log") == 2 and kinds.count("regress_log") == 2
+
+
+# TF Serving's BatchingParameters (tensorflow_serving/servables/tensorflow/
+# session_bundle_config.proto; not in tensorflow-serving-api): its int64 wrapper fields, each
+# written as `name { value: N }` in the text format
+BATCHING_INT_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                       "num_batch_threads", "max_execution_batch_size"}
+
+
+def test_batching_parameters_beside_models_config(three_versions):
+    import re
+
+    from tfkit.serving_config import BATCHING, BATCHING_FILE, write_batching_parameters
+
+    path = three_versions.parent / BATCHING_FILE
+    lines = path.read_text().splitlines()
+    parsed = {}
+    for line in lines:
+        match = re.fullmatch(r"(\w+) \{ value: (\d+) \}", line)
+        assert match and match.group(1) in BATCHING_INT_FIELDS, line
+        parsed[match.group(1)] = int(match.group(2))
+    assert parsed == BATCHING and parsed["max_batch_size"] >= 1
+    # a file someone tuned is kept by the next export
+    write_batching_parameters(path, max_batch_size=128)
+    set_version_label(three_versions, "stable", 1)  # rewrites models.config
+    assert "max_batch_size { value: 128 }" in path.read_text()
+    with pytest.raises(ValueError, match="batching parameter max_batch=4: expected one of"):
+        write_batching_parameters(path, max_batch=4)

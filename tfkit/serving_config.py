@@ -21,6 +21,14 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 MODEL_CONFIG = "models.config"  # --model_config_file: every model under the base folder
+BATCHING_FILE = "batching_parameters.txt"  # --enable_batching --batching_parameters_file
+# TF Serving's BatchingParameters, from benchmarks/batching.py on the default export (2 CPU
+# cores): throughput reaches 90% of its best from 16 examples a call and levels off at 32
+# (15,900 examples/s, 2 ms a call), so a batch of 32 that waits at most 1 ms to fill; one
+# batch thread per core of this machine (set it to the serving machine's cores); a short
+# queue, so that a burst waits in the client rather than for many batches here
+BATCHING = {"max_batch_size": 32, "batch_timeout_micros": 1000, "max_enqueued_batches": 8,
+            "num_batch_threads": 2}
 LABELS_FILE = "version_labels.json"  # in a model folder: {label: version}
 # a label is one word: what TF Serving's REST path /v1/models/<name>/labels/<label> can carry
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -132,7 +140,30 @@ def write_model_config(base_dir: str | os.PathLike, serving_root: str = "/models
             for label, version in sorted(labels.items()):
                 entry.version_labels[label] = version
     _write_atomically(base / MODEL_CONFIG, text_format.MessageToString(config))
+    if not (base / BATCHING_FILE).exists():  # never over a file someone has tuned
+        write_batching_parameters(base / BATCHING_FILE)
     return base / MODEL_CONFIG
+
+
+def write_batching_parameters(path: str | os.PathLike, **values: int) -> Path:
+    """Writes TF Serving's batching parameters file (a ``BatchingParameters`` text proto, each
+    field a wrapper message: ``max_batch_size { value: 32 }``): :data:`BATCHING`, with
+    ``values`` changing any of them. Serve with ``--enable_batching
+    --batching_parameters_file=<path>``.
+
+    Raises:
+        ValueError: for a field :data:`BATCHING` does not have, or a value below 0.
+    """
+    settings = {**BATCHING}
+    for key, value in values.items():
+        if key not in BATCHING or not isinstance(value, int) or value < 0:
+            raise ValueError(f"batching parameter {key}={value!r}: expected one of "
+                             f"{', '.join(BATCHING)}, a whole number >= 0.")
+        settings[key] = value
+    path = Path(path)
+    _write_atomically(path, "".join(f"{key} {{ value: {value} }}\n"
+                                    for key, value in settings.items()))
+    return path
 
 
 def _write_atomically(path: Path, text: str) -> None:
