@@ -197,3 +197,45 @@ def test_batching_parameters_beside_models_config(three_versions):
     assert "max_batch_size { value: 128 }" in path.read_text()
     with pytest.raises(ValueError, match="batching parameter max_batch=4: expected one of"):
         write_batching_parameters(path, max_batch=4)
+
+
+def test_readme_rest_bodies_are_what_the_exports_take(tmp_path):
+    """README's curl bodies, built from exports with the presets' names, labels and heads."""
+    import re
+    from pathlib import Path
+
+    from tfkit.export import ServedModel
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
+    pre.adapt(["tasty", "stale"])
+    single = tfkit.build_model("text_gru", vocab_size=pre.vocab_size, num_classes=2)
+    multi = tfkit.build_model("multitask", vocab_size=pre.vocab_size, encoder="text_gru",
+                              heads={"medium_family": {"num_classes": 2},
+                                     "year": {"mean": 1900.0, "std": 50.0}})
+    exports = {
+        "fine_foods_fasttext": (single, ["great", "other"], "Delicious, will buy again"),
+        "tate_multitask": (multi, {"medium_family": ["painting", "print"], "year": []},
+                           "Portrait of a Lady")}
+    shown = re.findall(r"curl -d '(.*)' \\\n +http://localhost:8501/v1/models/(\w+):(\w+)",
+                       readme)
+    assert len(shown) == 3, shown
+    for body, name, method in shown:
+        model, labels, text = exports[name]
+        path = tfkit.export_for_serving(model, pre, labels, tmp_path / name, samples=["tasty"])
+        bodies = ServedModel(path).rest_requests([text])
+        key = method if method != "regress" else "regress_year"
+        assert json.loads(body) == bodies[key], (name, method)
+        assert body == json.dumps(bodies[key])
+
+
+def test_tfkit_rest_prints_the_body_and_refuses_an_api_the_export_lacks(three_versions, capsys):
+    from tfkit.export import ServedModel
+
+    code, out, err = run_cli(capsys, "rest", str(three_versions), "tasty", "--api", "classify")
+    assert code == 0, err
+    assert json.loads(out) == ServedModel(three_versions).rest_requests(["tasty"])["classify"]
+    assert "POST http://localhost:8501/v1/models/reviews:classify" in err
+    code, out, err = run_cli(capsys, "rest", str(three_versions), "tasty", "--api", "regress_year")
+    assert code == 2 and out == ""
+    assert "has no 'regress_year' API; it takes predict, classify requests" in err

@@ -151,6 +151,24 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_rest(args) -> int:
+    from tfkit.export import ServedModel
+
+    served = ServedModel(args.saved_model)
+    inputs = served.prepare(_texts(args))  # refuses text that is not UTF-8, reads image files
+    if served.input_key == "text":
+        inputs = [text.decode("utf-8") for text in inputs]
+    bodies = served.rest_requests(inputs)
+    if args.api not in bodies:
+        raise ValueError(f"'{served.version}' has no {args.api!r} API; it takes "
+                         f"{', '.join(bodies)} requests.")
+    model = served.version.parent.name
+    method = args.api.split("_", 1)[0]
+    print(json.dumps(bodies[args.api], ensure_ascii=False))
+    print(f"POST http://localhost:8501/v1/models/{model}:{method}", file=sys.stderr)
+    return 0
+
+
 def _cmd_explain(args) -> int:
     from tfkit.explain import explain_predictions
 
@@ -272,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="most important words listed apart (default 3)")
     p.add_argument("--head", help="multi-task models: the classification head to explain")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("rest", help="the JSON body TF Serving's REST API takes for these "
+                                    "inputs (predict, classify, regress)")
+    input_arguments(p)
+    p.add_argument("--api", default="predict",
+                   help="predict (default), classify, or for multi-task models "
+                        "classify_<head> / regress_<head>")
+    p.set_defaults(func=_cmd_rest)
 
     p = sub.add_parser("models", help="list the registered model builders")
     p.set_defaults(func=_cmd_models)

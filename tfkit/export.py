@@ -16,6 +16,7 @@ next integer version. A failed export leaves no version.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -681,6 +682,37 @@ class ServedModel:
         if self.input_key == "image_bytes":
             return [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
         return list(inputs)
+
+    def rest_requests(self, inputs) -> dict[str, dict]:
+        """The JSON bodies TF Serving's REST API takes for ``inputs``, per method and
+        signature: ``{"predict": {"instances": [...]}, "classify": {"signature_name":
+        "classification", "examples": [{"text": ...}]}, ...}`` (``classify_<head>`` /
+        ``regress_<head>`` for multi-task exports). Bytes (images) are ``{"b64": ...}``, as
+        TF Serving's REST API spells binary values.
+
+        Examples:
+            >>> pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4); pre.adapt(["tasty"])
+            >>> model = tfkit.build_model("text_gru", vocab_size=pre.vocab_size, num_classes=2)
+            >>> path = export_for_serving(model, pre, ["yes", "no"], "m", ["tasty"])
+            >>> ServedModel(path).rest_requests(["Tasty"])["classify"]
+            {'signature_name': 'classification', 'examples': [{'text': 'Tasty'}]}
+        """
+        def value(item):
+            if isinstance(item, bytes):
+                return {"b64": base64.b64encode(item).decode("ascii")}
+            return np.asarray(item).tolist() if not isinstance(item, str) else item
+
+        values = [value(item) for item in inputs]
+        bodies = {"predict": {"instances": values}}
+        feature = self.input_key
+        for endpoint in api_endpoints(_plain_names(self.label_names)):
+            if endpoint not in self.loaded.signatures:  # an export from before these APIs
+                continue
+            method = "classify" if endpoint.startswith(CLASSIFY_KEY) else "regress"
+            key = method + endpoint[len(CLASSIFY_KEY if method == "classify" else REGRESS_KEY):]
+            bodies[key] = {"signature_name": endpoint,
+                           "examples": [{feature: item} for item in values]}
+        return bodies
 
     def __call__(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
         """The signature's outputs for ``inputs`` (:meth:`prepare`), ``batch_size`` a call,
