@@ -105,7 +105,7 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
 
 
 class NotPublished(ExportError):
-    """A model failed the checks before serving (:func:`tfkit.evaluation.bless`)."""
+    """A model failed the checks before serving (:func:`tfkit.publishing.bless`)."""
 
 
 EXPORT_FORMATS = ("saved_model", "litert")
@@ -121,7 +121,7 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     ``base_dir`` may be any folder; ``name`` (default: the run's ``export.name`` or ``name``)
     must be one folder name inside it (:func:`tfkit.config.check_name`). Unless ``force``,
     the model must pass the checks that ``train`` runs before publishing
-    (:func:`tfkit.evaluation.bless`, when the run's ``export.blessing`` is on), against the
+    (:func:`tfkit.publishing.bless`, when the run's ``export.blessing`` is on), against the
     version that folder serves now.
 
     ``label`` (e.g. ``canary``) points that version label at the new version
