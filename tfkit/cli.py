@@ -1,4 +1,4 @@
-"""The tfkit command line: train, sweep, evaluate, export, predict, explain, models.
+"""The tfkit command line: train, sweep, config, evaluate, export, label, predict, rest, explain, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
 value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
