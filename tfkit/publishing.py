@@ -23,7 +23,7 @@ from tfkit.evaluation import score_saved_model
 from tfkit.export import ExportError, check_next_version, export_for_serving
 from tfkit.litert import export_litert
 from tfkit.runs import load_run
-from tfkit.serving_config import LABEL_PATTERN, LabelError, published_versions, set_version_label
+from tfkit.serving_config import LabelError, check_label, published_versions, set_version_label
 
 log = logging.getLogger("tfkit")
 
@@ -139,9 +139,8 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     if label is not None and format != "saved_model":
         raise LabelError("export --label names a TF Serving version: it goes with --format "
                          "saved_model.")
-    if label is not None and not LABEL_PATTERN.fullmatch(label):
-        raise LabelError(f"export --label {label!r} must be a letter followed by letters, "
-                         "digits, '_' or '-'.")
+    if label is not None:
+        check_label(label, "export --label")
     config, model, preprocessor, label_names = load_run(run_dir)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)

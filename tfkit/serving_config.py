@@ -66,6 +66,18 @@ def version_labels(model_dir: str | os.PathLike) -> dict[str, int]:
                          "remove it.") from None
 
 
+def check_label(label: str, where: str = "version label") -> None:
+    """A label must be a letter, then letters, digits, ``_`` or ``-``: it becomes part of TF
+    Serving's REST path.
+
+    Raises:
+        LabelError: naming ``where`` and the label.
+    """
+    if not LABEL_PATTERN.fullmatch(str(label)):
+        raise LabelError(f"{where} {label!r} must be a letter followed by letters, digits, "
+                         "'_' or '-' (it becomes part of TF Serving's REST path).")
+
+
 def set_version_label(model_dir: str | os.PathLike, label: str, version: int | None,
                       serving_root: str | None = None) -> dict[str, int]:
     """Points ``label`` at ``version`` of the model in ``model_dir`` (None removes the label),
@@ -83,9 +95,7 @@ def set_version_label(model_dir: str | os.PathLike, label: str, version: int | N
             or removing a label the model does not have; nothing is written then.
     """
     model_dir = Path(model_dir)
-    if not LABEL_PATTERN.fullmatch(str(label)):
-        raise LabelError(f"version label {label!r} must be a letter followed by letters, digits, "
-                         "'_' or '-' (it becomes part of TF Serving's REST path).")
+    check_label(label)
     labels = version_labels(model_dir)
     if version is None:
         if label not in labels:
