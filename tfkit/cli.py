@@ -1,4 +1,5 @@
-"""The tfkit command line: train, sweep, config, evaluate, export, label, predict, rest, explain, models.
+"""The tfkit command line: train, sweep, convert, config, evaluate, export, label, predict, rest,
+explain, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
 value) prints one ``tfkit: error: ...`` line to stderr and exits with status 2.
@@ -179,6 +180,21 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    import yaml
+
+    from tfkit.config import load_config
+    from tfkit.convert import convert
+
+    config = load_config(args.config, args.set)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = convert(config, args.to, args.shards, args.compression)
+    print(f"tfkit: train from these files with this data section:\n"
+          f"{yaml.safe_dump({'data': result['data']}, sort_keys=False)}", end="", file=sys.stderr)
+    print(json.dumps({k: result[k] for k in ("train", "test", "data")}))
+    return 0
+
+
 def _cmd_config(args) -> int:
     import yaml
 
@@ -235,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values to try, e.g. --grid train.learning_rate=[0.003,0.01] "
                         "(repeatable: every combination is one trial)")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("convert", help="write a config's data as sharded TFRecord files of "
+                                       "tf.Example (data.source: tfrecord trains from them)")
+    config_arguments(p)
+    p.add_argument("--to", required=True, help="the folder to write (new or empty)")
+    p.add_argument("--shards", type=int, default=4,
+                   help="files per split (default 4; at least one per worker that will read them)")
+    p.add_argument("--compression", default="GZIP", choices=["GZIP", "none"],
+                   help="GZIP (default, .tfrecord.gz) or none")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("config", help="print a config with every key resolved (YAML), "
                                       "e.g. to start your own: tfkit config > mine.yaml")

@@ -47,10 +47,13 @@ def jit_setting(config: Config, replicas: int):
     return jit
 
 
-def epoch_steps(config: Config, dataset: tf.data.Dataset) -> int:
+def epoch_steps(config: Config, dataset: tf.data.Dataset, examples: int, batch_size: int) -> int:
     """Steps in one epoch: ``train.steps_per_epoch``, or the training dataset's batches
-    (tfkit's datasets know their number of batches, length buckets included)."""
-    return config.train.steps_per_epoch or int(dataset.cardinality())
+    (tfkit's datasets in memory know their number of batches, length buckets included; for
+    streamed data, ``examples / batch_size`` rounded up: length buckets make a few more)."""
+    batches = int(dataset.cardinality())
+    return config.train.steps_per_epoch or (batches if batches >= 0 else
+                                            max(1, -(-examples // batch_size)))
 
 
 def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):

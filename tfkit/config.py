@@ -76,6 +76,14 @@ class DataConfig:
     max_sentences: int = 16
     max_words: int = 40
     bucket_by_length: bool = True
+    # reading: auto streams files over 256 MB through tf.data (memory stays flat), true always
+    # streams, false reads the data into memory (csv, tfrecord)
+    stream: str = "auto"
+    compression: str | None = None  # tfrecord: GZIP | ZLIB | none (default: GZIP for *.gz)
+    adapt_limit: int | None = None  # adapt the vocabulary on the first N training examples
+    cache_dir: str | None = None  # streaming: cache token ids in files here (default: no cache)
+    shuffle_buffer: int = 10000  # streaming: examples shuffled at a time (plus file order)
+    skip_bad_records: int = 0  # skip up to N unreadable records or rows (counted), else stop
     # image preprocessing: the size and channels the model takes (default: the data's own)
     image_size: list | None = None  # [height, width]
     channels: int | None = None  # 1 (grey) or 3 (RGB)
@@ -180,13 +188,17 @@ HEAD_KINDS = ("classification", "regression")  # data.heads values
 SOURCE_KEYS = {"fine_foods": (), "tate": (), "digits": (),
                "csv": ("path", "test_path", "encoding"), "directory": ("path", "test_path"),
                "image_directory": ("path", "test_path"), "numpy": ("path",),
-               "tfds": ("name", "data_dir")}
+               "tfds": ("name", "data_dir"), "tfrecord": ("path", "test_path", "compression")}
 SOURCE_NEEDS = {"csv": ("path", "the CSV file"), "directory": ("path", "the folder"),
                 "image_directory": ("path", "the folder of class folders"),
                 "numpy": ("path", "the .npz file"),
-                "tfds": ("name", "the tensorflow-datasets dataset")}
+                "tfds": ("name", "the tensorflow-datasets dataset"),
+                "tfrecord": ("path", "the TFRecord files (a glob such as data/train-*)")}
+STREAM_CHOICES = ("auto", "true", "false")
+STREAM_SOURCES = ("csv", "tfrecord")  # the sources that can stream (data.stream)
+COMPRESSIONS = ("GZIP", "ZLIB", "none")
 TEXT_SOURCES = ("fine_foods", "tate", "csv", "directory")
-ARRAY_SOURCES = ("digits", "image_directory", "numpy")  # tfds: text or images, by dataset
+ARRAY_SOURCES = ("digits", "image_directory", "numpy")  # tfds, tfrecord: text or images
 # a name that becomes one folder: runs/<name>/<run_name>, saved_models/<export.name>
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -299,7 +311,7 @@ def data_source_problem(d: DataConfig) -> str | None:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return (f"Unknown data.source {excerpt(d.source)}; expected one of "
                 f"{', '.join(SOURCE_KEYS)}.{hint}")
-    for key in ("path", "test_path", "encoding", "name", "data_dir"):
+    for key in ("path", "test_path", "encoding", "name", "data_dir", "compression"):
         if getattr(d, key) is not None and key not in SOURCE_KEYS[d.source]:
             readers = [source for source, keys in SOURCE_KEYS.items() if key in keys]
             return (f"data.{key} is set ({excerpt(getattr(d, key))}) but data.source "
@@ -308,6 +320,20 @@ def data_source_problem(d: DataConfig) -> str | None:
         key, what = SOURCE_NEEDS[d.source]
         if not getattr(d, key):
             return f"data.{key} must name {what} when data.source is '{d.source}'."
+    if str(d.stream).lower() not in STREAM_CHOICES:
+        return f"data.stream must be one of {', '.join(STREAM_CHOICES)}, got {excerpt(d.stream)}."
+    if str(d.stream).lower() == "true" and d.source not in STREAM_SOURCES:
+        return (f"data.stream is true but data.source '{d.source}' is read into memory; the "
+                f"sources that stream are {', '.join(STREAM_SOURCES)} (tfkit convert writes any "
+                "source as TFRecord files).")
+    if d.compression is not None and d.compression not in COMPRESSIONS:
+        return (f"data.compression must be one of {', '.join(COMPRESSIONS)}, "
+                f"got {excerpt(d.compression)}.")
+    for key in ("adapt_limit", "shuffle_buffer"):
+        if getattr(d, key) is not None and getattr(d, key) < 1:
+            return f"data.{key} must be at least 1, got {getattr(d, key)!r}."
+    if d.skip_bad_records < 0:
+        return f"data.skip_bad_records must be 0 or more, got {d.skip_bad_records!r}."
     return None
 
 

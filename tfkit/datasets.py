@@ -26,17 +26,22 @@ def make_preprocessor(config: Config, data: LabeledData):
         ConfigError: when the data cannot feed the model (say text data for ``image_cnn``).
     """
     name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
-    x = data.train.x
-    is_text = x.dtype == object
-    problem = input_kind_problem(name, config.model.params, config.data.source, is_text,
-                                 "text" if is_text else f"arrays of shape {x.shape[1:]}")
-    if problem:  # tfds, which the config cannot tell
+    x = data.train.sample(8).x  # what the inputs are: texts, encoded images, arrays
+    is_text = x.dtype == object and isinstance(x[0], str)
+    given = "text" if is_text else ("encoded images" if x.dtype == object
+                                    else f"arrays of shape {x.shape[1:]}")
+    problem = input_kind_problem(name, config.model.params, config.data.source, is_text, given)
+    if problem:  # tfds and tfrecord, which the config cannot tell
         raise ConfigError(problem)
     try:
         preprocessor = INPUT_KINDS[inputs].for_data(config, x)
     except ValueError as exc:
         raise ConfigError(f"model '{name}': {exc}") from None
-    preprocessor.adapt(x)
+    if data.streamed:  # one pass over the files (or the first data.adapt_limit examples)
+        preprocessor.adapt(data.train.examples().map(lambda inputs, _: inputs),
+                           config.data.adapt_limit)
+    else:
+        preprocessor.adapt(data.train.x, config.data.adapt_limit)
     extra = config.model.word_vectors_vocabulary
     if extra:  # words training never saw, which the vectors file knows
         size = preprocessor.vocab_size
@@ -102,7 +107,7 @@ def class_weights(config: Config, data: LabeledData) -> np.ndarray | None:
 
 
 def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, workers: int = 1):
     """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured).
 
     ``weights`` (training, :func:`class_weights`): each example's sample weight is its
@@ -110,11 +115,15 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     ``fit(class_weight=...)`` does the same but refuses datasets that already carry sample
     weights, as full batches do.
 
-    The data is in memory, so under a multi-worker strategy it is sharded by element
-    (auto-shard policy DATA): every worker builds the same pipeline and keeps its share
-    of each global batch. (FILE sharding needs one file per shard; there are none here.)
+    Under a multi-worker strategy, data in memory is sharded by element (auto-shard policy
+    DATA: every worker builds the same pipeline and keeps its share of each global batch);
+    streamed TFRecord files by file (FILE: each worker opens only its share of the files)
+    when there are at least as many files as workers, else by element too. CSV files always
+    by element: they are read by Python, whose reader tf.data cannot shard by file.
     """
-    ds = preprocessor.dataset(split.x, split.y, batch_size, training=training, data=config.data)
+    ds = preprocessor.dataset(split, batch_size, training=training, data=config.data)
+    if training and split.streamed:  # one endless stream, reshuffled on every pass: fit
+        ds = ds.repeat()  # counts an epoch in steps (each worker's share may differ)
     if weights is not None:
         table = tf.constant(weights)
 
@@ -123,5 +132,12 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
 
         ds = ds.map(weigh)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = shard_policy(split, workers)
     return ds.with_options(options)
+
+
+def shard_policy(split, workers: int):
+    """FILE for streamed TFRecord files at least as many as ``workers``, else DATA."""
+    Policy = tf.data.experimental.AutoShardPolicy
+    by_file = split.streamed and split.reader.shardable and len(split.files) >= workers
+    return Policy.FILE if by_file else Policy.DATA

@@ -80,6 +80,14 @@ def task_id(strategy) -> int:
     return int(strategy.cluster_resolver.task_id or 0)
 
 
+def worker_count(strategy) -> int:
+    """The input pipelines a strategy runs: one per worker (chief included), 1 outside a cluster."""
+    if not is_multi_worker(strategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(role, [])) for role in ("chief", "worker"))
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's outputs: always outside a cluster; in one, the
     ``chief`` task, or worker 0 when TF_CONFIG names no chief."""

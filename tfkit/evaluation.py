@@ -43,13 +43,17 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
                          f"(this one takes {served.input_key}); evaluate the run folder that "
                          "exported it.")
     data_names = data.label_names if multitask else {None: data.label_names}
-    targets = data.test.y if multitask else {None: data.test.y}
     if not isinstance(data.label_names, dict) == multitask or set(heads) != set(data_names):
         raise ValueError(f"the data's heads {sorted(map(str, data_names))} are not the "
                          f"SavedModel's {sorted(map(str, heads))} ('{version}').")
-    # what clients send: raw strings, images as PNG bytes
-    outputs = served(preprocessor_from_config(served.facts["preprocessor"]).client_inputs(
-        data.test.x), BATCH)
+    # what clients send: raw strings, images as PNG bytes; a streamed split part by part
+    client = preprocessor_from_config(served.facts["preprocessor"])
+    parts, answers = [], []
+    for x, y in data.test.batches(BATCH * 16):
+        parts.append(y if multitask else {None: y})
+        answers.append(served(client.client_inputs(x), BATCH))
+    targets = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    outputs = {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
     out = {}
     for head, head_names in heads.items():
         prefix = f"{head}_" if head else ""

@@ -35,8 +35,14 @@ from tfkit.callbacks import (
 from tfkit.compiling import compile_model, epoch_steps, head_specs, jit_setting, precision_policy
 from tfkit.config import Config, ConfigError, load_config, save_config
 from tfkit.data import LabeledData, load_data, load_preprocessor, load_word_vectors
-from tfkit.datasets import class_weights, make_dataset, make_preprocessor, warn_small_splits
-from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id
+from tfkit.datasets import (
+    class_weights,
+    make_dataset,
+    make_preprocessor,
+    shard_policy,
+    warn_small_splits,
+)
+from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id, worker_count
 from tfkit.evaluation import log_test_metrics, score_test_split
 from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
@@ -50,7 +56,7 @@ from tfkit.monitor import (
     log_misclassified,
 )
 from tfkit.multiworker import broadcast, multi_worker_fixes
-from tfkit.publishing import bless
+from tfkit.publishing import EXPORT_SAMPLES, bless
 from tfkit.runs import (
     RunProgress,
     create_run_dir,
@@ -62,6 +68,8 @@ from tfkit.runs import (
 )
 
 log = logging.getLogger("tfkit")
+
+MISCLASSIFIED_POOL = 20_000  # validation examples searched for the most confident mistakes
 
 
 @dataclass
@@ -95,6 +103,7 @@ class Prepared:
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset | None
     test_ds: tf.data.Dataset
+    steps_per_epoch: int | None  # train.steps_per_epoch; streamed data: examples / batch
 
 
 @dataclass
@@ -153,7 +162,7 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             model, vectors = build(run)
         run_dir, out_dir = open_run_dir(run)
         try:
-            with multi_worker_fixes(run.strategy):
+            with multi_worker_fixes(run.strategy), finite_streams(run.data.streamed):
                 trained = fit(model, run, run_dir, out_dir, callbacks)
                 test = model.evaluate(run.test_ds, return_dict=True, verbose=0)
             return finish(model, run, run_dir, trained, test, vectors)
@@ -163,6 +172,17 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         finally:
             if not run.chief:
                 shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def finite_streams(streamed: bool):
+    """Keras warns "Your input ran out of data" whenever a dataset of unknown length ends;
+    a streamed validation or test split is meant to be read to its end, so there it is no
+    warning (the training stream repeats, and fit counts its steps)."""
+    with warnings.catch_warnings():
+        if streamed:
+            warnings.filterwarnings("ignore", "Your input ran out of data")
+        yield
 
 
 def prepare(config: Config | str | None, overrides=(), resume: str | Path | None = None
@@ -205,15 +225,25 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     if weights is not None:
         log.info("class weights: %s", ", ".join(
             f"{name} {w:.3g}" for name, w in zip(data.label_names, weights)))
+    workers = worker_count(strategy)
     train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True,
-                            weights=weights)
-    val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False)
-              if len(data.validation) else None)
-    test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False)
+                            weights=weights, workers=workers)
+    val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False,
+                           workers=workers) if len(data.validation) else None)
+    test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False,
+                           workers=workers)
+    if workers > 1:
+        policy = shard_policy(data.train, workers).name
+        log.info("data: %d workers, sharded by %s%s", workers,
+                 "file" if policy == "FILE" else "element",
+                 f" ({len(data.train.files)} files)" if data.streamed else "")
     heads = head_specs(data)
     monitor = monitored(config, val_ds is not None, heads, is_multi_worker(strategy))
+    steps = config.train.steps_per_epoch
+    if data.streamed and not steps:  # the training stream repeats: an epoch is a step count
+        steps = epoch_steps(config, train_ds, len(data.train), batch_size)
     return Prepared(config, strategy, chief, worker, resume, data, preprocessor, batch_size,
-                    weights, heads, monitor, train_ds, val_ds, test_ds)
+                    weights, heads, monitor, train_ds, val_ds, test_ds, steps)
 
 
 def build(run: Prepared) -> tuple[keras.Model, dict | None]:
@@ -244,7 +274,7 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
                  vectors["words_found"], vectors["vocabulary"], vectors["path"],
                  100 * vectors["coverage"], ", frozen" if vectors["frozen"] else "")
     compile_model(model, config, run.heads, run.strategy.num_replicas_in_sync,
-                  epoch_steps(config, run.train_ds))
+                  epoch_steps(config, run.train_ds, len(run.data.train), run.batch_size))
     return model, vectors
 
 
@@ -287,7 +317,7 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
     multi_worker = is_multi_worker(run.strategy)
     history = model.fit(
         run.train_ds, validation_data=run.val_ds, epochs=config.train.epochs,
-        steps_per_epoch=config.train.steps_per_epoch,
+        steps_per_epoch=run.steps_per_epoch,
         callbacks=[progress] + make_callbacks(out_dir, run_dir, config, run.monitor, multi_worker,
                                               extra, run.batch_size) + list(callbacks),
         shuffle=False, verbose=fit_verbosity(config.train.verbose))
@@ -350,11 +380,13 @@ def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int) -> N
     if "embeddings" in extras:
         log_embeddings(log_dir, model, preprocessor.vocabulary())
     if "misclassified" in extras and len(data.validation) and not run.heads:
-        log_misclassified(log_dir, model, preprocessor, data.validation.x, data.validation.y,
-                          data.label_names, step=step)
+        validation = data.validation.sample(MISCLASSIFIED_POOL)
+        x = validation.x if preprocessor.takes_text else preprocessor.pixels(validation.x)
+        log_misclassified(log_dir, model, preprocessor, x, validation.y, data.label_names,
+                          step=step)
         if has_attention(model):
-            log_attention(log_dir, model, preprocessor, data.validation.x, data.validation.y,
-                          data.label_names, step=step)
+            log_attention(log_dir, model, preprocessor, x, validation.y, data.label_names,
+                          step=step)
 
 
 def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict
@@ -374,7 +406,8 @@ def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict
         return None, {"published": False, "not_published": blessing["reasons"]}
     export_path = export_for_serving(
         model, run.preprocessor, run.data.label_names, export_dir(config),
-        run.preprocessor.export_samples(run.data.test.x), serving_root=config.export.serving_root,
+        run.preprocessor.export_samples(run.data.test.sample(EXPORT_SAMPLES).x),
+        serving_root=config.export.serving_root,
         metadata={"run_dir": str(run_dir), "metrics": metrics})
     metrics["export_path"] = str(export_path)
     return export_path, {}

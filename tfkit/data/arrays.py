@@ -85,6 +85,14 @@ class ImagePreprocessor:
         Raises:
             ValueError: for arrays that are not images (``[n, h, w]`` or ``[n, h, w, c]``).
         """
+        if x.dtype == object:  # encoded images (TFRecord files): the first one's format
+            if not (config.data.image_size and config.data.channels):
+                from tfkit.data.sources import image_format
+
+                size, channels = image_format(x[0], "the first training image")
+            height, width = config.data.image_size or size
+            channels = config.data.channels or channels
+            return cls(height, width, channels, config.export.max_image_pixels)
         if x.ndim not in (3, 4):
             raise ValueError(f"images must be [n, height, width(, channels)] arrays; data.source "
                              f"'{config.data.source}' gives arrays of shape {x.shape[1:]}.")
@@ -92,9 +100,28 @@ class ImagePreprocessor:
         channels = config.data.channels or (x.shape[3] if x.ndim == 4 else 1)
         return cls(height, width, channels, config.export.max_image_pixels)
 
-    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
-        """The tf.data pipeline of one split (:func:`array_dataset`), shuffled when ``training``."""
-        return array_dataset(x, y, self, batch_size, shuffle=training, seed=data.seed)
+    def dataset(self, split, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+        """The tf.data pipeline of one split, shuffled when ``training``: pixel arrays
+        (:func:`array_dataset`), or encoded images decoded in the pipeline as the served model
+        decodes them (:meth:`decode`), from memory or streamed from their files."""
+        if split.streamed:
+            examples = split.examples(shuffle_files=training, seed=data.seed, name_files=training)
+            buffer = min(data.shuffle_buffer, max(len(split), 1))
+        elif split.x.dtype == object:
+            examples = tf.data.Dataset.from_tensor_slices((list(split.x), split.y)).cache()
+            buffer = len(split)
+        else:
+            return array_dataset(split.x, split.y, self, batch_size, shuffle=training,
+                                 seed=data.seed)
+        if training:
+            examples = examples.shuffle(buffer, seed=data.seed, reshuffle_each_iteration=True)
+        return examples.batch(batch_size).map(lambda images, y: (self.decode(images), y),
+                                              num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+    def pixels(self, x):
+        """Images as arrays: pixel arrays as they are, encoded images decoded (:meth:`decode`)."""
+        x = np.asarray(x)
+        return self.decode(tf.constant(list(x))).numpy() if x.dtype == object else x
 
     def __init__(self, height: int, width: int, channels: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -107,7 +134,7 @@ class ImagePreprocessor:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
 
-    def adapt(self, x) -> None:
+    def adapt(self, x, limit: int | None = None) -> None:
         """Nothing to learn: the size comes from the constructor."""
 
     def __call__(self, images) -> tf.Tensor:
@@ -180,7 +207,9 @@ class ImagePreprocessor:
 
     def client_inputs(self, x) -> list[bytes]:
         """What a client of the served model sends for images ``x``: PNG bytes at the
-        model's size and channels."""
+        model's size and channels (encoded images: their own bytes)."""
+        if np.asarray(x).dtype == object:
+            return [bytes(image) for image in x]
         pixels = tf.cast(tf.clip_by_value(tf.round(self(x)), 0, 255), tf.uint8)
         return [tf.io.encode_png(p).numpy() for p in pixels]
 
@@ -218,9 +247,9 @@ class SequencePreprocessor:
         """Steps from the training arrays' second axis, features from the rest."""
         return cls(x.shape[1], int(np.prod(x.shape[2:])))
 
-    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+    def dataset(self, split, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
         """The tf.data pipeline of one split (:func:`array_dataset`), shuffled when ``training``."""
-        return array_dataset(x, y, self, batch_size, shuffle=training, seed=data.seed)
+        return array_dataset(split.x, split.y, self, batch_size, shuffle=training, seed=data.seed)
 
     def client_inputs(self, x):
         """What a client of the served model sends: the arrays as ``[n, steps, features]``."""
@@ -233,7 +262,7 @@ class SequencePreprocessor:
     def input_shape(self) -> tuple[int, int]:
         return (self.steps, self.features)
 
-    def adapt(self, x) -> None:
+    def adapt(self, x, limit: int | None = None) -> None:
         """Nothing to learn: the shape comes from the constructor."""
 
     def __call__(self, x) -> tf.Tensor:

@@ -62,7 +62,24 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
         A prefetching ``tf.data.Dataset``.
     """
     texts = tf.constant(np.asarray(texts, dtype=object).astype(str), tf.string)
-    ds = tf.data.Dataset.from_tensor_slices((texts, labels))
+    return token_batches(tf.data.Dataset.from_tensor_slices((texts, labels)), preprocessor,
+                         batch_size, size=len(texts), shuffle=shuffle, bucket=bucket, seed=seed,
+                         drop_remainder=drop_remainder, full_batches=full_batches)
+
+
+def token_batches(examples: tf.data.Dataset, preprocessor, batch_size: int, *,
+                  size: int | None = None, streamed: bool = False, cache: str | None = None,
+                  shuffle_buffer: int = 10000, shuffle: bool = False, bucket: bool = False,
+                  seed: int = 0, drop_remainder: bool = False, full_batches: bool = False
+                  ) -> tf.data.Dataset:
+    """:func:`token_dataset` on a dataset of ``(text, label ids)`` examples.
+
+    In memory (``streamed=False``): the ids are cached in memory, shuffled over all ``size``
+    examples and the number of batches is known. Streamed: ids cached in the file ``cache``
+    (or not at all), shuffled ``shuffle_buffer`` examples at a time, and the number of
+    batches left unknown (under a multi-worker strategy each worker reads its own files).
+    """
+    ds = examples
 
     def tokenize(batch_texts, batch_labels):
         ids = preprocessor.tokenize(batch_texts)
@@ -71,10 +88,15 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
     ds = ds.batch(512).map(tokenize, num_parallel_calls=AUTOTUNE).unbatch()
     # tf.data batches only dense elements: cut each padded example back to its own shape
     ds = ds.map(lambda ids, shape, y: (tf.slice(ids, tf.zeros_like(shape), shape), y),
-                num_parallel_calls=AUTOTUNE).cache()
+                num_parallel_calls=AUTOTUNE)
+    if not streamed:
+        ds = ds.cache()
+    elif cache:
+        ds = ds.cache(cache)
     cached = ds
     if shuffle:
-        ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(shuffle_buffer, max(size, 1)) if streamed else size, seed=seed,
+                        reshuffle_each_iteration=True)
     label_shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec[1])
     if ds.element_spec[0].shape.rank == 2:
         # documents [sentences, words]: pad each batch to its longest document and sentence;
@@ -97,12 +119,14 @@ def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool
         return examples.padded_batch(batch_size, padded_shapes=padded,
                                      drop_remainder=drop_remainder)
 
+    if streamed:
+        return fill_and_prefetch(batch(ds), batch_size, full_batches)
     if bucket:
         # one pass over the (unshuffled) buckets counts the batches, whose number depends on
         # how many texts fall in each bucket; it also fills the cache the epochs read
         batches = int(batch(cached).reduce(np.int64(0), lambda count, _: count + 1))
     else:
-        batches = len(texts) // batch_size if drop_remainder else math.ceil(len(texts) / batch_size)
+        batches = size // batch_size if drop_remainder else math.ceil(size / batch_size)
     # a known number of batches: Keras shows progress (and ETA) from the first epoch, and a
     # learning-rate schedule can end on the last step
     ds = batch(ds).apply(tf.data.experimental.assert_cardinality(batches))

@@ -27,12 +27,25 @@ Sources (the ``data.source`` config key):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem, excerpt
+from tfkit.data.streams import (
+    TABLE_KINDS,
+    RecordReader,
+    StreamError,
+    StreamSplit,
+    TableReader,
+    file_list,
+    scan,
+    should_stream,
+)
+
+log = logging.getLogger("tfkit")
 
 
 class DataError(ValueError):
@@ -54,10 +67,22 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    streamed = False  # in memory (a StreamSplit reads its files on every pass)
+
     def take(self, index) -> Split:
         if isinstance(self.y, dict):
             return Split(self.x[index], {k: v[index] for k, v in self.y.items()})
         return Split(self.x[index], self.y[index])
+
+    def sample(self, n: int) -> Split:
+        """The first ``n`` examples (all when there are fewer)."""
+        return self.take(slice(0, n))
+
+    def batches(self, size: int):
+        """``(inputs, label ids)``, ``size`` examples at a time."""
+        for start in range(0, len(self), size):
+            part = self.take(slice(start, start + size))
+            yield part.x, part.y
 
 
 @dataclass
@@ -79,6 +104,11 @@ class LabeledData:
     @property
     def num_classes(self) -> int | None:
         return None if self.heads else len(self.label_names)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits are read from their files on every pass (:class:`StreamSplit`)."""
+        return self.train.streamed
 
 
 def encode_labels(values, where: str, label_names: list[str] | None = None):
@@ -267,8 +297,6 @@ def load_tate(config: DataConfig) -> LabeledData:
                        config.label_column)
 
 
-TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
-
 
 def read_json_lines(file: Path, kind: str = "JSON Lines", encoding: str | None = None
                     ) -> list[dict]:
@@ -291,67 +319,72 @@ def read_json_lines(file: Path, kind: str = "JSON Lines", encoding: str | None =
     return rows
 
 
-def _read_table(path: str, columns: list[str], encoding: str | None = None):
-    """A CSV file, or by its suffix a TSV (``.tsv``, ``.tab``) or JSON Lines (``.jsonl``,
-    ``.ndjson``) file, as a DataFrame holding ``columns`` and at least one row; its text in
-    ``encoding`` (default UTF-8, a byte-order mark skipped)."""
-    import pandas as pd
-
-    file = Path(path)
-    kind = TABLE_KINDS.get(file.suffix.lower(), "CSV")
-    if not file.is_file():
-        raise DataError(f"{kind} file '{path}' does not exist.")
-    try:
-        "".encode(encoding or "utf-8")
-    except LookupError:
-        raise DataError(f"data.encoding {encoding!r} is not a text encoding Python knows "
-                        "(e.g. utf-8, latin-1, cp1252, utf-16, shift_jis, gb18030).") from None
-    try:
-        if kind == "JSON Lines":  # a key missing from a line reads as empty: the row errors name it
-            frame = pd.DataFrame(read_json_lines(file, encoding=encoding)).fillna("")
-        else:
-            frame = pd.read_csv(file, sep="\t" if kind == "TSV" else ",",
-                                keep_default_na=False, na_values=[],
-                                encoding=encoding or "utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{kind} file '{path}' line {_first_bad_line(file, encoding)} is not "
-                        f"{encoding or 'UTF-8'} (byte 0x{exc.object[exc.start]:02x}): save the "
-                        "file as UTF-8, or set data.encoding to the encoding it was written in "
-                        "(spreadsheets on Windows often write cp1252; latin-1 reads any "
-                        "bytes).") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{kind} file '{path}' cannot be read: {exc}") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{kind} file '{path}' has no column {missing[0]!r}; "
-                        f"its columns are {list(frame.columns)}.")
-    if len(frame) == 0:
-        raise DataError(f"{kind} file '{path}' has no rows.")
-    return frame
-
-
-def _first_bad_line(file: Path, encoding: str | None) -> int:
-    """The number of the first line of ``file`` that ``encoding`` cannot decode."""
-    with file.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                line.decode(encoding or "utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 1  # a character cut across lines (UTF-16, say): the file as a whole
-
-
 def load_csv(config: DataConfig) -> LabeledData:
-    """A CSV (or TSV, JSON Lines) file with ``text_column`` and ``label_column``;
-    ``test_path`` or a carved test split."""
-    columns = [config.text_column] + list(config.heads or [config.label_column])
-    frame = _read_table(config.path, columns, config.encoding)
-    description = f"{TABLE_KINDS.get(Path(config.path).suffix.lower(), 'CSV')} '{config.path}'"
-    if config.test_path:
-        test = _read_table(config.test_path, columns, config.encoding)
-        return _from_frames(frame, test, config, description, config.text_column,
-                            config.label_column)
-    return _from_frame(frame, config, description, config.text_column, config.label_column)
+    """A CSV (or TSV, JSON Lines) file with ``text_column`` and ``label_column`` (or the
+    ``heads`` columns); ``test_path`` or a test split carved by hash (:mod:`tfkit.data.streams`).
+    Read in chunks: into memory, or streamed on every pass (``data.stream``)."""
+    kind = TABLE_KINDS.get(Path(config.path).suffix.lower(), "CSV")
+
+    def reader(files, columns):
+        return TableReader(files, config.text_column, columns, config.encoding)
+
+    return load_files(config, f"{kind} file", f"{kind} '{config.path}'", reader)
+
+
+def load_tfrecord(config: DataConfig) -> LabeledData:
+    """TFRecord files of ``tf.Example`` (a glob in ``data.path``, and ``data.test_path``):
+    the input in the ``text_column`` feature (text, or encoded image bytes), the label(s) in
+    ``label_column`` (or the ``heads`` features), as the ``serving_examples`` signature
+    takes them; ``tfkit convert`` writes any source so. Streamed unless ``data.stream`` is
+    false or they hold under 256 MB."""
+    regression = tuple(c for c, k in (config.heads or {}).items() if k == "regression")
+
+    def reader(files, columns):
+        return RecordReader(files, config.text_column, columns, config.compression, regression)
+
+    files = "" if config.test_path else f" ({config.path})"
+    return load_files(config, "TFRecord files", f"TFRecord files '{config.path}'{files}"[:200],
+                      reader)
+
+
+def load_files(config: DataConfig, what: str, description: str, make_reader) -> LabeledData:
+    """Training (``data.path``) and test files (``data.test_path``) read by the reader
+    ``make_reader(files, label columns)`` makes: scanned once (every record checked, the labels
+    collected), then streamed, or read into memory when ``data.stream`` says so."""
+    kinds = dict(config.heads) if config.heads else {config.label_column: "classification"}
+    try:
+        files = file_list(config.path, f"data.path: {what}")
+        test_files = file_list(config.test_path, f"data.test_path: {what}") \
+            if config.test_path else None
+        reader = make_reader(files, list(kinds))
+        test_reader = make_reader(test_files, list(kinds)) if test_files else None
+        labels, y, ranges = scan((reader, files), (test_reader, test_files) if test_files
+                                 else None, config, kinds)
+    except StreamError as exc:
+        raise DataError(str(exc)) from None
+    for column, names in labels.names.items():
+        if kinds[column] == "classification" and len(names) < 2:
+            found = excerpt(names[0]) if names else "nothing"
+            raise DataError(f"{description} column '{column}': needs at least 2 classes to "
+                            f"train a classifier, found only {found}.")
+    single = None if config.heads else config.label_column
+    splits = {}
+    for name in ("train", "validation", "test"):
+        side = (test_reader, test_files, None) if name == "test" and test_files else \
+            (reader, files, ranges[name])
+        splits[name] = StreamSplit(*side, labels, config.seed, config.limit,
+                                   y[name][single] if single else y[name], single)
+        if not len(splits[name]) and not (name == "validation" and not config.validation_fraction):
+            raise DataError(f"{description}: the {name} split is empty.")
+    label_names = labels.names[single] if single else labels.names
+    streamed = should_stream(config, files + (test_files or []))
+    log.info("data: %s, %s (%s train, %s validation, %s test examples)", description,
+             "streamed from its files on every pass" if streamed else "read into memory",
+             *(f"{len(splits[s]):,}" for s in ("train", "validation", "test")))
+    if not streamed:
+        splits = {name: split.read_all() for name, split in splits.items()}
+    return LabeledData(splits["train"], splits["validation"], splits["test"], label_names,
+                       description, dict(config.heads) if config.heads else None)
 
 
 def load_tfds(config: DataConfig) -> LabeledData:
@@ -482,16 +515,23 @@ def default_image_format(path: str | None) -> tuple[list[int], int]:
     neither: the first image's (in sorted order) size, never upscaled, and shrunk to fit
     ``DEFAULT_IMAGE_SIDE`` (Keras' own default is 256 x 256 whatever the images are: 8 x 8
     digits would train at 1,024 times their pixels); one channel if it is grey, else RGB."""
-    import tensorflow as tf
 
     files = sorted(Path(path).glob("*/*")) if path else []
     first = next((f for f in files if f.suffix.lower() in IMAGE_SUFFIXES), None)
     if first is None:
         return [DEFAULT_IMAGE_SIDE, DEFAULT_IMAGE_SIDE], 3
+    return image_format(first.read_bytes(), f"image '{first}'")
+
+
+def image_format(data: bytes, what: str) -> tuple[list[int], int]:
+    """``([height, width], channels)`` to read images like the encoded image ``data`` at:
+    see :func:`default_image_format`."""
+    import tensorflow as tf
+
     try:
-        shape = tf.io.decode_image(first.read_bytes(), expand_animations=False).shape
+        shape = tf.io.decode_image(data, expand_animations=False).shape
     except tf.errors.InvalidArgumentError as exc:
-        raise DataError(f"image '{first}' cannot be decoded: {exc.message}") from None
+        raise DataError(f"{what} cannot be decoded: {exc.message}") from None
     scale = min(1.0, DEFAULT_IMAGE_SIDE / max(shape[0], shape[1]))
     size = [max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))]
     return size, 1 if shape[2] in (1, 2) else 3
@@ -554,6 +594,7 @@ SOURCES = {
     "digits": load_digits,
     "image_directory": load_image_directory,
     "numpy": load_numpy,
+    "tfrecord": load_tfrecord,
 }
 
 

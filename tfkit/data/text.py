@@ -8,6 +8,7 @@ training did.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfkit.data.pipeline import token_dataset
+from tfkit.data.pipeline import token_batches, token_dataset
+from tfkit.data.streams import Progress
 
 PAD_ID, OOV_ID = 0, 1
 
@@ -89,7 +91,7 @@ class TextPreprocessor:
     """
 
     def __init__(self, max_tokens: int = 20000, max_len: int = 200, vocabulary=None,
-                 split: str = "whitespace"):
+                 split: str = "whitespace", adapt_examples: int | None = None):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1. Received: max_len={max_len}")
         if split not in SPLITS:
@@ -97,6 +99,7 @@ class TextPreprocessor:
         self.max_tokens = max_tokens
         self.max_len = max_len
         self.split = split
+        self.adapt_examples = adapt_examples  # training texts the vocabulary was built from
         self.layer = keras.layers.TextVectorization(
             max_tokens=max_tokens, standardize=standardize_text, split=SPLITS[split],
             output_mode="int", ragged=True, vocabulary=vocabulary, name="text_vectorization")
@@ -116,11 +119,24 @@ class TextPreprocessor:
         texts = standardize_text(tf.convert_to_tensor(texts, tf.string))
         return tf.strings.split(texts) if self.split == "whitespace" else split_characters(texts)
 
-    def adapt(self, texts) -> None:
-        """Builds the vocabulary from training texts (a list, array or string dataset)."""
+    def adapt(self, texts, limit: int | None = None) -> None:
+        """Builds the vocabulary from training texts (a list, array or string dataset) in one
+        pass, or from the first ``limit`` of them; logs progress on long data and keeps how many
+        it read as ``adapt_examples`` (in ``preprocessor.json`` and the export's facts)."""
         if not isinstance(texts, tf.data.Dataset):
-            texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
-        self.layer.adapt(texts.batch(1024))
+            texts = list(texts)[:limit] if limit else list(texts)
+            texts = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+        elif limit:
+            texts = texts.take(limit)
+        progress = Progress("adapting the vocabulary", "texts")
+        self.layer.reset_state()  # what TextVectorization.adapt does, with progress
+        for batch in texts.batch(1024).prefetch(2):
+            self.layer.update_state(batch)
+            progress.add(int(batch.shape[0]))
+        self.layer.finalize_state()
+        self.adapt_examples = progress.count
+        if progress.count >= 100_000:
+            progress.done()
         if self.vocab_size <= 2:
             raise ValueError("The training texts contain no words: the vocabulary is empty.")
         self.layer(tf.constant([""]))  # builds the layer: exporting before any call needs it
@@ -154,11 +170,26 @@ class TextPreprocessor:
         return cls(max_tokens=config.data.max_tokens, max_len=config.data.max_len,
                    split=config.data.split)
 
-    def dataset(self, x, y, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+    def dataset(self, split, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
         """The tf.data pipeline of one split (:func:`tfkit.data.token_dataset`): shuffled,
-        length-bucketed (``data.bucket_by_length``) and in full batches when ``training``."""
-        return token_dataset(x, y, self, batch_size, shuffle=training,
+        length-bucketed (``data.bucket_by_length``) and in full batches when ``training``.
+        A streamed split (:class:`tfkit.data.streams.StreamSplit`) is read from its files,
+        in a new file order each epoch when ``training``, its ids cached under
+        ``data.cache_dir`` when set."""
+        if not split.streamed:
+            return token_dataset(split.x, split.y, self, batch_size, shuffle=training,
+                                 bucket=data.bucket_by_length, seed=data.seed,
+                                 full_batches=training)
+        examples = split.examples(shuffle_files=training, seed=data.seed, name_files=training)
+        return token_batches(examples, self, batch_size, size=len(split), streamed=True,
+                             cache=split.cache_file(data.cache_dir, self.fingerprint()),
+                             shuffle_buffer=data.shuffle_buffer, shuffle=training,
                              bucket=data.bucket_by_length, seed=data.seed, full_batches=training)
+
+    def fingerprint(self) -> str:
+        """A digest of the settings and vocabulary: ids cached for another differ."""
+        text = json.dumps(self.get_config()) + "\n".join(self.vocabulary())
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def client_inputs(self, x) -> list[str]:
         """What a client of the served model sends for inputs ``x``: the raw strings."""
@@ -174,7 +205,8 @@ class TextPreprocessor:
 
     def get_config(self) -> dict:
         return {"type": self.config_type, "max_tokens": self.max_tokens,
-                "max_len": self.max_len, "split": self.split}
+                "max_len": self.max_len, "split": self.split,
+                "adapt_examples": self.adapt_examples}
 
     def save(self, directory: str | os.PathLike) -> None:
         """Writes ``preprocessor.json`` (settings and vocabulary) into ``directory``."""
@@ -249,12 +281,12 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
                    max_words=config.data.max_words, split=config.data.split)
 
     def __init__(self, max_tokens: int = 20000, max_sentences: int = 16, max_words: int = 40,
-                 vocabulary=None, split: str = "whitespace"):
+                 vocabulary=None, split: str = "whitespace", adapt_examples: int | None = None):
         if max_sentences < 1 or max_words < 1:
             raise ValueError("max_sentences and max_words must be >= 1. Received: "
                              f"max_sentences={max_sentences}, max_words={max_words}")
         super().__init__(max_tokens=max_tokens, max_len=max_words, vocabulary=vocabulary,
-                         split=split)
+                         split=split, adapt_examples=adapt_examples)
         self.max_sentences = max_sentences
         self.max_words = max_words
 
@@ -295,4 +327,4 @@ class HierarchicalTextPreprocessor(TextPreprocessor):
     def get_config(self) -> dict:
         return {"type": self.config_type, "max_tokens": self.max_tokens,
                 "max_sentences": self.max_sentences, "max_words": self.max_words,
-                "split": self.split}
+                "split": self.split, "adapt_examples": self.adapt_examples}

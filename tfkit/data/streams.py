@@ -1,0 +1,632 @@
+"""Streaming sources: CSV / TSV / JSON Lines files and TFRecord files of ``tf.Example`` read
+lazily through tf.data, so memory stays flat however large the data is.
+
+Before training, one pass over the files (the *scan*, with a progress line every few
+seconds) checks every row or record, naming the first bad one by file and row or record
+number (``data.skip_bad_records`` lets up to N be skipped and counted), and keeps only what
+is small: the label vocabulary and each split's label ids (4 bytes per example), from which
+the splits' sizes, class weights and the majority-label rates follow. Training then reads
+the files again every epoch.
+
+Splits are carved without holding the data: each example's input (its text, or its encoded
+image bytes) goes through a keyed hash (``tf.strings.to_hash_bucket_strong``, keyed with
+``data.seed``) into one of 10,000 buckets; the first ``test_fraction`` of the buckets are the
+test split (when the source has no test files), the next ``validation_fraction`` of the rest
+the validation split. An example is in the same split on every worker, every epoch, after a
+resume and whether the data streams or is read into memory (``data.stream: false`` reads
+these same streams into arrays). Identical inputs share a split, so a duplicated review
+cannot leak from training into the test split.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfkit.config import DataConfig, excerpt
+
+log = logging.getLogger("tfkit")
+
+SPLIT_BUCKETS = 10_000
+STREAM_ABOVE_BYTES = 256 * 2**20  # data.stream: auto streams files larger than this in all
+CHUNK_ROWS = 20_000  # rows of a CSV read at a time
+RECORD_BATCH = 1024  # records parsed at a time
+PROGRESS_SECONDS = 5.0
+NAMED_FILES = 32  # a stream names each file it opens (on standard error) up to this many files
+TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
+
+
+class StreamError(ValueError):
+    """A bad file, row or record; the message names it (turned into a ``DataError``)."""
+
+
+def split_ranges(config: DataConfig, has_test_files: bool) -> dict:
+    """``{split: (first bucket, end bucket)}`` over :data:`SPLIT_BUCKETS` for the training
+    files: test (when the source has no test files), then validation, then train."""
+    test = 0 if has_test_files else round(config.test_fraction * SPLIT_BUCKETS)
+    validation = test + round(config.validation_fraction * (SPLIT_BUCKETS - test))
+    return {"test": (0, test), "validation": (test, validation), "train": (validation, SPLIT_BUCKETS)}
+
+
+def split_buckets(keys, seed: int):
+    """Each key's (``tf.string``) bucket in ``[0, SPLIT_BUCKETS)``, keyed with ``seed``."""
+    return tf.strings.to_hash_bucket_strong(keys, SPLIT_BUCKETS, [int(seed) & (2**63 - 1), 20241204])
+
+
+def file_list(pattern: str, what: str) -> list[str]:
+    """The files a path or glob names, sorted; a :class:`StreamError` when there are none."""
+    files = sorted(f for f in glob.glob(str(pattern)) if Path(f).is_file())
+    if not files:
+        if glob.has_magic(str(pattern)):
+            raise StreamError(f"{what} '{pattern}' matches no file.")
+        raise StreamError(f"{what} '{pattern}' does not exist.")
+    return files
+
+
+def should_stream(config: DataConfig, files: list[str]) -> bool:
+    """``data.stream``: true, false, or auto (stream when the files hold over 256 MB)."""
+    setting = str(config.stream).lower()
+    if setting != "auto":
+        return setting == "true"
+    return sum(Path(f).stat().st_size for f in files) > STREAM_ABOVE_BYTES
+
+
+def first_bad_line(file: Path, encoding: str | None) -> int:
+    """The number of the first line of ``file`` that ``encoding`` cannot decode."""
+    with file.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode(encoding or "utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1  # a character cut across lines (UTF-16, say): the file as a whole
+
+
+class Progress:
+    """Logs ``<what>: N <unit> (R/s)`` every :data:`PROGRESS_SECONDS` and once at the end."""
+
+    def __init__(self, what: str, unit: str = "records"):
+        self.what, self.unit, self.count = what, unit, 0
+        self.start = self.last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self._log()
+
+    def _log(self, done: str = "") -> None:
+        rate = self.count / max(time.monotonic() - self.start, 1e-9)
+        log.info("%s: %s %s (%s/s)%s", self.what, f"{self.count:,}", self.unit, f"{rate:,.0f}", done)
+
+    def done(self) -> None:
+        self._log(", done")
+
+
+# --- readers: one per file format. Each yields batches of (inputs, {label column: raw label
+# as a string}, valid) both to the scan (numpy, with where each row came from) and to tf.data.
+
+
+class TableReader:
+    """CSV, TSV (``.tsv``, ``.tab``) or JSON Lines (``.jsonl``, ``.ndjson``) files read in
+    chunks of :data:`CHUNK_ROWS` rows (pandas' C parser, every value read as a string)."""
+
+    input_kind = "text"
+    shardable = False  # read by Python (from_generator): tf.data shards it by element
+
+    def __init__(self, files: list[str], text_column: str, label_columns: list[str],
+                 encoding: str | None):
+        self.files, self.text_column, self.label_columns = files, text_column, label_columns
+        self.encoding = encoding
+        try:
+            "".encode(encoding or "utf-8")
+        except LookupError:
+            raise StreamError(f"data.encoding {encoding!r} is not a text encoding Python knows "
+                              "(e.g. utf-8, latin-1, cp1252, utf-16, shift_jis, gb18030).") from None
+
+    def kind(self, file: str) -> str:
+        return TABLE_KINDS.get(Path(file).suffix.lower(), "CSV")
+
+    def chunks(self, file: str):
+        """``(first row number, texts, {column: labels}, valid)`` per chunk of ``file``;
+        rows are numbered from 1 after the header (JSON Lines: line numbers)."""
+        kind = self.kind(file)
+        try:
+            if kind == "JSON Lines":
+                yield from self._json_chunks(file)
+                return
+            import pandas as pd
+
+            reader = pd.read_csv(file, sep="\t" if kind == "TSV" else ",", dtype=str,
+                                 keep_default_na=False, na_values=[], chunksize=CHUNK_ROWS,
+                                 encoding=self.encoding or "utf-8-sig")
+            row = 1
+            with reader:
+                for frame in reader:
+                    missing = [c for c in [self.text_column, *self.label_columns]
+                               if c not in frame.columns]
+                    if missing:
+                        raise StreamError(f"{kind} file '{file}' has no column {missing[0]!r}; "
+                                          f"its columns are {list(frame.columns)}.")
+                    texts = frame[self.text_column].to_numpy(dtype=object)
+                    labels = {c: frame[c].to_numpy(dtype=object) for c in self.label_columns}
+                    yield row, texts, labels, np.ones(len(frame), bool)
+                    row += len(frame)
+        except UnicodeDecodeError as exc:
+            raise StreamError(
+                f"{kind} file '{file}' line {first_bad_line(Path(file), self.encoding)} is not "
+                f"{self.encoding or 'UTF-8'} (byte 0x{exc.object[exc.start]:02x}): save the file "
+                "as UTF-8, or set data.encoding to the encoding it was written in (spreadsheets "
+                "on Windows often write cp1252; latin-1 reads any bytes).") from None
+        except StreamError:
+            raise
+        except Exception as exc:  # pandas' ParserError, EmptyDataError, csv.Error
+            raise StreamError(f"{kind} file '{file}' cannot be read: {exc}") from None
+
+    def _json_chunks(self, file: str):
+        rows, numbers = [], []
+        with Path(file).open(encoding=self.encoding or "utf-8-sig") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise StreamError(f"JSON Lines file '{file}' line {number}: not valid JSON "
+                                      f"({exc.msg}).") from None
+                if not isinstance(row, dict):
+                    raise StreamError(f"JSON Lines file '{file}' line {number}: expected an "
+                                      f"object {{\"column\": value, ...}}, got {type(row).__name__}.")
+                rows.append(row)
+                numbers.append(number)
+                if len(rows) == CHUNK_ROWS:
+                    yield self._json_chunk(rows, numbers)
+                    rows, numbers = [], []
+        if rows:
+            yield self._json_chunk(rows, numbers)
+
+    def _json_chunk(self, rows, numbers):
+        def value(v):  # a missing key or null reads as empty: the scan names the row
+            return "" if v is None else v if isinstance(v, str) else json.dumps(v)
+
+        texts = np.array([row.get(self.text_column) for row in rows], dtype=object)
+        valid = np.array([t is None or isinstance(t, str) for t in texts])
+        texts = np.array([t if isinstance(t, str) else "" for t in texts], dtype=object)
+        labels = {c: np.array([value(row.get(c)) for row in rows], dtype=object)
+                  for c in self.label_columns}
+        return numbers[0], texts, labels, valid
+
+    def scan_batches(self, file: str):
+        """``(where, inputs, labels, valid, problem)`` per chunk: ``where(i)`` names row ``i``
+        (file and row number), ``problem(i)`` says why an invalid row is."""
+        kind = self.kind(file)
+        unit = "line" if kind == "JSON Lines" else "row"
+        for first, texts, labels, valid in self.chunks(file):
+            def where(i, first=first):
+                return f"{kind} file '{file}' {unit} {first + i:,}"
+
+            def problem(i, texts=texts):
+                return f"column {self.text_column!r} is not text: {excerpt(texts[i])}"
+
+            yield where, texts, labels, valid, problem
+
+    def dataset(self, files: tf.data.Dataset) -> tf.data.Dataset:
+        """Unbatched ``(text, {column: label}, valid)`` of every row of ``files``, in order."""
+        columns = self.label_columns
+        signature = (tf.TensorSpec([None], tf.string), {c: tf.TensorSpec([None], tf.string)
+                                                       for c in columns},
+                     tf.TensorSpec([None], tf.bool))
+
+        def rows(file):
+            for _, texts, labels, valid in self.chunks(file.decode() if isinstance(file, bytes)
+                                                       else str(file)):
+                yield texts.astype(str), {c: v.astype(str) for c, v in labels.items()}, valid
+
+        def read(file):
+            return tf.data.Dataset.from_generator(rows, args=(file,), output_signature=signature)
+
+        return files.flat_map(read).unbatch()
+
+
+class RecordReader:
+    """TFRecord files of ``tf.Example`` (``data.compression``, default GZIP for ``*.gz``):
+    the input in a bytes feature (text, or an encoded image), each label a bytes or int64
+    feature (regression heads: float too). Parsed :data:`RECORD_BATCH` records at a time."""
+
+    shardable = True  # TFRecordDataset on a list of files: tf.data can shard it by file
+
+    def __init__(self, files: list[str], text_column: str, label_columns: list[str],
+                 compression: str | None, regression: tuple = ()):
+        self.files, self.text_column, self.label_columns = files, text_column, label_columns
+        self.compression = compression or ("GZIP" if files[0].endswith(".gz") else "none")
+        first = self._first_example(files[0])
+        self.input_kind = "text"
+        self.dtypes = {}
+        for column in [text_column, *label_columns]:
+            feature = first.features.feature.get(column)
+            if feature is None:
+                raise StreamError(f"TFRecord file '{files[0]}' record 1 has no feature {column!r}; "
+                                  f"its features are {sorted(first.features.feature)}.")
+            kind = feature.WhichOneof("kind")
+            allowed = ("bytes_list",) if column == text_column else (
+                ("bytes_list", "int64_list", "float_list") if column in regression
+                else ("bytes_list", "int64_list"))
+            if kind not in allowed:
+                raise StreamError(f"TFRecord file '{files[0]}' record 1: feature {column!r} is "
+                                  f"a {kind}; expected {' or '.join(allowed)}.")
+            self.dtypes[column] = {"bytes_list": tf.string, "int64_list": tf.int64,
+                                   "float_list": tf.float32}[kind]
+        text = first.features.feature[text_column].bytes_list.value
+        if text and _is_image(text[0]):
+            self.input_kind = "image"
+
+    def _open(self, file) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(file, compression_type="" if self.compression == "none"
+                                       else self.compression)
+
+    def _first_example(self, file: str) -> tf.train.Example:
+        try:
+            serialized = next(iter(self._open(file).take(1)), None)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+            raise StreamError(f"TFRecord file '{file}' cannot be read "
+                              f"(compression {self.compression}): {_reason(exc)}") from None
+        if serialized is None:
+            raise StreamError(f"TFRecord file '{file}' holds no records.")
+        try:
+            return tf.train.Example.FromString(serialized.numpy())
+        except Exception:
+            raise StreamError(f"TFRecord file '{file}' record 1 is not a tf.train.Example.") from None
+
+    def parse(self, serialized):
+        """Records ``tf.string [n]`` -> ``(inputs, {column: label as string}, valid)``: valid
+        when each feature holds exactly one value."""
+        spec = {c: tf.io.VarLenFeature(d) for c, d in self.dtypes.items()}
+        features = tf.io.parse_example(serialized, spec)
+        valid = tf.ones_like(serialized, tf.bool)
+        values = {}
+        for column, sparse in features.items():
+            ragged = tf.RaggedTensor.from_sparse(sparse)
+            valid &= tf.equal(ragged.row_lengths(), 1)
+            default = "" if sparse.dtype == tf.string else 0
+            first = ragged[:, :1].to_tensor(default_value=default, shape=[None, 1])[:, 0]
+            values[column] = first if sparse.dtype == tf.string else tf.strings.as_string(first)
+        text = values.pop(self.text_column)
+        return text, values, valid
+
+    def dataset(self, files: tf.data.Dataset) -> tf.data.Dataset:
+        """Unbatched ``(input, {column: label}, valid)`` of every record of ``files``."""
+        records = files.interleave(self._open, cycle_length=4, block_length=16,
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return records.batch(RECORD_BATCH).map(self.parse, num_parallel_calls=tf.data.AUTOTUNE
+                                               ).unbatch()
+
+    def scan_batches(self, file: str):
+        """``(where, inputs, labels, valid, problem)`` per :data:`RECORD_BATCH` records of
+        ``file``, as :meth:`TableReader.scan_batches`."""
+        if not hasattr(self, "_parse"):
+            self._parse = tf.function(self.parse, input_signature=[tf.TensorSpec([None], tf.string)])
+        parse = self._parse
+        record = 1
+        iterator = iter(self._open(file).batch(RECORD_BATCH))
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+                raise StreamError(f"TFRecord file '{file}' is damaged after record "
+                                  f"{record - 1:,} (truncated or corrupt): {_reason(exc)}") from None
+            try:
+                texts, labels, valid = parse(batch)
+            except tf.errors.InvalidArgumentError:
+                texts, labels, valid = self._parse_one_by_one(batch.numpy())
+            else:
+                texts, valid = texts.numpy(), valid.numpy()
+                labels = {c: v.numpy() for c, v in labels.items()}
+
+            def where(i, first=record):
+                return f"TFRecord file '{file}' record {first + i:,}"
+
+            raw = batch.numpy()
+
+            def problem(i, raw=raw):
+                return self.problem(raw[i])
+
+            yield where, texts, labels, valid, problem
+            record += len(valid)
+
+    def _parse_one_by_one(self, serialized):
+        """A batch that does not parse (a feature of another type): each record alone, the
+        ones that fail marked invalid (their problem: :meth:`problem`)."""
+        texts, labels, valid = [], {c: [] for c in self.label_columns}, []
+        for record in serialized:
+            try:
+                text, values, ok = self.parse(tf.constant([record]))
+                texts.append(text.numpy()[0])
+                for c in self.label_columns:
+                    labels[c].append(values[c].numpy()[0])
+                valid.append(bool(ok.numpy()[0]))
+            except tf.errors.InvalidArgumentError:
+                texts.append(b"")
+                for c in self.label_columns:
+                    labels[c].append(b"")
+                valid.append(False)
+        return (np.array(texts, dtype=object), {c: np.array(v, dtype=object)
+                                                for c, v in labels.items()}, np.array(valid))
+
+    def problem(self, record: bytes) -> str:
+        """Why ``record`` cannot be read: a missing feature, another type, not one value."""
+        try:
+            example = tf.train.Example.FromString(record)
+        except Exception:
+            return "it is not a tf.train.Example"
+        for column, dtype in self.dtypes.items():
+            feature = example.features.feature.get(column)
+            if feature is None:
+                return f"it has no feature {column!r}"
+            kind = feature.WhichOneof("kind")
+            want = {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}[dtype]
+            if kind != want:
+                return f"feature {column!r} is a {kind}; the other records' is a {want}"
+            count = len(getattr(feature, kind).value)
+            if count != 1:
+                return f"feature {column!r} holds {count} values, not 1"
+        return "it cannot be parsed"
+
+
+def _is_image(data: bytes) -> bool:
+    return data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or \
+        data[:6] in (b"GIF87a", b"GIF89a") or data[:2] == b"BM"
+
+
+def _reason(exc: tf.errors.OpError) -> str:
+    return exc.message.split("\n")[0].split(" [[")[0][:200]
+
+
+NUMBER = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # a finite number, in Python and in-graph
+
+
+@dataclass
+class Labels:
+    """What the scan found about the labels: ``names`` per classification column (sorted,
+    numerically when every label is an integer), ``[]`` per regression column."""
+
+    columns: list[str]
+    kinds: dict  # column -> "classification" | "regression"
+    names: dict  # column -> label names ([] for regression)
+
+    def encode(self, raw: dict):
+        """In-graph: ``{column: label string}`` -> ``(ids or values, ok)``."""
+        ok, out = tf.constant(True), {}
+        for column in self.columns:
+            value = raw[column]
+            if self.kinds[column] == "regression":
+                number = tf.strings.regex_full_match(value, NUMBER)
+                ok &= number
+                out[column] = tf.strings.to_number(tf.where(number, value, "0"), tf.float32)
+            else:
+                names = self.names[column]
+                table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(names, tf.string), tf.range(len(names), dtype=tf.int32)), -1)
+                out[column] = table.lookup(value)
+                ok &= out[column] >= 0
+        return out, ok
+
+
+@dataclass
+class StreamSplit:
+    """One split read from its files on every pass: ``len()`` and the label ids ``y`` come
+    from the scan (label ids only: 4 bytes per example); the inputs are never held."""
+
+    reader: TableReader | RecordReader
+    files: list[str]
+    buckets: tuple | None  # (first, end) of the hash buckets that are this split, None: all
+    labels: Labels
+    seed: int
+    limit: int | None
+    y: np.ndarray | dict
+    single: str | None  # the label column of single-task data (y is its ids), else None
+
+    streamed = True
+
+    def __len__(self) -> int:
+        first = self.y if self.single else next(iter(self.y.values()))
+        return len(first)
+
+    def examples(self, *, shuffle_files: bool = False, seed: int = 0,
+                 name_files: bool = False) -> tf.data.Dataset:
+        """Unbatched ``(input, label ids)`` of this split, in file order (``shuffle_files``:
+        the files in a new order each epoch; ``name_files``: each file named on standard error
+        as it is opened, up to :data:`NAMED_FILES` files). The source of the pipeline is the
+        list of files, so a multi-worker strategy can shard it by file."""
+        files = tf.data.Dataset.from_tensor_slices(self.files)
+        if shuffle_files and len(self.files) > 1 and not self.limit:
+            files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
+        if name_files and len(self.files) <= NAMED_FILES:
+            files = files.map(_announce)
+        buckets, labels, seed_, single = self.buckets, self.labels, self.seed, self.single
+
+        def encode(x, raw, valid):
+            y, ok = labels.encode(raw)
+            if buckets is not None:
+                bucket = split_buckets(x, seed_)
+                ok &= (bucket >= buckets[0]) & (bucket < buckets[1])
+            return x, (y[single] if single else y), ok & valid
+
+        def kept(x, y, ok):
+            return ok
+
+        def example(x, y, ok):
+            return x, y
+
+        ds = self.reader.dataset(files).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(kept).map(example)
+        return ds.take(self.limit) if self.limit else ds
+
+    def cache_file(self, cache_dir: str | None, fingerprint: str) -> str | None:
+        """Where this split's token ids are cached under ``cache_dir`` (None: no cache): a
+        name from the files, their sizes and times, the split and ``fingerprint``."""
+        if not cache_dir:
+            return None
+        stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in self.files]
+        key = json.dumps([stats, self.buckets, self.seed, self.limit, fingerprint])
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return str(Path(cache_dir, hashlib.sha256(key.encode()).hexdigest()[:20]))
+
+    def batches(self, size: int):
+        """``(inputs, label ids)`` as NumPy, ``size`` examples at a time (texts as ``str``)."""
+        for x, y in self.examples().batch(size).as_numpy_iterator():
+            if self.reader.input_kind == "text":
+                x = np.array([t.decode("utf-8", errors="replace") for t in x], dtype=object)
+            yield x, y
+
+    def sample(self, n: int):
+        """The first ``n`` examples, in memory, as a :class:`tfkit.data.Split`."""
+        from tfkit.data.sources import Split
+
+        xs, ys = [], []
+        for x, y in self.batches(min(n, 1024)):
+            xs.append(x)
+            ys.append(y)
+            if sum(map(len, xs)) >= n:
+                break
+        x = np.concatenate(xs)[:n] if xs else np.array([], dtype=object)
+        if self.single:
+            return Split(x, np.concatenate(ys)[:n] if ys else np.array([], np.int32))
+        return Split(x, {c: np.concatenate([y[c] for y in ys])[:n] for c in self.labels.columns})
+
+    def read_all(self):
+        """The whole split in memory (``data.stream: false``)."""
+        return self.sample(2**62)
+
+
+def what_file(reader, file: str) -> str:
+    """``CSV file 'x.csv'``, ``TFRecord file 'x.tfrecord'``..."""
+    return f"{reader.kind(file) if isinstance(reader, TableReader) else 'TFRecord'} file '{file}'"
+
+
+def _announce(file):
+    """Names each file as the pipeline opens it, on standard error (under a multi-worker
+    strategy: only the files this worker reads)."""
+    tf.print("tfkit: reading", file, output_stream=sys.stderr)
+    return file
+
+
+def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> tuple:
+    """One pass over the training files (``train``: ``(reader, files)``) and the test files
+    (``test``, or None: the test split is carved from the training files): checks every
+    record and collects the labels.
+
+    Returns:
+        ``(Labels, {split: y})``, ``y`` the label ids (or per-column ids / values) of each split.
+
+    Raises:
+        StreamError: naming the first bad record (file and row or record number) and why,
+            when there are more than ``data.skip_bad_records``.
+    """
+    columns = list(kinds)
+    ranges = split_ranges(config, test is not None)
+    vocab = {c: {} for c in columns if kinds[c] == "classification"}  # raw label -> temporary id
+    found = {s: {c: [] for c in columns} for s in ("train", "validation", "test")}
+    counts = {s: 0 for s in found}
+    bad = {"count": 0, "first": None}
+    number = __import__("re").compile(NUMBER)
+    sides = [(train, False)] + ([(test, True)] if test else [])
+    for (reader, files), is_test in sides:
+        progress = Progress(f"reading {'test' if is_test else 'training'} data "
+                            f"({len(files)} file{'s' if len(files) > 1 else ''})")
+        for file in files:
+            rows = progress.count
+            for where, inputs, raw, valid, problem in reader.scan_batches(file):
+                n = len(valid)
+                if is_test:
+                    split = np.full(n, 2)
+                else:
+                    keys = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in inputs]
+                    buckets = split_buckets(tf.constant(keys, tf.string), config.seed).numpy()
+                    split = np.where(buckets < ranges["test"][1], 2,
+                                     np.where(buckets < ranges["validation"][1], 1, 0))
+                ids = {}
+                ok = np.asarray(valid, bool).copy()
+                causes = {i: problem(i) for i in np.flatnonzero(~ok)}
+                for column in columns:
+                    values = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else
+                              str(v) for v in raw[column]]
+                    if kinds[column] == "regression":
+                        good = np.array([number.fullmatch(v) is not None for v in values])
+                        ids[column] = np.array([float(v) if g else 0.0 for v, g in
+                                                zip(values, good)], np.float32)
+                        for i in np.flatnonzero(ok & ~good):
+                            causes[i] = (f"column {column!r} is {excerpt(values[i])}, not a finite "
+                                         "number (regression heads need numbers)")
+                        ok &= good
+                        continue
+                    table, column_ids = vocab[column], np.empty(n, np.int64)
+                    for i, v in enumerate(values):
+                        if not v.strip():
+                            column_ids[i] = -1
+                            if ok[i]:
+                                causes[i] = f"column {column!r} has no label"
+                        elif is_test and v not in table:
+                            column_ids[i] = -1
+                            if ok[i]:
+                                known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
+                                causes[i] = (f"label {excerpt(v, 40)} in column {column!r} does not "
+                                             f"occur in the training data (known: [{known}])")
+                        else:
+                            column_ids[i] = table.setdefault(v, len(table))
+                    ok &= column_ids >= 0
+                    ids[column] = column_ids
+                for i in np.flatnonzero(~ok):
+                    bad["count"] += 1
+                    if bad["first"] is None:
+                        bad["first"] = f"{where(i)}: {causes.get(i) or 'it cannot be read'}"
+                    if bad["count"] > config.skip_bad_records:
+                        skip = (f" ({bad['count']} bad so far, data.skip_bad_records is "
+                                f"{config.skip_bad_records})" if config.skip_bad_records else
+                                " (data.skip_bad_records: N skips up to N bad records)")
+                        raise StreamError(f"{where(i)}: {causes.get(i) or 'it cannot be read'}.{skip}")
+                for code, name in enumerate(("train", "validation", "test")):
+                    keep = ok & (split == code)
+                    if config.limit:
+                        room = max(config.limit - counts[name], 0)
+                        keep &= np.cumsum(keep) <= room
+                    counts[name] += int(keep.sum())
+                    for column in columns:
+                        found[name][column].append(ids[column][keep])
+                progress.add(n)
+            if progress.count == rows:
+                raise StreamError(f"{what_file(reader, file)} has no rows.")
+        progress.done()
+    if bad["count"]:
+        log.warning("skipped %d bad record(s) (data.skip_bad_records: %d); the first: %s",
+                    bad["count"], config.skip_bad_records, bad["first"])
+    names, remap = {}, {}
+    for column, table in vocab.items():
+        raw_names = list(table)
+        integers = all(v.strip().lstrip("-").isdigit() for v in raw_names)
+        ordered = sorted(raw_names, key=(lambda v: int(v)) if integers else None)
+        names[column] = ordered
+        remap[column] = np.array([ordered.index(v) for v in raw_names] or [0], np.int32)
+    for column in columns:
+        if kinds[column] == "regression":
+            names[column] = []
+    y = {}
+    for split, per_column in found.items():
+        y[split] = {}
+        for column in columns:
+            parts = per_column[column]
+            values = np.concatenate(parts) if parts else np.array([], np.float32)
+            y[split][column] = (values.astype(np.float32) if kinds[column] == "regression"
+                                else remap[column][values.astype(np.int64)].astype(np.int32))
+    return Labels(columns, kinds, names), y, ranges
