@@ -3,6 +3,7 @@ tf.data pipeline of each split (class weights applied, sharded under any strateg
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -17,6 +18,7 @@ from tfkit.data import (
 from tfkit.models import model_inputs
 
 log = logging.getLogger("tfkit")
+AutoShardPolicy = tf.data.experimental.AutoShardPolicy
 
 
 def make_preprocessor(config: Config, data: LabeledData):
@@ -107,7 +109,7 @@ def class_weights(config: Config, data: LabeledData) -> np.ndarray | None:
 
 
 def make_dataset(split, preprocessor, config: Config, batch_size: int, *, training: bool,
-                 weights: np.ndarray | None = None, workers: int = 1):
+                 weights: np.ndarray | None = None, workers: int = 1, worker: int = 0):
     """The tf.data pipeline for one split (shuffled, and for text bucketed, as configured).
 
     ``weights`` (training, :func:`class_weights`): each example's sample weight is its
@@ -115,12 +117,18 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
     ``fit(class_weight=...)`` does the same but refuses datasets that already carry sample
     weights, as full batches do.
 
-    Under a multi-worker strategy, data in memory is sharded by element (auto-shard policy
-    DATA: every worker builds the same pipeline and keeps its share of each global batch);
-    streamed TFRecord files by file (FILE: each worker opens only its share of the files)
-    when there are at least as many files as workers, else by element too. CSV files always
-    by element: they are read by Python, whose reader tf.data cannot shard by file.
+    Under a multi-worker strategy (``workers`` pipelines, this one ``worker``), data in memory
+    is sharded by element (auto-shard policy DATA: every worker builds the same pipeline and
+    keeps its share of each global batch). The training split of streamed TFRecord files is
+    sharded by file when there are at least as many files as workers: each worker opens only
+    every ``workers``-th file (tfkit shards the file list itself: tf.data's FILE policy cannot
+    find the files behind length bucketing), and the global batch is split across the
+    workers as usual. Validation and test splits, and CSV files (read by Python, which
+    tf.data cannot shard by file), are sharded by element.
     """
+    policy = shard_policy(split, workers) if training else AutoShardPolicy.DATA
+    if policy == AutoShardPolicy.FILE:
+        split = dataclasses.replace(split, shard=(workers, worker))
     ds = preprocessor.dataset(split, batch_size, training=training, data=config.data)
     if training and split.streamed:  # one endless stream, reshuffled on every pass: fit
         ds = ds.repeat()  # counts an epoch in steps (each worker's share may differ)
@@ -132,12 +140,12 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
 
         ds = ds.map(weigh)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy(split, workers)
+    options.experimental_distribute.auto_shard_policy = (
+        AutoShardPolicy.OFF if policy == AutoShardPolicy.FILE else AutoShardPolicy.DATA)
     return ds.with_options(options)
 
 
 def shard_policy(split, workers: int):
     """FILE for streamed TFRecord files at least as many as ``workers``, else DATA."""
-    Policy = tf.data.experimental.AutoShardPolicy
     by_file = split.streamed and split.reader.shardable and len(split.files) >= workers
-    return Policy.FILE if by_file else Policy.DATA
+    return AutoShardPolicy.FILE if by_file and workers > 1 else AutoShardPolicy.DATA

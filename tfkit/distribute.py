@@ -88,6 +88,17 @@ def worker_count(strategy) -> int:
     return sum(len(spec.get(role, [])) for role in ("chief", "worker"))
 
 
+def pipeline_index(strategy) -> int:
+    """This worker's input pipeline in ``[0, worker_count)``: the chief first, then the workers."""
+    if not is_multi_worker(strategy):
+        return 0
+    resolver = strategy.cluster_resolver
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return 0
+    return task_id(strategy) + (1 if has_chief else 0)
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's outputs: always outside a cluster; in one, the
     ``chief`` task, or worker 0 when TF_CONFIG names no chief."""

@@ -42,7 +42,14 @@ from tfkit.datasets import (
     shard_policy,
     warn_small_splits,
 )
-from tfkit.distribute import is_chief, is_multi_worker, resolve_strategy, task_id, worker_count
+from tfkit.distribute import (
+    is_chief,
+    is_multi_worker,
+    pipeline_index,
+    resolve_strategy,
+    task_id,
+    worker_count,
+)
 from tfkit.evaluation import log_test_metrics, score_test_split
 from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
@@ -227,14 +234,14 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
             f"{name} {w:.3g}" for name, w in zip(data.label_names, weights)))
     workers = worker_count(strategy)
     train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True,
-                            weights=weights, workers=workers)
+                            weights=weights, workers=workers, worker=pipeline_index(strategy))
     val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False,
                            workers=workers) if len(data.validation) else None)
     test_ds = make_dataset(data.test, preprocessor, config, batch_size, training=False,
                            workers=workers)
     if workers > 1:
         policy = shard_policy(data.train, workers).name
-        log.info("data: %d workers, sharded by %s%s", workers,
+        log.info("data: %d workers, training data sharded by %s%s", workers,
                  "file" if policy == "FILE" else "element",
                  f" ({len(data.train.files)} files)" if data.streamed else "")
     heads = head_specs(data)

@@ -358,7 +358,7 @@ def load_files(config: DataConfig, what: str, description: str, make_reader) -> 
             if config.test_path else None
         reader = make_reader(files, list(kinds))
         test_reader = make_reader(test_files, list(kinds)) if test_files else None
-        labels, y, ranges = scan((reader, files), (test_reader, test_files) if test_files
+        labels, y, cuts = scan((reader, files), (test_reader, test_files) if test_files
                                  else None, config, kinds)
     except StreamError as exc:
         raise DataError(str(exc)) from None
@@ -371,8 +371,8 @@ def load_files(config: DataConfig, what: str, description: str, make_reader) -> 
     splits = {}
     for name in ("train", "validation", "test"):
         side = (test_reader, test_files, None) if name == "test" and test_files else \
-            (reader, files, ranges[name])
-        splits[name] = StreamSplit(*side, labels, config.seed, config.limit,
+            (reader, files, ("train", "validation", "test").index(name))
+        splits[name] = StreamSplit(*side, cuts, labels, config.seed, config.limit,
                                    y[name][single] if single else y[name], single)
         if not len(splits[name]) and not (name == "validation" and not config.validation_fraction):
             raise DataError(f"{description}: the {name} split is empty.")

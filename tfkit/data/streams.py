@@ -9,13 +9,15 @@ the splits' sizes, class weights and the majority-label rates follow. Training t
 the files again every epoch.
 
 Splits are carved without holding the data: each example's input (its text, or its encoded
-image bytes) goes through a keyed hash (``tf.strings.to_hash_bucket_strong``, keyed with
-``data.seed``) into one of 10,000 buckets; the first ``test_fraction`` of the buckets are the
-test split (when the source has no test files), the next ``validation_fraction`` of the rest
-the validation split. An example is in the same split on every worker, every epoch, after a
-resume and whether the data streams or is read into memory (``data.stream: false`` reads
-these same streams into arrays). Identical inputs share a split, so a duplicated review
-cannot leak from training into the test split.
+image bytes) goes through two keyed hashes (``tf.strings.to_hash_bucket_strong``, keyed with
+``data.seed``) into 10,000 buckets each: an example whose test bucket is in the first
+``test_fraction`` of them is a test example (when the source has no test files), else one whose
+validation bucket is in the first ``validation_fraction`` a validation example. The hashes are
+independent, so the validation split carved from converted files (which hold no test
+examples) is the one carved from the original data. An example is in the same split on every
+worker, every epoch, after a resume and whether the data streams or is read into memory
+(``data.stream: false`` reads these same streams into arrays). Identical inputs share a
+split, so a duplicated review cannot leak from training into the test split.
 """
 
 from __future__ import annotations
@@ -49,17 +51,26 @@ class StreamError(ValueError):
     """A bad file, row or record; the message names it (turned into a ``DataError``)."""
 
 
-def split_ranges(config: DataConfig, has_test_files: bool) -> dict:
-    """``{split: (first bucket, end bucket)}`` over :data:`SPLIT_BUCKETS` for the training
-    files: test (when the source has no test files), then validation, then train."""
+def split_cuts(config: DataConfig, has_test_files: bool) -> tuple[int, int]:
+    """``(test, validation)``: an example of the training files is in the test split when its
+    test bucket is below ``test`` (0 when the source has test files), else in the validation
+    split when its validation bucket is below ``validation``, else in the training split."""
     test = 0 if has_test_files else round(config.test_fraction * SPLIT_BUCKETS)
-    validation = test + round(config.validation_fraction * (SPLIT_BUCKETS - test))
-    return {"test": (0, test), "validation": (test, validation), "train": (validation, SPLIT_BUCKETS)}
+    return test, round(config.validation_fraction * SPLIT_BUCKETS)
 
 
-def split_buckets(keys, seed: int):
-    """Each key's (``tf.string``) bucket in ``[0, SPLIT_BUCKETS)``, keyed with ``seed``."""
-    return tf.strings.to_hash_bucket_strong(keys, SPLIT_BUCKETS, [int(seed) & (2**63 - 1), 20241204])
+def split_buckets(keys, seed: int, salt: int):
+    """Each key's (``tf.string``) bucket in ``[0, SPLIT_BUCKETS)``, keyed with ``seed``; test
+    and validation use their own ``salt``, so the validation split carved from files that
+    hold no test examples (converted ones) is the one carved from the original data."""
+    return tf.strings.to_hash_bucket_strong(keys, SPLIT_BUCKETS, [int(seed) & (2**63 - 1), salt])
+
+
+def split_codes(keys, seed: int, cuts: tuple[int, int]):
+    """Each key's split: 0 train, 1 validation, 2 test (:func:`split_cuts`)."""
+    test = split_buckets(keys, seed, 1) < cuts[0]
+    validation = split_buckets(keys, seed, 2) < cuts[1]
+    return tf.where(test, 2, tf.where(validation, 1, 0))
 
 
 def file_list(pattern: str, what: str) -> list[str]:
@@ -220,8 +231,9 @@ class TableReader:
 
             yield where, texts, labels, valid, problem
 
-    def dataset(self, files: tf.data.Dataset) -> tf.data.Dataset:
-        """Unbatched ``(text, {column: label}, valid)`` of every row of ``files``, in order."""
+    def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
+        """Unbatched ``(text, {column: label}, valid)`` of every row of ``files``, in order
+        (``named``: each file named on standard error as it is opened)."""
         columns = self.label_columns
         signature = (tf.TensorSpec([None], tf.string), {c: tf.TensorSpec([None], tf.string)
                                                        for c in columns},
@@ -233,6 +245,7 @@ class TableReader:
                 yield texts.astype(str), {c: v.astype(str) for c, v in labels.items()}, valid
 
         def read(file):
+            file = announced(file) if named else file
             return tf.data.Dataset.from_generator(rows, args=(file,), output_signature=signature)
 
         return files.flat_map(read).unbatch()
@@ -303,9 +316,13 @@ class RecordReader:
         text = values.pop(self.text_column)
         return text, values, valid
 
-    def dataset(self, files: tf.data.Dataset) -> tf.data.Dataset:
-        """Unbatched ``(input, {column: label}, valid)`` of every record of ``files``."""
-        records = files.interleave(self._open, cycle_length=4, block_length=16,
+    def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
+        """Unbatched ``(input, {column: label}, valid)`` of every record of ``files``
+        (``named``: each file named on standard error as it is opened)."""
+        def open_file(file):
+            return self._open(announced(file) if named else file)
+
+        records = files.interleave(open_file, cycle_length=4, block_length=16,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return records.batch(RECORD_BATCH).map(self.parse, num_parallel_calls=tf.data.AUTOTUNE
                                                ).unbatch()
@@ -430,12 +447,14 @@ class StreamSplit:
 
     reader: TableReader | RecordReader
     files: list[str]
-    buckets: tuple | None  # (first, end) of the hash buckets that are this split, None: all
+    part: int | None  # which split of the files' examples (split_codes), None: all
+    cuts: tuple  # split_cuts
     labels: Labels
     seed: int
     limit: int | None
     y: np.ndarray | dict
     single: str | None  # the label column of single-task data (y is its ids), else None
+    shard: tuple | None = None  # (workers, this worker's index): read only its share of files
 
     streamed = True
 
@@ -450,17 +469,16 @@ class StreamSplit:
         as it is opened, up to :data:`NAMED_FILES` files). The source of the pipeline is the
         list of files, so a multi-worker strategy can shard it by file."""
         files = tf.data.Dataset.from_tensor_slices(self.files)
+        if self.shard:
+            files = files.shard(*self.shard)
         if shuffle_files and len(self.files) > 1 and not self.limit:
             files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
-        if name_files and len(self.files) <= NAMED_FILES:
-            files = files.map(_announce)
-        buckets, labels, seed_, single = self.buckets, self.labels, self.seed, self.single
+        part, cuts, labels, seed_, single = self.part, self.cuts, self.labels, self.seed, self.single
 
         def encode(x, raw, valid):
             y, ok = labels.encode(raw)
-            if buckets is not None:
-                bucket = split_buckets(x, seed_)
-                ok &= (bucket >= buckets[0]) & (bucket < buckets[1])
+            if part is not None:
+                ok &= tf.equal(split_codes(x, seed_, cuts), part)
             return x, (y[single] if single else y), ok & valid
 
         def kept(x, y, ok):
@@ -469,7 +487,8 @@ class StreamSplit:
         def example(x, y, ok):
             return x, y
 
-        ds = self.reader.dataset(files).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+        named = name_files and len(self.files) <= NAMED_FILES
+        ds = self.reader.dataset(files, named).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.filter(kept).map(example)
         return ds.take(self.limit) if self.limit else ds
 
@@ -479,7 +498,7 @@ class StreamSplit:
         if not cache_dir:
             return None
         stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in self.files]
-        key = json.dumps([stats, self.buckets, self.seed, self.limit, fingerprint])
+        key = json.dumps([stats, self.part, self.cuts, self.seed, self.limit, fingerprint])
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(cache_dir, hashlib.sha256(key.encode()).hexdigest()[:20]))
 
@@ -515,11 +534,11 @@ def what_file(reader, file: str) -> str:
     return f"{reader.kind(file) if isinstance(reader, TableReader) else 'TFRecord'} file '{file}'"
 
 
-def _announce(file):
-    """Names each file as the pipeline opens it, on standard error (under a multi-worker
-    strategy: only the files this worker reads)."""
-    tf.print("tfkit: reading", file, output_stream=sys.stderr)
-    return file
+def announced(file):
+    """``file``, named on standard error when the pipeline opens it (under a multi-worker
+    strategy each worker names only the files it reads)."""
+    with tf.control_dependencies([tf.print("tfkit: reading", file, output_stream=sys.stderr)]):
+        return tf.identity(file)
 
 
 def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> tuple:
@@ -528,14 +547,15 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
     record and collects the labels.
 
     Returns:
-        ``(Labels, {split: y})``, ``y`` the label ids (or per-column ids / values) of each split.
+        ``(Labels, {split: y}, cuts)``: ``y`` the label ids (or per-column ids / values) of
+        each split, ``cuts`` what :func:`split_codes` carves the training files with.
 
     Raises:
         StreamError: naming the first bad record (file and row or record number) and why,
             when there are more than ``data.skip_bad_records``.
     """
     columns = list(kinds)
-    ranges = split_ranges(config, test is not None)
+    cuts = split_cuts(config, test is not None)
     vocab = {c: {} for c in columns if kinds[c] == "classification"}  # raw label -> temporary id
     found = {s: {c: [] for c in columns} for s in ("train", "validation", "test")}
     counts = {s: 0 for s in found}
@@ -552,50 +572,56 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
                 if is_test:
                     split = np.full(n, 2)
                 else:
-                    keys = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in inputs]
-                    buckets = split_buckets(tf.constant(keys, tf.string), config.seed).numpy()
-                    split = np.where(buckets < ranges["test"][1], 2,
-                                     np.where(buckets < ranges["validation"][1], 1, 0))
+                    split = split_codes(tf.constant(np.asarray(inputs, dtype=object), tf.string),
+                                        config.seed, cuts).numpy()
                 ids = {}
                 ok = np.asarray(valid, bool).copy()
-                causes = {i: problem(i) for i in np.flatnonzero(~ok)}
+                causes = {}
                 for column in columns:
+                    # each distinct label once: labels repeat, rows are many
+                    distinct, inverse = np.unique(np.asarray(raw[column], dtype=object),
+                                                  return_inverse=True)
                     values = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else
-                              str(v) for v in raw[column]]
+                              str(v) for v in distinct]
                     if kinds[column] == "regression":
                         good = np.array([number.fullmatch(v) is not None for v in values])
-                        ids[column] = np.array([float(v) if g else 0.0 for v, g in
-                                                zip(values, good)], np.float32)
-                        for i in np.flatnonzero(ok & ~good):
-                            causes[i] = (f"column {column!r} is {excerpt(values[i])}, not a finite "
-                                         "number (regression heads need numbers)")
-                        ok &= good
+                        numbers = np.array([float(v) if g else 0.0 for v, g in
+                                            zip(values, good)], np.float32)
+                        ids[column] = numbers[inverse]
+                        causes[column] = lambda i, c=column, g=good, v=values, inv=inverse: (
+                            "" if g[inv[i]] else f"column {c!r} is {excerpt(v[inv[i]])}, not a "
+                            "finite number (regression heads need numbers)")
+                        ok &= good[inverse]
                         continue
-                    table, column_ids = vocab[column], np.empty(n, np.int64)
-                    for i, v in enumerate(values):
+                    table, distinct_ids, why = vocab[column], [], {}
+                    for j, v in enumerate(values):
                         if not v.strip():
-                            column_ids[i] = -1
-                            if ok[i]:
-                                causes[i] = f"column {column!r} has no label"
+                            why[j] = f"column {column!r} has no label"
                         elif is_test and v not in table:
-                            column_ids[i] = -1
-                            if ok[i]:
-                                known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
-                                causes[i] = (f"label {excerpt(v, 40)} in column {column!r} does not "
-                                             f"occur in the training data (known: [{known}])")
-                        else:
-                            column_ids[i] = table.setdefault(v, len(table))
+                            known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
+                            why[j] = (f"label {excerpt(v, 40)} in column {column!r} does not "
+                                      f"occur in the training data (known: [{known}])")
+                        distinct_ids.append(-1 if j in why else table.setdefault(v, len(table)))
+                    column_ids = np.array(distinct_ids, np.int64)[inverse]
+                    causes[column] = lambda i, w=why, inv=inverse: w.get(inv[i], "")
                     ok &= column_ids >= 0
                     ids[column] = column_ids
+
+                def cause(i, valid=valid, causes=causes, problem=problem):
+                    if not valid[i]:
+                        return problem(i)
+                    return next((c for c in (f(i) for f in causes.values()) if c),
+                                "it cannot be read")
+
                 for i in np.flatnonzero(~ok):
                     bad["count"] += 1
                     if bad["first"] is None:
-                        bad["first"] = f"{where(i)}: {causes.get(i) or 'it cannot be read'}"
+                        bad["first"] = f"{where(i)}: {cause(i)}"
                     if bad["count"] > config.skip_bad_records:
                         skip = (f" ({bad['count']} bad so far, data.skip_bad_records is "
                                 f"{config.skip_bad_records})" if config.skip_bad_records else
                                 " (data.skip_bad_records: N skips up to N bad records)")
-                        raise StreamError(f"{where(i)}: {causes.get(i) or 'it cannot be read'}.{skip}")
+                        raise StreamError(f"{where(i)}: {cause(i)}.{skip}")
                 for code, name in enumerate(("train", "validation", "test")):
                     keep = ok & (split == code)
                     if config.limit:
@@ -629,4 +655,4 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
             values = np.concatenate(parts) if parts else np.array([], np.float32)
             y[split][column] = (values.astype(np.float32) if kinds[column] == "regression"
                                 else remap[column][values.astype(np.int64)].astype(np.int32))
-    return Labels(columns, kinds, names), y, ranges
+    return Labels(columns, kinds, names), y, cuts
