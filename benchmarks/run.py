@@ -177,7 +177,8 @@ def default_preset(limit: int | None, preset: str | None = None):
     def make_model():
         model = tfkit.build_model(config.model.name, num_classes=data.num_classes,
                                   vocab_size=pre.vocab_size, **config.model.params)
-        compile_model(model, config, steps_per_epoch=epoch_steps(config, train_ds))
+        compile_model(model, config, steps_per_epoch=epoch_steps(
+            config, train_ds, len(data.train), config.train.batch_size))
         return model
 
     return make_model, train_ds, test_ds
