@@ -340,7 +340,8 @@ def load_tfrecord(config: DataConfig) -> LabeledData:
     regression = tuple(c for c, k in (config.heads or {}).items() if k == "regression")
 
     def reader(files, columns):
-        return RecordReader(files, config.text_column, columns, config.compression, regression)
+        return RecordReader(files, config.text_column, columns, config.compression, regression,
+                            tolerant=config.skip_bad_records > 0)
 
     files = "" if config.test_path else f" ({config.path})"
     return load_files(config, "TFRecord files", f"TFRecord files '{config.path}'{files}"[:200],

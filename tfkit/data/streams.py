@@ -259,8 +259,9 @@ class RecordReader:
     shardable = True  # TFRecordDataset on a list of files: tf.data can shard it by file
 
     def __init__(self, files: list[str], text_column: str, label_columns: list[str],
-                 compression: str | None, regression: tuple = ()):
+                 compression: str | None, regression: tuple = (), tolerant: bool = False):
         self.files, self.text_column, self.label_columns = files, text_column, label_columns
+        self.tolerant = tolerant  # data.skip_bad_records: records of another type are dropped
         self.compression = compression or ("GZIP" if files[0].endswith(".gz") else "none")
         first = self._first_example(files[0])
         self.input_kind = "text"
@@ -324,6 +325,9 @@ class RecordReader:
 
         records = files.interleave(open_file, cycle_length=4, block_length=16,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.tolerant:  # one record at a time: one that fails to parse is dropped alone
+            return records.map(lambda record: self.parse(record[None]),
+                               num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().unbatch()
         return records.batch(RECORD_BATCH).map(self.parse, num_parallel_calls=tf.data.AUTOTUNE
                                                ).unbatch()
 
@@ -345,8 +349,8 @@ class RecordReader:
                                   f"{record - 1:,} (truncated or corrupt): {_reason(exc)}") from None
             try:
                 texts, labels, valid = parse(batch)
-            except tf.errors.InvalidArgumentError:
-                texts, labels, valid = self._parse_one_by_one(batch.numpy())
+            except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # the latter: an error
+                texts, labels, valid = self._parse_one_by_one(batch.numpy())  # quoting bytes
             else:
                 texts, valid = texts.numpy(), valid.numpy()
                 labels = {c: v.numpy() for c, v in labels.items()}
@@ -373,7 +377,7 @@ class RecordReader:
                 for c in self.label_columns:
                     labels[c].append(values[c].numpy()[0])
                 valid.append(bool(ok.numpy()[0]))
-            except tf.errors.InvalidArgumentError:
+            except (tf.errors.InvalidArgumentError, UnicodeDecodeError):
                 texts.append(b"")
                 for c in self.label_columns:
                     labels[c].append(b"")

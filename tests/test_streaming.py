@@ -1,0 +1,241 @@
+"""Data larger than memory: streamed CSV and TFRecord sources, hash splits, tfkit convert,
+bad records named by file and record, file sharding across two real workers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_cli, tiny_overrides, write_tiny_csv
+
+import tfkit
+from tfkit.config import ConfigError, DataConfig, load_config
+from tfkit.convert import convert
+from tfkit.data import DataError, load_data
+
+CSV_SETS = ["data.source=csv", "data.text_column=review", "data.label_column=sentiment"]
+
+
+def csv_config(path, **keys):
+    return DataConfig(source="csv", path=str(path), text_column="review",
+                      label_column="sentiment", **keys)
+
+
+def split_texts(split):
+    x = split.read_all().x if split.streamed else split.x
+    return sorted(str(t) for t in x)
+
+
+def test_streamed_and_in_memory_reading_give_the_same_splits_vocabulary_and_model(workdir):
+    write_tiny_csv("reviews.csv", n=120)
+    memory, streamed = (load_data(csv_config("reviews.csv", stream=s)) for s in ("false", "true"))
+    assert not memory.streamed and streamed.streamed
+    for name in ("train", "validation", "test"):
+        a, b = getattr(memory, name), getattr(streamed, name)
+        assert split_texts(a) == split_texts(b) and len(a) == len(b) > 0
+        assert np.bincount(a.y).tolist() == np.bincount(b.y).tolist()
+    # the streamed split's label ids (from the scan) are those its examples carry
+    assert sorted(streamed.train.read_all().y.tolist()) == sorted(streamed.train.y.tolist())
+    # the same batches: the streamed epoch is a number of steps (examples / batch size),
+    # which length buckets' partial batches would make differ from a pass over the data
+    results = {}
+    for stream in ("false", "true"):
+        results[stream] = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
+            f"data.stream={stream}", "train.epochs=1", f"name=s_{stream}", "data.shuffle_buffer=500",
+            "data.bucket_by_length=false"]))
+    a, b = results["false"], results["true"]
+    assert a.preprocessor.vocabulary() == b.preprocessor.vocabulary()
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-5)
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    assert b.metrics["train_examples"] == len(streamed.train)
+
+
+def test_convert_writes_records_that_train_and_serve(workdir, capsys):
+    write_tiny_csv("reviews.csv", n=120)
+    sets = [a for s in tiny_overrides("reviews.csv") for a in ("--set", s)]
+    code, out, err = run_cli(capsys, "convert", *sets, "--to", "recs", "--shards", "3")
+    assert code == 0, err
+    summary = json.loads(out)
+    files = sorted(p.name for p in Path("recs").iterdir())
+    assert files == [f"{s}-{i:05d}-of-00003.tfrecord.gz" for s in ("test", "train") for i in range(3)]
+    assert "converting the train split" in err and "source: tfrecord" in err
+    memory = load_data(csv_config("reviews.csv"))
+    assert summary["train"] == len(memory.train) + len(memory.validation)
+    assert summary["test"] == len(memory.test)
+    # every record holds the input as the served signature names it, and the label by name
+    record = next(iter(tf.data.TFRecordDataset(str(Path("recs") / files[3]), "GZIP")))
+    example = tf.train.Example.FromString(record.numpy())
+    assert sorted(example.features.feature) == ["label", "text"]
+    assert example.features.feature["label"].bytes_list.value[0] in (b"good", b"bad")
+    # the records give the CSV's own splits: test files = test split, validation re-carved
+    records = load_data(DataConfig(**summary["data"]))
+    for name in ("train", "validation", "test"):
+        assert split_texts(getattr(records, name)) == split_texts(getattr(memory, name))
+    # a second conversion into the same folder is refused
+    code, _, err = run_cli(capsys, "convert", *sets, "--to", "recs")
+    assert code == 2 and "already holds TFRecord files" in err
+    # train from the records; the export's serving_examples takes the same records
+    data_sets = [f"data.{k}={v}" for k, v in summary["data"].items()] + ["data.stream=true"]
+    base = [s for s in tiny_overrides() if not s.startswith("data.limit")]
+    result = tfkit.train(None, base + data_sets + ["name=recs"])
+    loaded = tf.saved_model.load(str(result.export_path))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(
+        [str(Path("recs") / f) for f in files[:3]], "GZIP")]
+    texts = [tf.train.Example.FromString(r).features.feature["text"].bytes_list.value[0]
+             for r in records]
+    from_examples = loaded.signatures["serving_examples"](examples=tf.constant(records))
+    from_texts = loaded.signatures["serving_default"](text=tf.constant(texts))
+    np.testing.assert_allclose(from_examples["probabilities"], from_texts["probabilities"], atol=1e-6)
+
+
+def test_an_interrupted_conversion_leaves_no_file_a_glob_matches(workdir, monkeypatch):
+    write_tiny_csv("reviews.csv", n=60)
+    config = load_config(None, tiny_overrides("reviews.csv"))
+    real = tf.io.TFRecordWriter.write
+    written = []
+
+    def fail_late(self, record):
+        written.append(record)
+        if len(written) == 30:
+            raise KeyboardInterrupt
+        real(self, record)
+
+    monkeypatch.setattr(tf.io.TFRecordWriter, "write", fail_late)
+    with pytest.raises(KeyboardInterrupt):
+        convert(config, "recs", shards=2)
+    assert list(Path("recs").iterdir()) == []  # nor a hidden partial file
+
+
+def write_records(path, examples, compression=None):
+    with tf.io.TFRecordWriter(str(path), compression) as writer:
+        for features in examples:
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features))
+                         .SerializeToString())
+
+
+def text(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+
+def good_records(n, start=0):
+    return [{"text": text(f"review number {i} {'good' if i % 2 else 'bad'}"),
+             "label": text("good" if i % 2 else "bad")} for i in range(start, start + n)]
+
+
+def test_bad_records_are_named_by_file_and_record(workdir):
+    def load(pattern, **keys):
+        return load_data(DataConfig(source="tfrecord", path=pattern, **keys))
+
+    with pytest.raises(DataError, match=r"data.path: TFRecord files 'nothing-\*' matches no file"):
+        load("nothing-*")
+    missing = good_records(6)
+    del missing[3]["label"]
+    write_records("missing.tfrecord", missing)
+    with pytest.raises(DataError, match=r"'missing.tfrecord' record 4: it has no feature 'label'"):
+        load("missing.tfrecord")
+    typed = good_records(6)
+    typed[4]["label"] = tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))
+    write_records("typed.tfrecord", typed)
+    with pytest.raises(DataError, match=r"'typed.tfrecord' record 5: feature 'label' is a "
+                                        r"float_list; the other records' is a bytes_list"):
+        load("typed.tfrecord")
+    # skipping up to N bad records: counted, and kept out of every split
+    data = load("typed.tfrecord", skip_bad_records=1, validation_fraction=0.0, test_fraction=0.5)
+    assert len(data.train) + len(data.test) == 5
+    assert 4 not in [int(t.split()[2]) for t in split_texts(data.train) + split_texts(data.test)]
+    # a truncated shard
+    write_records("whole.tfrecord", good_records(50))
+    raw = Path("whole.tfrecord").read_bytes()
+    Path("cut.tfrecord").write_bytes(raw[: len(raw) - 20])
+    with pytest.raises(DataError, match=r"'cut.tfrecord' is damaged after record"):
+        load("cut.tfrecord")
+    # a record that is no tf.Example at all
+    with tf.io.TFRecordWriter("junk.tfrecord") as writer:
+        for i, features in enumerate(good_records(4)):
+            writer.write(b"\xff\xfe not a proto" if i == 2 else tf.train.Example(
+                features=tf.train.Features(feature=features)).SerializeToString())
+    with pytest.raises(DataError, match=r"'junk.tfrecord' record 3"):
+        load("junk.tfrecord")
+
+
+def test_a_bad_row_deep_in_a_csv_is_named_and_can_be_skipped(workdir, capsys):
+    rows = ["review,sentiment"] + [f"text {i} {'good' if i % 2 else 'bad'},{'good' if i % 2 else 'bad'}"
+                                   for i in range(1, 45001)]
+    rows[42000] = "text 42000 with no label,"
+    Path("big.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"CSV file 'big.csv' row 42,000: column 'sentiment' has no label"):
+        load_data(csv_config("big.csv", stream="true"))
+    data = load_data(csv_config("big.csv", stream="true", skip_bad_records=1))
+    assert len(data.train) + len(data.validation) + len(data.test) == 44999
+    # the command line: exit 2, the row named, and no run folder
+    sets = [a for s in [*CSV_SETS, "data.path=big.csv", "data.stream=true"] for a in ("--set", s)]
+    code, _, err = run_cli(capsys, "train", *sets)
+    assert code == 2 and "tfkit: error: CSV file 'big.csv' row 42,000" in err
+    assert "Traceback" not in err and not Path("runs").exists()
+
+
+def test_streaming_settings_are_checked_with_the_config():
+    with pytest.raises(ConfigError, match="data.stream is true but data.source 'fine_foods'"):
+        load_config(None, ["data.stream=true"])
+    with pytest.raises(ConfigError, match="data.stream must be one of auto, true, false"):
+        load_config(None, ["data.stream=sometimes"])
+    with pytest.raises(ConfigError, match="data.compression must be one of GZIP, ZLIB, none"):
+        load_config(None, ["data.source=tfrecord", "data.path=x-*", "data.compression=zip"])
+    with pytest.raises(ConfigError, match="data.compression is set"):
+        load_config(None, ["data.compression=GZIP"])
+    with pytest.raises(ConfigError, match="data.adapt_limit must be at least 1"):
+        load_config(None, ["data.adapt_limit=0"])
+
+
+def test_adapt_limit_cache_and_the_record_of_both(workdir):
+    write_tiny_csv("reviews.csv", n=120)
+    result = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
+        "data.stream=true", "data.adapt_limit=20", "data.cache_dir=cache", "train.epochs=2"]))
+    saved = json.loads((result.run_dir / "preprocessor.json").read_text())
+    assert saved["adapt_examples"] == 20
+    facts = json.loads((result.export_path / "assets.extra" / "tfkit.json").read_text())
+    assert facts["preprocessor"]["adapt_examples"] == 20
+    # the token ids of the training split were cached in files, not in memory
+    assert any(p.suffix == ".index" for p in Path("cache").iterdir())
+    unlimited = tfkit.train(None, tiny_overrides("reviews.csv", extra=["name=all"]))
+    assert json.loads((unlimited.run_dir / "preprocessor.json").read_text())["adapt_examples"] == \
+        unlimited.metrics["train_examples"]
+
+
+@pytest.mark.slow
+def test_two_workers_each_read_only_their_shards(workdir):
+    """Two real workers on loopback train from 4 TFRecord shards: each opens only its 2
+    files (the files each names as it opens them), both finish, and the result is close to
+    one worker's on the same records."""
+    from test_multiworker import finish, start_workers
+
+    write_tiny_csv("reviews.csv", n=160)
+    summary = convert(load_config(None, tiny_overrides("reviews.csv")), "recs", shards=4)
+    recs = Path("recs").resolve()
+    sets = ["data.source=tfrecord", f"data.path={recs}/train-*", f"data.test_path={recs}/test-*",
+            "data.stream=true", "train.verbose=2", "train.epochs=3", "train.batch_size=8",
+            "data.max_len=16", "data.max_tokens=200", "train.learning_rate=0.05"]
+
+    def argv(*extra):
+        return [sys.executable, "-m", "tfkit.cli", "train"] + [
+            a for s in [*sets, *extra] for a in ("--set", s)]
+
+    processes = start_workers(lambda i: argv("train.strategy=multi_worker"), workdir)
+    outputs = finish(processes)
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    opened = [{line.split('"')[1] for line in out.splitlines() if line.startswith("tfkit: reading \"")}
+              for out in outputs]
+    assert all(len(files) == 2 for files in opened), opened
+    assert opened[0].isdisjoint(opened[1])
+    assert opened[0] | opened[1] == {str(recs / f"train-{i:05d}-of-00004.tfrecord.gz") for i in range(4)}
+    assert "training data sharded by file (4 files)" in outputs[0]
+    chief = json.loads(outputs[0].strip().splitlines()[-1])
+    single = tfkit.train(None, [s for s in sets if s != "train.verbose=2"] + [
+        "train.verbose=0", "train.batch_size=16", "name=single"])
+    assert abs(chief["test_accuracy"] - single.metrics["test_accuracy"]) <= 0.1
+    assert summary["train"] == single.metrics["train_examples"] + single.metrics["validation_examples"]
