@@ -232,7 +232,7 @@ class TableReader:
             yield where, texts, labels, valid, problem
 
     def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
-        """Unbatched ``(text, {column: label}, valid)`` of every row of ``files``, in order
+        """Batches of ``(text, {column: label}, valid)`` of every row of ``files``, in order
         (``named``: each file named on standard error as it is opened)."""
         columns = self.label_columns
         signature = (tf.TensorSpec([None], tf.string), {c: tf.TensorSpec([None], tf.string)
@@ -248,7 +248,7 @@ class TableReader:
             file = announced(file) if named else file
             return tf.data.Dataset.from_generator(rows, args=(file,), output_signature=signature)
 
-        return files.flat_map(read).unbatch()
+        return files.flat_map(read)
 
 
 class RecordReader:
@@ -318,7 +318,7 @@ class RecordReader:
         return text, values, valid
 
     def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
-        """Unbatched ``(input, {column: label}, valid)`` of every record of ``files``
+        """Batches of ``(input, {column: label}, valid)`` of every record of ``files``
         (``named``: each file named on standard error as it is opened)."""
         def open_file(file):
             return self._open(announced(file) if named else file)
@@ -327,9 +327,9 @@ class RecordReader:
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.tolerant:  # one record at a time: one that fails to parse is dropped alone
             return records.map(lambda record: self.parse(record[None]),
-                               num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().unbatch()
+                               num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
         return records.batch(RECORD_BATCH).map(self.parse, num_parallel_calls=tf.data.AUTOTUNE
-                                               ).unbatch()
+                                               )
 
     def scan_batches(self, file: str):
         """``(where, inputs, labels, valid, problem)`` per :data:`RECORD_BATCH` records of
@@ -485,15 +485,12 @@ class StreamSplit:
                 ok &= tf.equal(split_codes(x, seed_, cuts), part)
             return x, (y[single] if single else y), ok & valid
 
-        def kept(x, y, ok):
-            return ok
-
-        def example(x, y, ok):
-            return x, y
+        def kept(x, y, ok):  # a batch's examples of this split with readable labels
+            return tf.nest.map_structure(lambda part: tf.boolean_mask(part, ok), (x, y))
 
         named = name_files and len(self.files) <= NAMED_FILES
         ds = self.reader.dataset(files, named).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.filter(kept).map(example)
+        ds = ds.map(kept, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return ds.take(self.limit) if self.limit else ds
 
     def cache_file(self, cache_dir: str | None, fingerprint: str) -> str | None:
