@@ -426,7 +426,8 @@ def test_evaluating_the_saved_model_scores_what_is_served(trained, monkeypatch, 
     truth = ["bad", "good", "bad", "good"]
     assert new["test_examples"] == 4
     assert new["test_accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
-    Path("other.csv").write_text("review,sentiment\n" + "meh,so-so\nfine,good\n" * 5)
+    Path("other.csv").write_text("review,sentiment\n" + "".join(
+        f"meh {i},so-so\nfine {i},good\n" for i in range(5)))
     code, _, err = run_cli(capsys, "evaluate", str(trained.export_path), "--set",
                            "data.path=other.csv", "--set", "data.test_path=other.csv")
     assert code == 2 and "the data's label 'so-so' is not one the SavedModel" in err

@@ -35,6 +35,7 @@ _PUBLIC = {
     "tfkit.evaluation": ["evaluate"],
     "tfkit.publishing": ["export_run"],
     "tfkit.runs": ["load_run"],
+    "tfkit.convert": ["convert"],
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 

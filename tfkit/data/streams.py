@@ -10,10 +10,9 @@ the files again every epoch.
 
 Splits are carved without holding the data: each example's input (its text, or its encoded
 image bytes) goes through two keyed hashes (``tf.strings.to_hash_bucket_strong``, keyed with
-``data.seed``) into 10,000 buckets each: an example whose test bucket is in the first
-``test_fraction`` of them is a test example (when the source has no test files), else one whose
-validation bucket is in the first ``validation_fraction`` a validation example. The hashes are
-independent, so the validation split carved from converted files (which hold no test
+``data.seed``); the scan keeps them (16 bytes per example) and picks the cuts below which
+``test_fraction`` of the examples are test examples (when the source has no test files), and
+``validation_fraction`` of the rest validation examples. The hashes are independent, so the validation split carved from converted files (which hold no test
 examples) is the one carved from the original data. An example is in the same split on every
 worker, every epoch, after a resume and whether the data streams or is read into memory
 (``data.stream: false`` reads these same streams into arrays). Identical inputs share a
@@ -26,6 +25,7 @@ import glob
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +38,7 @@ from tfkit.config import DataConfig, excerpt
 
 log = logging.getLogger("tfkit")
 
-SPLIT_BUCKETS = 10_000
+HASH_RANGE = 2**62  # split hashes fall in [0, HASH_RANGE)
 STREAM_ABOVE_BYTES = 256 * 2**20  # data.stream: auto streams files larger than this in all
 CHUNK_ROWS = 20_000  # rows of a CSV read at a time
 RECORD_BATCH = 1024  # records parsed at a time
@@ -51,25 +51,31 @@ class StreamError(ValueError):
     """A bad file, row or record; the message names it (turned into a ``DataError``)."""
 
 
-def split_cuts(config: DataConfig, has_test_files: bool) -> tuple[int, int]:
-    """``(test, validation)``: an example of the training files is in the test split when its
-    test bucket is below ``test`` (0 when the source has test files), else in the validation
-    split when its validation bucket is below ``validation``, else in the training split."""
-    test = 0 if has_test_files else round(config.test_fraction * SPLIT_BUCKETS)
-    return test, round(config.validation_fraction * SPLIT_BUCKETS)
+def split_hash(keys, seed: int, salt: int):
+    """Each key's (``tf.string``) keyed hash in ``[0, HASH_RANGE)``; test and validation use
+    their own ``salt``, so the validation split carved from files that hold no test examples
+    (converted ones) is the one carved from the original data."""
+    return tf.strings.to_hash_bucket_strong(keys, HASH_RANGE, [int(seed) & (2**63 - 1), salt])
 
 
-def split_buckets(keys, seed: int, salt: int):
-    """Each key's (``tf.string``) bucket in ``[0, SPLIT_BUCKETS)``, keyed with ``seed``; test
-    and validation use their own ``salt``, so the validation split carved from files that
-    hold no test examples (converted ones) is the one carved from the original data."""
-    return tf.strings.to_hash_bucket_strong(keys, SPLIT_BUCKETS, [int(seed) & (2**63 - 1), salt])
+def split_cuts(test_hashes: np.ndarray, validation_hashes: np.ndarray, config: DataConfig,
+               has_test_files: bool) -> tuple[int, int]:
+    """``(test cut, validation cut)``: the hash values below which an example of the training
+    files is a test example (none when there are test files), else a validation example;
+    chosen so that ``test_fraction`` of the examples, then ``validation_fraction`` of the rest,
+    fall below them (examples with one text share a hash, so a few more or less)."""
+    def cut(hashes, fraction):
+        k = round(fraction * len(hashes))
+        return 0 if k == 0 else HASH_RANGE if k >= len(hashes) else int(np.partition(hashes, k)[k])
+
+    test = 0 if has_test_files else cut(test_hashes, config.test_fraction)
+    return test, cut(validation_hashes[test_hashes >= test], config.validation_fraction)
 
 
 def split_codes(keys, seed: int, cuts: tuple[int, int]):
     """Each key's split: 0 train, 1 validation, 2 test (:func:`split_cuts`)."""
-    test = split_buckets(keys, seed, 1) < cuts[0]
-    validation = split_buckets(keys, seed, 2) < cuts[1]
+    test = split_hash(keys, seed, 1) < cuts[0]
+    validation = split_hash(keys, seed, 2) < cuts[1]
     return tf.where(test, 2, tf.where(validation, 1, 0))
 
 
@@ -231,9 +237,10 @@ class TableReader:
 
             yield where, texts, labels, valid, problem
 
-    def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
-        """Batches of ``(text, {column: label}, valid)`` of every row of ``files``, in order
-        (``named``: each file named on standard error as it is opened)."""
+    def dataset(self, files: tf.data.Dataset, named: bool = False,
+                sequential: bool = True) -> tf.data.Dataset:
+        """Batches of ``(text, {column: label}, valid)`` of every row of ``files``, one file
+        after the other (``named``: each file named on standard error as it is opened)."""
         columns = self.label_columns
         signature = (tf.TensorSpec([None], tf.string), {c: tf.TensorSpec([None], tf.string)
                                                        for c in columns},
@@ -317,13 +324,15 @@ class RecordReader:
         text = values.pop(self.text_column)
         return text, values, valid
 
-    def dataset(self, files: tf.data.Dataset, named: bool = False) -> tf.data.Dataset:
+    def dataset(self, files: tf.data.Dataset, named: bool = False,
+                sequential: bool = False) -> tf.data.Dataset:
         """Batches of ``(input, {column: label}, valid)`` of every record of ``files``
-        (``named``: each file named on standard error as it is opened)."""
+        (``named``: each file named on standard error as it is opened; ``sequential``: one
+        file after the other, else four read at a time)."""
         def open_file(file):
             return self._open(announced(file) if named else file)
 
-        records = files.interleave(open_file, cycle_length=4, block_length=16,
+        records = files.interleave(open_file, cycle_length=1 if sequential else 4, block_length=16,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.tolerant:  # one record at a time: one that fails to parse is dropped alone
             return records.map(lambda record: self.parse(record[None]),
@@ -489,7 +498,8 @@ class StreamSplit:
             return tf.nest.map_structure(lambda part: tf.boolean_mask(part, ok), (x, y))
 
         named = name_files and len(self.files) <= NAMED_FILES
-        ds = self.reader.dataset(files, named).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self.reader.dataset(files, named, sequential=bool(self.limit))  # limit: the
+        ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)  # scan's first examples
         ds = ds.map(kept, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         return ds.take(self.limit) if self.limit else ds
 
@@ -545,7 +555,7 @@ def announced(file):
 def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> tuple:
     """One pass over the training files (``train``: ``(reader, files)``) and the test files
     (``test``, or None: the test split is carved from the training files): checks every
-    record and collects the labels.
+    record, collects the labels and carves the splits (:func:`split_cuts`).
 
     Returns:
         ``(Labels, {split: y}, cuts)``: ``y`` the label ids (or per-column ids / values) of
@@ -556,64 +566,20 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
             when there are more than ``data.skip_bad_records``.
     """
     columns = list(kinds)
-    cuts = split_cuts(config, test is not None)
     vocab = {c: {} for c in columns if kinds[c] == "classification"}  # raw label -> temporary id
-    found = {s: {c: [] for c in columns} for s in ("train", "validation", "test")}
-    counts = {s: 0 for s in found}
+    kept = {side: {"ids": {c: [] for c in columns}, "hashes": ([], [])} for side in ("train", "test")}
     bad = {"count": 0, "first": None}
-    number = __import__("re").compile(NUMBER)
+    number = re.compile(NUMBER)
     sides = [(train, False)] + ([(test, True)] if test else [])
     for (reader, files), is_test in sides:
+        side = kept["test" if is_test else "train"]
         progress = Progress(f"reading {'test' if is_test else 'training'} data "
                             f"({len(files)} file{'s' if len(files) > 1 else ''})")
         for file in files:
             rows = progress.count
             for where, inputs, raw, valid, problem in reader.scan_batches(file):
-                n = len(valid)
-                if is_test:
-                    split = np.full(n, 2)
-                else:
-                    split = split_codes(tf.constant(np.asarray(inputs, dtype=object), tf.string),
-                                        config.seed, cuts).numpy()
-                ids = {}
-                ok = np.asarray(valid, bool).copy()
-                causes = {}
-                for column in columns:
-                    # each distinct label once: labels repeat, rows are many
-                    distinct, inverse = np.unique(np.asarray(raw[column], dtype=object),
-                                                  return_inverse=True)
-                    values = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else
-                              str(v) for v in distinct]
-                    if kinds[column] == "regression":
-                        good = np.array([number.fullmatch(v) is not None for v in values])
-                        numbers = np.array([float(v) if g else 0.0 for v, g in
-                                            zip(values, good)], np.float32)
-                        ids[column] = numbers[inverse]
-                        causes[column] = lambda i, c=column, g=good, v=values, inv=inverse: (
-                            "" if g[inv[i]] else f"column {c!r} is {excerpt(v[inv[i]])}, not a "
-                            "finite number (regression heads need numbers)")
-                        ok &= good[inverse]
-                        continue
-                    table, distinct_ids, why = vocab[column], [], {}
-                    for j, v in enumerate(values):
-                        if not v.strip():
-                            why[j] = f"column {column!r} has no label"
-                        elif is_test and v not in table:
-                            known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
-                            why[j] = (f"label {excerpt(v, 40)} in column {column!r} does not "
-                                      f"occur in the training data (known: [{known}])")
-                        distinct_ids.append(-1 if j in why else table.setdefault(v, len(table)))
-                    column_ids = np.array(distinct_ids, np.int64)[inverse]
-                    causes[column] = lambda i, w=why, inv=inverse: w.get(inv[i], "")
-                    ok &= column_ids >= 0
-                    ids[column] = column_ids
-
-                def cause(i, valid=valid, causes=causes, problem=problem):
-                    if not valid[i]:
-                        return problem(i)
-                    return next((c for c in (f(i) for f in causes.values()) if c),
-                                "it cannot be read")
-
+                ok, ids, cause = _check_batch(raw, valid, problem, columns, kinds, vocab,
+                                              is_test, number)
                 for i in np.flatnonzero(~ok):
                     bad["count"] += 1
                     if bad["first"] is None:
@@ -623,15 +589,13 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
                                 f"{config.skip_bad_records})" if config.skip_bad_records else
                                 " (data.skip_bad_records: N skips up to N bad records)")
                         raise StreamError(f"{where(i)}: {cause(i)}.{skip}")
-                for code, name in enumerate(("train", "validation", "test")):
-                    keep = ok & (split == code)
-                    if config.limit:
-                        room = max(config.limit - counts[name], 0)
-                        keep &= np.cumsum(keep) <= room
-                    counts[name] += int(keep.sum())
-                    for column in columns:
-                        found[name][column].append(ids[column][keep])
-                progress.add(n)
+                for column in columns:
+                    side["ids"][column].append(ids[column][ok])
+                if not is_test:
+                    keys = tf.constant(np.asarray(inputs, dtype=object)[ok], tf.string)
+                    for salt, hashes in enumerate(side["hashes"], 1):
+                        hashes.append(split_hash(keys, config.seed, salt).numpy())
+                progress.add(len(valid))
             if progress.count == rows:
                 raise StreamError(f"{what_file(reader, file)} has no rows.")
         progress.done()
@@ -642,18 +606,68 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
     for column, table in vocab.items():
         raw_names = list(table)
         integers = all(v.strip().lstrip("-").isdigit() for v in raw_names)
-        ordered = sorted(raw_names, key=(lambda v: int(v)) if integers else None)
-        names[column] = ordered
-        remap[column] = np.array([ordered.index(v) for v in raw_names] or [0], np.int32)
+        names[column] = sorted(raw_names, key=(lambda v: int(v)) if integers else None)
+        remap[column] = np.array([names[column].index(v) for v in raw_names] or [0], np.int32)
+
+    def joined(parts, column):
+        values = np.concatenate(parts) if parts else np.array([], np.float32)
+        return (values.astype(np.float32) if kinds[column] == "regression"
+                else remap[column][values.astype(np.int64)].astype(np.int32))
+
+    train_ids = {c: joined(kept["train"]["ids"][c], c) for c in columns}
+    test_hashes, validation_hashes = (np.concatenate(h) if h else np.array([], np.int64)
+                                      for h in kept["train"]["hashes"])
+    cuts = split_cuts(test_hashes, validation_hashes, config, test is not None)
+    codes = np.where(test_hashes < cuts[0], 2, np.where(validation_hashes < cuts[1], 1, 0))
+    y = {}
+    for code, name in enumerate(("train", "validation", "test")):
+        if name == "test" and test is not None:
+            y[name] = {c: joined(kept["test"]["ids"][c], c) for c in columns}
+        else:
+            y[name] = {c: values[codes == code] for c, values in train_ids.items()}
+        if config.limit:
+            y[name] = {c: values[: config.limit] for c, values in y[name].items()}
     for column in columns:
         if kinds[column] == "regression":
             names[column] = []
-    y = {}
-    for split, per_column in found.items():
-        y[split] = {}
-        for column in columns:
-            parts = per_column[column]
-            values = np.concatenate(parts) if parts else np.array([], np.float32)
-            y[split][column] = (values.astype(np.float32) if kinds[column] == "regression"
-                                else remap[column][values.astype(np.int64)].astype(np.int32))
     return Labels(columns, kinds, names), y, cuts
+
+
+def _check_batch(raw, valid, problem, columns, kinds, vocab, is_test, number):
+    """``(ok, ids, cause)`` for one batch of the scan: which rows are readable, their
+    temporary label ids per column (regression: values), and ``cause(i)``: why row ``i`` is not."""
+    ids, causes = {}, {}
+    ok = np.asarray(valid, bool).copy()
+    for column in columns:
+        # each distinct label once: labels repeat, rows are many
+        distinct, inverse = np.unique(np.asarray(raw[column], dtype=object), return_inverse=True)
+        values = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+                  for v in distinct]
+        if kinds[column] == "regression":
+            good = np.array([number.fullmatch(v) is not None for v in values], bool)
+            numbers = np.array([float(v) if g else 0.0 for v, g in zip(values, good)], np.float32)
+            ids[column] = numbers[inverse]
+            causes[column] = lambda i, c=column, g=good, v=values, inv=inverse: (
+                "" if g[inv[i]] else f"column {c!r} is {excerpt(v[inv[i]])}, not a finite number "
+                "(regression heads need numbers)")
+            ok &= good[inverse]
+            continue
+        table, distinct_ids, why = vocab[column], [], {}
+        for j, v in enumerate(values):
+            if not v.strip():
+                why[j] = f"column {column!r} has no label"
+            elif is_test and v not in table:
+                known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
+                why[j] = (f"label {excerpt(v, 40)} in column {column!r} does not occur in the "
+                          f"training data (known: [{known}])")
+            distinct_ids.append(-1 if j in why else table.setdefault(v, len(table)))
+        ids[column] = np.array(distinct_ids, np.int64)[inverse]
+        causes[column] = lambda i, w=why, inv=inverse: w.get(inv[i], "")
+        ok &= ids[column] >= 0
+
+    def cause(i):
+        if not valid[i]:
+            return problem(i)
+        return next((c for c in (f(i) for f in causes.values()) if c), "it cannot be read")
+
+    return ok, ids, cause
