@@ -11,7 +11,7 @@ with a dark square, dark noise with a light one) in class folders, converted to 
 Every setting trains the default preset (``text_fasttext``; ``image_cnn`` for the images)
 for one epoch in a fresh process, with nothing exported: ``csv in memory``
 (``data.stream: false``), ``csv streamed`` and ``tfrecord streamed`` (``data.stream: true``);
-images from the folder (read into memory) and from their records. Each row reports the peak
+images from the folder (read into memory, and streamed by path) and from their records. Each row reports the peak
 resident memory of that process (``ru_maxrss``: TensorFlow itself takes ~800 MB), the
 training examples per second of the epoch (``metrics.json``'s
 ``train_examples_per_second``), and the whole command's seconds (scan, vocabulary, epoch,
@@ -154,7 +154,9 @@ def main(argv=None) -> dict:
         record_source = ["data.source=tfrecord", f"data.path={records}/train-*",
                          f"data.test_path={records}/test-*", "data.text_column=image_bytes",
                          "data.label_column=label", "data.stream=true"]
-        for setting, sets in (("folder in memory", source), ("tfrecord streamed", record_source)):
+        for setting, sets in (("folder in memory", source + ["data.stream=false"]),
+                              ("folder streamed", source + ["data.stream=true"]),
+                              ("tfrecord streamed", record_source)):
             row = {"data": f"{n:,} images", "setting": setting,
                    **train(work, f"i{n}", "digits_cnn", sets + ["data.image_size=[32, 32]",
                                                                "data.channels=3"])}
@@ -181,8 +183,9 @@ def main(argv=None) -> dict:
         first, last = f"{image_sizes[0]:,} images", f"{image_sizes[-1]:,} images"
         ratios["images_rss_largest_vs_smallest_tfrecord"] = round(
             find(last, "tfrecord streamed")["peak_rss_mb"] / find(first, "tfrecord streamed")["peak_rss_mb"], 3)
-        ratios["images_rss_largest_vs_smallest_folder"] = round(
-            find(last, "folder in memory")["peak_rss_mb"] / find(first, "folder in memory")["peak_rss_mb"], 3)
+        for setting in ("folder in memory", "folder streamed"):
+            ratios[f"images_rss_largest_vs_smallest_{setting.replace(' ', '_')}"] = round(
+                find(last, setting)["peak_rss_mb"] / find(first, setting)["peak_rss_mb"], 3)
     result = {"rows": rows, "ratios": ratios, "quick": args.quick}
     out = ROOT / "benchmarks" / "results" / f"streaming-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
     if not args.quick:

@@ -239,3 +239,34 @@ def test_two_workers_each_read_only_their_shards(workdir):
         "train.verbose=0", "train.batch_size=16", "name=single"])
     assert abs(chief["test_accuracy"] - single.metrics["test_accuracy"]) <= 0.1
     assert summary["train"] == single.metrics["train_examples"] + single.metrics["validation_examples"]
+
+
+def test_image_and_text_folders_stream_by_path(workdir):
+    from benchmarks.streaming import write_images
+
+    write_images(60, Path("images"))
+    Path("images/light/broken.png").write_bytes(b"GIF? no: just text")
+    with pytest.raises(DataError, match=r"file 'images/light/broken.png': not a PNG, JPEG"):
+        load_data(DataConfig(source="image_directory", path="images", stream="true"))
+    Path("images/light/broken.png").unlink()
+    data = load_data(DataConfig(source="image_directory", path="images", stream="true"))
+    assert data.streamed and data.label_names == ["dark", "light"]
+    assert len(data.train) + len(data.validation) + len(data.test) == 60
+    first = data.train.sample(2).x
+    assert first.dtype == object and first[0][:3] == b"\xff\xd8\xff"  # the JPEG file's bytes
+    result = tfkit.train("digits_cnn", ["data.source=image_directory", "data.path=images",
+                                        "data.stream=true", "train.epochs=2", "train.verbose=0",
+                                        "name=folder", "export.blessing=false"])
+    assert result.preprocessor.input_shape == (32, 32, 3)  # the first image's own format
+    from tfkit.export import predict
+
+    answers = predict(result.export_path, [Path("images/dark/000001.jpg").read_bytes()])
+    assert answers[0]["label"] in ("dark", "light")
+    for label in ("good", "bad"):
+        Path("texts", label).mkdir(parents=True)
+        for i in range(15):
+            Path("texts", label, f"{i}.txt").write_text(f"{label} review {i}")
+    texts = load_data(DataConfig(source="directory", path="texts", stream="true"))
+    assert texts.streamed and texts.label_names == ["bad", "good"]
+    assert "good review 3" in split_texts(texts.train) + split_texts(texts.validation) + \
+        split_texts(texts.test)

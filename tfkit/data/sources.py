@@ -36,11 +36,13 @@ import numpy as np
 from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem, excerpt
 from tfkit.data.streams import (
     TABLE_KINDS,
+    FolderReader,
     RecordReader,
     StreamError,
     StreamSplit,
     TableReader,
     file_list,
+    folder_files,
     scan,
     should_stream,
 )
@@ -348,14 +350,16 @@ def load_tfrecord(config: DataConfig) -> LabeledData:
                       reader)
 
 
-def load_files(config: DataConfig, what: str, description: str, make_reader) -> LabeledData:
-    """Training (``data.path``) and test files (``data.test_path``) read by the reader
-    ``make_reader(files, label columns)`` makes: scanned once (every record checked, the labels
-    collected), then streamed, or read into memory when ``data.stream`` says so."""
+def load_files(config: DataConfig, what: str, description: str, make_reader,
+               list_files=file_list) -> LabeledData:
+    """Training (``data.path``) and test files (``data.test_path``), listed by
+    ``list_files(path, what)`` and read by the reader ``make_reader(files, label columns)``
+    makes: scanned once (every record checked, the labels collected), then streamed, or read
+    into memory when ``data.stream`` says so."""
     kinds = dict(config.heads) if config.heads else {config.label_column: "classification"}
     try:
-        files = file_list(config.path, f"data.path: {what}")
-        test_files = file_list(config.test_path, f"data.test_path: {what}") \
+        files = list_files(config.path, f"data.path: {what}")
+        test_files = list_files(config.test_path, f"data.test_path: {what}") \
             if config.test_path else None
         reader = make_reader(files, list(kinds))
         test_reader = make_reader(test_files, list(kinds)) if test_files else None
@@ -477,8 +481,37 @@ def _read_text_directory(path: str, class_names=None):
     return _texts(texts, f"directory '{path}'"), np.array(labels, np.int32), names
 
 
+def stream_folder(config: DataConfig, suffixes: tuple, kind: str) -> LabeledData | None:
+    """A folder of class folders streamed (:class:`tfkit.data.streams.FolderReader`) when
+    ``data.stream`` is true, or auto and its files hold over 256 MB; else None (read into
+    memory by Keras's directory reader)."""
+    setting = str(config.stream).lower()
+    if setting == "false":
+        return None
+    try:
+        files = folder_files(config.path, suffixes, "data.path: folder")
+    except StreamError as exc:
+        if setting == "true":
+            raise DataError(str(exc)) from None
+        return None  # the reader into memory names the problem
+    if not should_stream(config, files):
+        return None
+    if config.heads:
+        raise DataError(f"folder '{config.path}': data.heads (multi-task) is not supported by "
+                        f"data.source '{config.source}'; use csv, tfrecord, tfds or tate.")
+
+    def reader(found, columns):
+        return FolderReader(found, kind, columns[0])
+
+    return load_files(config, "folder", f"folder '{config.path}'", reader,
+                      lambda folder, what: folder_files(folder, suffixes, what))
+
+
 def load_directory(config: DataConfig) -> LabeledData:
     """One sub-folder of ``.txt`` files per class; ``test_path`` or a carved test split."""
+    streamed = stream_folder(config, (".txt",), "text")
+    if streamed is not None:
+        return streamed
     x, y, names = _read_text_directory(config.path)
     description = f"directory '{config.path}'"
     if config.test_path:
@@ -542,6 +575,10 @@ def load_image_directory(config: DataConfig) -> LabeledData:
     """One sub-folder of images per class, read at ``image_size`` with ``channels`` (default:
     :func:`default_image_format`); images of other sizes are resized to it."""
     import keras
+
+    streamed = stream_folder(config, IMAGE_SUFFIXES, "image")
+    if streamed is not None:
+        return streamed
 
     def read(path, class_names=None):
         if not path or not Path(path).is_dir():

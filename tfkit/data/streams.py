@@ -130,8 +130,14 @@ class Progress:
         self._log(", done")
 
 
-# --- readers: one per file format. Each yields batches of (inputs, {label column: raw label
-# as a string}, valid) both to the scan (numpy, with where each row came from) and to tf.data.
+def keyed(inputs, labels, valid):
+    """``(key, inputs, labels, valid)``: the input is its own key for the split hashes."""
+    return inputs, inputs, labels, valid
+
+
+# --- readers: one per format. Each gives tf.data batches of (key, inputs, {label column: raw
+# label as a string}, valid), and the scan the same as NumPy with where each row came from. The
+# key is what the split hashes: the input itself, or for a folder the file's class/name.
 
 
 class TableReader:
@@ -140,6 +146,7 @@ class TableReader:
 
     input_kind = "text"
     shardable = False  # read by Python (from_generator): tf.data shards it by element
+    numeric_labels = True  # labels that are all integers sort as numbers
 
     def __init__(self, files: list[str], text_column: str, label_columns: list[str],
                  encoding: str | None):
@@ -255,7 +262,7 @@ class TableReader:
             file = announced(file) if named else file
             return tf.data.Dataset.from_generator(rows, args=(file,), output_signature=signature)
 
-        return files.flat_map(read)
+        return files.flat_map(read).map(keyed)
 
 
 class RecordReader:
@@ -264,6 +271,7 @@ class RecordReader:
     feature (regression heads: float too). Parsed :data:`RECORD_BATCH` records at a time."""
 
     shardable = True  # TFRecordDataset on a list of files: tf.data can shard it by file
+    numeric_labels = True
 
     def __init__(self, files: list[str], text_column: str, label_columns: list[str],
                  compression: str | None, regression: tuple = (), tolerant: bool = False):
@@ -335,10 +343,10 @@ class RecordReader:
         records = files.interleave(open_file, cycle_length=1 if sequential else 4, block_length=16,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.tolerant:  # one record at a time: one that fails to parse is dropped alone
-            return records.map(lambda record: self.parse(record[None]),
+            return records.map(lambda record: keyed(*self.parse(record[None])),
                                num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-        return records.batch(RECORD_BATCH).map(self.parse, num_parallel_calls=tf.data.AUTOTUNE
-                                               )
+        return records.batch(RECORD_BATCH).map(lambda batch: keyed(*self.parse(batch)),
+                                               num_parallel_calls=tf.data.AUTOTUNE)
 
     def scan_batches(self, file: str):
         """``(where, inputs, labels, valid, problem)`` per :data:`RECORD_BATCH` records of
@@ -412,6 +420,65 @@ class RecordReader:
             if count != 1:
                 return f"feature {column!r} holds {count} values, not 1"
         return "it cannot be parsed"
+
+
+class FolderReader:
+    """One sub-folder per class (``image_directory``, ``directory``): files listed by path,
+    each read whole in the pipeline, its label the name of its folder. The split hashes see
+    ``class/file name``, so moving the folder keeps every example in its split."""
+
+    shardable = True  # a list of files: each worker reads its share
+    numeric_labels = False  # class folders sort by name, as Keras's directory readers do
+
+    def __init__(self, files: list[str], input_kind: str, label_column: str):
+        self.files, self.input_kind, self.label_columns = files, input_kind, [label_column]
+
+    def scan_units(self, files: list[str]) -> list[list[str]]:
+        return [files[i:i + RECORD_BATCH] for i in range(0, len(files), RECORD_BATCH)]
+
+    def scan_batches(self, paths: list[str]):
+        keys = np.array(["/".join(Path(p).parts[-2:]) for p in paths], dtype=object)
+        labels = {self.label_columns[0]: np.array([Path(p).parent.name for p in paths], dtype=object)}
+        if self.input_kind == "image":  # a file that is no image: named before training
+            valid = np.array([_is_image(_head(p)) for p in paths])
+        else:
+            valid = np.ones(len(paths), bool)
+
+        def where(i):
+            return f"file '{paths[i]}'"
+
+        def problem(i):
+            return f"not a PNG, JPEG, GIF or BMP image (first bytes {excerpt(_head(paths[i])[:8])})"
+
+        yield where, keys, labels, valid, problem
+
+    def dataset(self, files: tf.data.Dataset, named: bool = False,
+                sequential: bool = True) -> tf.data.Dataset:
+        column = self.label_columns[0]
+
+        def read(path):
+            parts = tf.strings.split(path, "/")
+            key = tf.strings.reduce_join(parts[-2:], separator="/")
+            return key, tf.io.read_file(path), {column: parts[-2]}, tf.constant(True)
+
+        ds = files.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(64)
+
+
+def folder_files(folder: str | None, suffixes: tuple, what: str) -> list[str]:
+    """The files with ``suffixes`` in the class sub-folders of ``folder``, sorted."""
+    if not folder or not Path(folder).is_dir():
+        raise StreamError(f"{what} '{folder}' does not exist.")
+    files = sorted(str(p) for p in Path(folder).glob("*/*")
+                   if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise StreamError(f"{what} '{folder}' has no {'/'.join(suffixes)} files in class folders.")
+    return files
+
+
+def _head(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(16)
 
 
 def _is_image(data: bytes) -> bool:
@@ -488,10 +555,10 @@ class StreamSplit:
             files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
         part, cuts, labels, seed_, single = self.part, self.cuts, self.labels, self.seed, self.single
 
-        def encode(x, raw, valid):
+        def encode(key, x, raw, valid):
             y, ok = labels.encode(raw)
             if part is not None:
-                ok &= tf.equal(split_codes(x, seed_, cuts), part)
+                ok &= tf.equal(split_codes(key, seed_, cuts), part)
             return x, (y[single] if single else y), ok & valid
 
         def kept(x, y, ok):  # a batch's examples of this split with readable labels
@@ -575,7 +642,7 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
         side = kept["test" if is_test else "train"]
         progress = Progress(f"reading {'test' if is_test else 'training'} data "
                             f"({len(files)} file{'s' if len(files) > 1 else ''})")
-        for file in files:
+        for file in getattr(reader, "scan_units", list)(files):
             rows = progress.count
             for where, inputs, raw, valid, problem in reader.scan_batches(file):
                 ok, ids, cause = _check_batch(raw, valid, problem, columns, kinds, vocab,
@@ -596,7 +663,7 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
                     for salt, hashes in enumerate(side["hashes"], 1):
                         hashes.append(split_hash(keys, config.seed, salt).numpy())
                 progress.add(len(valid))
-            if progress.count == rows:
+            if progress.count == rows and isinstance(file, str):
                 raise StreamError(f"{what_file(reader, file)} has no rows.")
         progress.done()
     if bad["count"]:
@@ -605,7 +672,8 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
     names, remap = {}, {}
     for column, table in vocab.items():
         raw_names = list(table)
-        integers = all(v.strip().lstrip("-").isdigit() for v in raw_names)
+        integers = train[0].numeric_labels and all(v.strip().lstrip("-").isdigit()
+                                                   for v in raw_names)
         names[column] = sorted(raw_names, key=(lambda v: int(v)) if integers else None)
         remap[column] = np.array([names[column].index(v) for v in raw_names] or [0], np.int32)
 
