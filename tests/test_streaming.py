@@ -270,3 +270,21 @@ def test_image_and_text_folders_stream_by_path(workdir):
     assert texts.streamed and texts.label_names == ["bad", "good"]
     assert "good review 3" in split_texts(texts.train) + split_texts(texts.validation) + \
         split_texts(texts.test)
+
+
+def test_tfds_streams_through_as_dataset():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=30):
+        memory = load_data(DataConfig(source="tfds", name="imdb_reviews", stream="false"))
+        streamed = load_data(DataConfig(source="tfds", name="imdb_reviews", stream="true"))
+        assert streamed.streamed and streamed.label_names == memory.label_names == ["neg", "pos"]
+        assert len(streamed.test) == len(memory.test) == 30
+        assert len(streamed.train) + len(streamed.validation) == 30
+        train = streamed.train.read_all()
+        assert train.x.dtype == object and isinstance(train.x[0], str)
+        assert sorted(train.y.tolist()) == sorted(streamed.train.y.tolist())
+        images = load_data(DataConfig(source="tfds", name="mnist", stream="true"))
+        first = images.train.sample(1).x[0]
+        assert first[:8] == b"\x89PNG\r\n\x1a\n"  # left encoded, decoded in the pipeline
+        assert images.label_names == [str(i) for i in range(10)]

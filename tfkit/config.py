@@ -77,7 +77,7 @@ class DataConfig:
     max_words: int = 40
     bucket_by_length: bool = True
     # reading: auto streams files over 256 MB through tf.data (memory stays flat), true always
-    # streams, false reads the data into memory (csv, tfrecord, directory, image_directory)
+    # streams, false reads the data into memory (csv, tfrecord, directory, image_directory, tfds)
     stream: str = "auto"
     compression: str | None = None  # tfrecord: GZIP | ZLIB | none (default: GZIP for *.gz)
     adapt_limit: int | None = None  # adapt the vocabulary on the first N training examples
@@ -195,7 +195,7 @@ SOURCE_NEEDS = {"csv": ("path", "the CSV file"), "directory": ("path", "the fold
                 "tfds": ("name", "the tensorflow-datasets dataset"),
                 "tfrecord": ("path", "the TFRecord files (a glob such as data/train-*)")}
 STREAM_CHOICES = ("auto", "true", "false")
-STREAM_SOURCES = ("csv", "tfrecord", "directory", "image_directory")  # data.stream
+STREAM_SOURCES = ("csv", "tfrecord", "directory", "image_directory", "tfds")  # data.stream
 COMPRESSIONS = ("GZIP", "ZLIB", "none")
 TEXT_SOURCES = ("fine_foods", "tate", "csv", "directory")
 ARRAY_SOURCES = ("digits", "image_directory", "numpy")  # tfds, tfrecord: text or images

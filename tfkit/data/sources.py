@@ -35,12 +35,14 @@ import numpy as np
 
 from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem, excerpt
 from tfkit.data.streams import (
+    STREAM_ABOVE_BYTES,
     TABLE_KINDS,
     FolderReader,
     RecordReader,
     StreamError,
     StreamSplit,
     TableReader,
+    TfdsReader,
     file_list,
     folder_files,
     scan,
@@ -351,16 +353,20 @@ def load_tfrecord(config: DataConfig) -> LabeledData:
 
 
 def load_files(config: DataConfig, what: str, description: str, make_reader,
-               list_files=file_list) -> LabeledData:
+               list_files=file_list, stream: bool | None = None) -> LabeledData:
     """Training (``data.path``) and test files (``data.test_path``), listed by
-    ``list_files(path, what)`` and read by the reader ``make_reader(files, label columns)``
-    makes: scanned once (every record checked, the labels collected), then streamed, or read
-    into memory when ``data.stream`` says so."""
+    ``list_files(path, what)`` (``(training files, test files or None)`` when ``what`` is
+    None) and read by the reader ``make_reader(files, label columns)`` makes: scanned once
+    (every record checked, the labels collected), then streamed (``stream``, or by
+    ``data.stream`` and the files' size), or read into memory."""
     kinds = dict(config.heads) if config.heads else {config.label_column: "classification"}
     try:
-        files = list_files(config.path, f"data.path: {what}")
-        test_files = list_files(config.test_path, f"data.test_path: {what}") \
-            if config.test_path else None
+        if what is None:
+            files, test_files = list_files(None, None)
+        else:
+            files = list_files(config.path, f"data.path: {what}")
+            test_files = list_files(config.test_path, f"data.test_path: {what}") \
+                if config.test_path else None
         reader = make_reader(files, list(kinds))
         test_reader = make_reader(test_files, list(kinds)) if test_files else None
         labels, y, cuts = scan((reader, files), (test_reader, test_files) if test_files
@@ -382,7 +388,7 @@ def load_files(config: DataConfig, what: str, description: str, make_reader,
         if not len(splits[name]) and not (name == "validation" and not config.validation_fraction):
             raise DataError(f"{description}: the {name} split is empty.")
     label_names = labels.names[single] if single else labels.names
-    streamed = should_stream(config, files + (test_files or []))
+    streamed = should_stream(config, files + (test_files or [])) if stream is None else stream
     log.info("data: %s, %s (%s train, %s validation, %s test examples)", description,
              "streamed from its files on every pass" if streamed else "read into memory",
              *(f"{len(splits[s]):,}" for s in ("train", "validation", "test")))
@@ -416,6 +422,14 @@ def load_tfds(config: DataConfig) -> LabeledData:
         text_key = inputs[0]
     is_image = isinstance(features[text_key], tfds.features.Image)
     names = list(getattr(features[label_columns[0]], "names", []) or [])
+    setting = str(config.stream).lower()
+    size = getattr(builder.info, "dataset_size", 0) or 0
+    if setting == "true" or (setting == "auto" and size > STREAM_ABOVE_BYTES):
+        def reader(splits, columns):
+            return TfdsReader(builder, splits[0], text_key, columns, is_image)
+
+        return load_files(config, None, f"tfds '{config.name}'", reader,
+                          lambda *_: ([config.train_split], [config.test_split]), stream=True)
 
     def read(split):
         try:

@@ -465,6 +465,55 @@ class FolderReader:
         return ds.batch(64)
 
 
+class TfdsReader:
+    """One tensorflow-datasets split read by ``builder.as_dataset`` as tf.data, never as NumPy
+    (images left encoded, tfds's ``SkipDecoding``, and decoded in the pipeline as the served
+    model decodes them). ClassLabel features keep their names and their order."""
+
+    shardable = False  # tfds reads its own files: sharded by element
+    numeric_labels = True
+
+    def __init__(self, builder, split: str, input_key: str, label_columns: list[str],
+                 is_image: bool):
+        self.builder, self.split, self.input_key = builder, split, input_key
+        self.label_columns, self.input_kind = label_columns, "image" if is_image else "text"
+        features = builder.info.features
+        self.label_order = {c: list(getattr(features[c], "names", []) or []) for c in label_columns}
+
+    def _read(self) -> tf.data.Dataset:
+        import tensorflow_datasets as tfds
+
+        decoders = {self.input_key: tfds.decode.SkipDecoding()} if self.input_kind == "image" else None
+        ds = self.builder.as_dataset(split=self.split, decoders=decoders, shuffle_files=False)
+        order = self.label_order
+
+        def pick(example):
+            labels = {}
+            for column in self.label_columns:
+                value = example[column]
+                if order[column]:  # a ClassLabel id: its name
+                    value = tf.gather(tf.constant(order[column]), tf.cast(value, tf.int32))
+                elif value.dtype != tf.string:
+                    value = tf.strings.as_string(value)
+                labels[column] = value
+            return example[self.input_key], labels, tf.constant(True)
+
+        return ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE).batch(RECORD_BATCH)
+
+    def scan_batches(self, split: str):
+        first = 1
+        for inputs, labels, valid in self._read().as_numpy_iterator():
+            def where(i, first=first):
+                return f"tfds '{self.builder.name}' split '{self.split}' example {first + i:,}"
+
+            yield where, inputs, labels, valid, lambda i: "it cannot be read"
+            first += len(valid)
+
+    def dataset(self, files: tf.data.Dataset, named: bool = False,
+                sequential: bool = True) -> tf.data.Dataset:
+        return self._read().map(keyed)
+
+
 def folder_files(folder: str | None, suffixes: tuple, what: str) -> list[str]:
     """The files with ``suffixes`` in the class sub-folders of ``folder``, sorted."""
     if not folder or not Path(folder).is_dir():
@@ -674,7 +723,9 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
         raw_names = list(table)
         integers = train[0].numeric_labels and all(v.strip().lstrip("-").isdigit()
                                                    for v in raw_names)
-        names[column] = sorted(raw_names, key=(lambda v: int(v)) if integers else None)
+        given = getattr(train[0], "label_order", {}).get(column)  # a tfds ClassLabel's names
+        names[column] = list(given) if given else sorted(
+            raw_names, key=(lambda v: int(v)) if integers else None)
         remap[column] = np.array([names[column].index(v) for v in raw_names] or [0], np.int32)
 
     def joined(parts, column):
