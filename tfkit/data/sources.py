@@ -26,7 +26,6 @@ Sources (the ``data.source`` config key):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from tfkit.data.streams import (
     TfdsReader,
     file_list,
     folder_files,
+    json_objects,
     scan,
     should_stream,
 )
@@ -306,21 +306,10 @@ def read_json_lines(file: Path, kind: str = "JSON Lines", encoding: str | None =
                     ) -> list[dict]:
     """The objects of a JSON Lines file, one per line (blank lines skipped, a byte-order mark
     too); a line that is not a JSON object is a :class:`DataError` naming its number."""
-    rows = []
-    with Path(file).open(encoding=encoding or "utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{kind} file '{file}' line {number}: not valid JSON "
-                                f"({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{kind} file '{file}' line {number}: expected an object "
-                                f"{{\"column\": value, ...}}, got {type(row).__name__}.")
-            rows.append(row)
-    return rows
+    try:
+        return [row for _, row in json_objects(file, kind, encoding)]
+    except StreamError as exc:
+        raise DataError(str(exc)) from None
 
 
 def load_csv(config: DataConfig) -> LabeledData:

@@ -108,6 +108,25 @@ def first_bad_line(file: Path, encoding: str | None) -> int:
     return 1  # a character cut across lines (UTF-16, say): the file as a whole
 
 
+def json_objects(file, kind: str = "JSON Lines", encoding: str | None = None):
+    """``(line number, object)`` for each line of a JSON Lines file (blank lines skipped, a
+    byte-order mark too); a line that is not a JSON object is a :class:`StreamError` naming
+    its number."""
+    with Path(file).open(encoding=encoding or "utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise StreamError(f"{kind} file '{file}' line {number}: not valid JSON "
+                                  f"({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise StreamError(f"{kind} file '{file}' line {number}: expected an object "
+                                  f"{{\"column\": value, ...}}, got {type(row).__name__}.")
+            yield number, row
+
+
 class Progress:
     """Logs ``<what>: N <unit> (R/s)`` every :data:`PROGRESS_SECONDS` and once at the end."""
 
@@ -199,23 +218,12 @@ class TableReader:
 
     def _json_chunks(self, file: str):
         rows, numbers = [], []
-        with Path(file).open(encoding=self.encoding or "utf-8-sig") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise StreamError(f"JSON Lines file '{file}' line {number}: not valid JSON "
-                                      f"({exc.msg}).") from None
-                if not isinstance(row, dict):
-                    raise StreamError(f"JSON Lines file '{file}' line {number}: expected an "
-                                      f"object {{\"column\": value, ...}}, got {type(row).__name__}.")
-                rows.append(row)
-                numbers.append(number)
-                if len(rows) == CHUNK_ROWS:
-                    yield self._json_chunk(rows, numbers)
-                    rows, numbers = [], []
+        for number, row in json_objects(file, encoding=self.encoding):
+            rows.append(row)
+            numbers.append(number)
+            if len(rows) == CHUNK_ROWS:
+                yield self._json_chunk(rows, numbers)
+                rows, numbers = [], []
         if rows:
             yield self._json_chunk(rows, numbers)
 
