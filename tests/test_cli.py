@@ -6,8 +6,10 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,9 +37,15 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     run_dir = Path(summary["run_dir"])
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert summary["epochs"] == summary["best_epoch"] == 1
-    for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json",
-                 "checkpoints/best.weights.h5"):
+    for name in ("config.yaml", "preprocessor.json", "model.keras", "metrics.json"):
         assert (run_dir / name).is_file(), name
+    # the best weights are in model.keras, the optimizer's state is not (a finished run needs
+    # neither: it is evaluated and exported from model.keras)
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "backup").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loads without a warning, uncompiled
+        reloaded = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    assert not reloaded.compiled and not hasattr(reloaded, "optimizer")
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -89,6 +97,25 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}", "--input", "-")
     assert code == 0
     assert [json.loads(line)["input"] for line in out.splitlines()] == ["tasty", "awful"]
+    # a long input is read, answered and printed a batch at a time, with progress lines
+    from tfkit import cli
+    from tfkit.data import streams
+    from tfkit.export import ServedModel
+
+    calls = []
+    answer = ServedModel.predict
+    monkeypatch.setattr(ServedModel, "predict",
+                        lambda self, batch: calls.append(len(batch)) or answer(self, batch))
+    monkeypatch.setattr(streams, "PROGRESS_SECONDS", 0)
+    texts = [f"review {i} {'tasty' if i % 3 else 'stale'}" for i in range(2500)]
+    Path("long.txt").write_text("\n".join(texts) + "\n")
+    code, out, err = run_cli(capsys, "predict", f"saved_models/{DEFAULT_PRESET}", "--input", "long.txt")
+    assert code == 0 and calls == [cli.PREDICT_BATCH, cli.PREDICT_BATCH, 2500 - 2 * cli.PREDICT_BATCH]
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["input"] for a in answers] == texts
+    assert answers[:5] == [{"input": t, **r} for t, r in zip(texts, answer(
+        ServedModel(f"saved_models/{DEFAULT_PRESET}"), texts[:5]))]
+    assert "tfkit: predict (2,500 inputs): 2,500 inputs (" in err and err.rstrip().endswith(", done")
 
     code, out, err = run_cli(capsys, "export", str(run_dir))
     assert code == 0, err
@@ -194,7 +221,7 @@ def test_predict_errors(workdir, capsys):
     assert code == 2 and "input file 'in.jsonl' line 3: not valid JSON" in err, err
     Path("in.jsonl").write_text('{"text": "fine"}\n{"review": "other key"}\n')
     code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "in.jsonl")
-    assert code == 2 and "object 2: no key 'text'" in err, err
+    assert code == 2 and "'in.jsonl' line 2: no key 'text'" in err, err
     code, _, err = run_cli(capsys, "predict", "saved_models/none", "--input", "in.xlsx")
     assert code == 2 and "does not exist" in err
 
@@ -272,3 +299,49 @@ def test_help_and_usage_errors_do_not_wait_for_tensorflow():
                           "True"]
     assert "invalid choice: 'trian'" in done.stderr
     assert "unrecognized arguments: --sett" in done.stderr
+
+
+def test_config_and_models_answer_without_tensorflow(workdir):
+    """`tfkit config` (every key checked, the builders' parameters included) and `tfkit
+    models` read the registry and the builders' signatures from the source: no TensorFlow,
+    no Keras. A bad config is still refused with the builder's parameters named."""
+    script = (
+        "import sys\n"
+        "from tfkit.cli import main\n"
+        "print(main(['config', 'fine_foods_han']), main(['models']),\n"
+        "      main(['config', '--set', 'model.params.unitz=3']))\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-2:] == ["0 0 2", "False False"]
+    assert "  name: han" in done.stdout and "sentence_units=" in done.stdout
+    assert "Unknown argument model.params.unitz for model 'text_fasttext'" in done.stderr
+
+
+def test_commands_that_import_tensorflow_print_none_of_its_start_up_lines(workdir):
+    """TensorFlow's banner (the absl notice, oneDNN, the CPU features, the CUDA probe) is
+    filtered from standard error; tfkit's own lines and TensorFlow's real ones still come."""
+    from tfkit.cli import without_banner
+
+    done = subprocess.run([sys.executable, "-m", "tfkit.cli", "predict", "saved_models/none", "x"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "tfkit: error: No SavedModel at 'saved_models/none' (expected saved_model.pb, or version "
+        "folders 1/, 2/, ... inside it)."], done.stderr
+    # what is not part of the banner still reaches the user
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to "
+             "STDERR\nI0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your "
+             "machine, GPU will not be used.\nE0000 00:00:1.0 1 cuda_platform.cc:52] failed call "
+             "to cuInit: INTERNAL: CUDA error\n")
+    real = "W0000 00:00:1.0 1 op_kernel.cc:1] something a user should see\n"
+    assert without_banner(noise + real + noise) == real
+
+
+def test_the_config_checks_name_the_tables_they_check_against():
+    from tfkit import config
+    from tfkit.compiling import OPTIMIZERS
+    from tfkit.data.text import SPLITS
+
+    assert config.OPTIMIZERS == tuple(OPTIMIZERS) and config.SPLITS == tuple(SPLITS)

@@ -200,7 +200,7 @@ def test_a_monitor_the_run_cannot_compute_is_refused():
     assert monitored(config, True, None, False) == "val_macro_f1"
     with pytest.raises(ConfigError, match=r"needs a validation split"):
         monitored(config, False, None, False)
-    with pytest.raises(ConfigError, match=r"computed by the chief alone"):
+    with pytest.raises(ConfigError, match=r"not offered under multi-worker training"):
         monitored(config, True, None, True)
     with pytest.raises(ConfigError, match=r"multi-task model has per-head metrics"):
         monitored(config, True, {"medium_family": {"num_classes": 3}}, False)

@@ -383,7 +383,8 @@ def test_resume_after_a_crash_continues_from_the_backup(tiny_csv):
                 raise KeyboardInterrupt("simulated crash")
 
     overrides = tiny_overrides(tiny_csv, extra=["train.epochs=4", "export.enabled=false",
-                                                "data.validation_fraction=0.25"])
+                                                "data.validation_fraction=0.25",
+                                                "train.backup_seconds=0"])
     with pytest.raises(KeyboardInterrupt):
         tfkit.train(None, overrides, callbacks=[Crash()])
     run_dir = next(Path("runs").glob("*/*")).resolve()
@@ -399,6 +400,25 @@ def test_resume_after_a_crash_continues_from_the_backup(tiny_csv):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     with pytest.raises(tfkit.ConfigError, match="state is 'finished'"):
         tfkit.train(resume=run_dir)
+
+
+def test_backups_are_written_at_most_every_backup_seconds(tiny_csv):
+    """With train.backup_seconds longer than the run, no backup (nor best-weights file) is
+    written while training: a crash after epoch 2 resumes from the start, all 4 epochs."""
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                run_dir = next(Path("runs").glob("*/slow"))
+                assert not (run_dir / "backup").exists() and not (run_dir / "checkpoints").exists()
+                raise KeyboardInterrupt("simulated crash")
+
+    overrides = tiny_overrides(tiny_csv, extra=["train.epochs=4", "export.enabled=false",
+                                                "train.backup_seconds=3600", "train.run_name=slow"])
+    with pytest.raises(KeyboardInterrupt):
+        tfkit.train(None, overrides, callbacks=[Crash()])
+    result = tfkit.train(resume=next(Path("runs").glob("*/slow")))
+    assert len(result.history["loss"]) == 4 and result.metrics["epochs"] == 4
+    assert 1 <= result.metrics["best_epoch"] <= 4
 
 
 def test_evaluating_the_saved_model_scores_what_is_served(trained, monkeypatch, capsys):

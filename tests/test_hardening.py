@@ -291,7 +291,8 @@ class CountEpochs(keras.callbacks.Callback):
 
 
 def test_a_resumed_run_reports_the_whole_run(tiny_csv):
-    overrides = tiny_overrides(tiny_csv, extra=GOOD[:2] + ["train.epochs=4", "export.enabled=false"])
+    overrides = tiny_overrides(tiny_csv, extra=GOOD[:2] + ["train.epochs=4", "export.enabled=false",
+                                                          "train.backup_seconds=0"])
     with pytest.raises(KeyboardInterrupt):
         tfkit.train(None, overrides, callbacks=[Crash(at=1)])
     run_dir = next(Path("runs").glob("*/*")).resolve()

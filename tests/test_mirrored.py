@@ -104,3 +104,33 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
         assert result["moved"] > 1e-4, name  # training really changed the weights
         assert result["loss_one"] == pytest.approx(result["loss_two"], abs=1e-5), name
         assert result["max_weight_diff"] <= 1e-5, (name, result)
+
+
+TWO_RUNS = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tfkit
+
+    settings = ["train.strategy=mirrored", "train.batch_size=16", "train.epochs=2",
+                "train.verbose=0", "export.enabled=false", "data.limit=256"]
+    first = tfkit.train("fine_foods_text_lstm", settings + ["name=first"])
+    second = tfkit.train("fine_foods_text_lstm", settings + ["name=second", "train.seed=43"])
+    print(first.metrics["replicas"], second.metrics["replicas"])
+""")
+
+
+@pytest.mark.slow
+def test_two_mirrored_runs_in_one_process(tmp_path):
+    """A notebook trains a mirrored model, then another: the second reuses the process's
+    MirroredStrategy (a new one over the same devices restarts TensorFlow's collective
+    numbering, and the embedding's sparse all-gather then fails on a shape mismatch)."""
+    script = tmp_path / "two_runs.py"
+    script.write_text(TWO_RUNS)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "2 2"

@@ -210,3 +210,16 @@ def test_recurrent_layers_take_the_cudnn_path(name, text_setup, document_setup, 
         calls.clear()
         model(inputs, training=True)
         assert calls == ["ok"] * len(recurrent)
+
+
+def test_the_registry_reads_each_builder_signature_from_its_source():
+    """tfkit's builders are registered as "module:function" and their parameters read from the
+    source (no import); what that gives is what Python's own signature of the function says."""
+    import inspect
+
+    for name, entry in MODELS.items():
+        assert isinstance(entry.builder, str), name
+        read, real = entry.signature(), inspect.signature(entry.load())
+        assert [(p.name, p.kind, p.default) for p in read.parameters.values()] == [
+            (p.name, p.kind, p.default) for p in real.parameters.values()], name
+        assert entry.summary() == entry.load().__doc__.strip().splitlines()[0], name

@@ -207,6 +207,34 @@ def test_adapt_limit_cache_and_the_record_of_both(workdir):
         unlimited.metrics["train_examples"]
 
 
+def test_a_small_stream_is_read_once_and_a_large_one_every_epoch(workdir, capfd, monkeypatch):
+    """Token ids of a streamed split under the in-memory bound are kept after one read (so a
+    stream forced on small data trains at the in-memory speed); above it, each epoch reads
+    the files again (each training file is named on standard error as it is opened)."""
+    from tfkit.data import pipeline
+
+    write_tiny_csv("reviews.csv", n=120)
+    convert(load_config(None, tiny_overrides("reviews.csv")), "recs", shards=2)
+    sets = ["data.source=tfrecord", "data.path=recs/train-*", "data.test_path=recs/test-*",
+            "data.text_column=text", "data.label_column=label", "data.stream=true",
+            "train.epochs=3", "export.enabled=false"]
+
+    def openings(name):
+        capfd.readouterr()
+        tfkit.train(None, tiny_overrides("reviews.csv", extra=[*sets, f"name={name}"]))
+        files = [Path(line.split('"')[1]).name for line in capfd.readouterr().err.splitlines()
+                 if line.startswith('tfkit: reading "')]
+        return {f: files.count(f) for f in files}
+
+    small = openings("small")
+    assert sorted(small) == [
+        "train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+    assert set(small.values()) == {1}, small
+    monkeypatch.setattr(pipeline, "IDS_IN_MEMORY_BYTES", 0)
+    large = openings("large")
+    assert large.keys() == small.keys() and min(large.values()) >= 3, large
+
+
 @pytest.mark.slow
 def test_two_workers_each_read_only_their_shards(workdir):
     """Two real workers on loopback train from 4 TFRecord shards: each opens only its 2
@@ -249,6 +277,21 @@ def test_image_and_text_folders_stream_by_path(workdir):
     with pytest.raises(DataError, match=r"file 'images/light/broken.png': not a PNG, JPEG"):
         load_data(DataConfig(source="image_directory", path="images", stream="true"))
     Path("images/light/broken.png").unlink()
+    # a JPEG whose header is fine but whose body is cut short: named before training too,
+    # or skipped with data.skip_bad_records
+    good = Path("images/dark/000001.jpg").read_bytes()
+    Path("images/dark/cut.jpg").write_bytes(good[: len(good) // 3])
+    with pytest.raises(DataError, match=r"file 'images/dark/cut.jpg': an image that does not decode"):
+        load_data(DataConfig(source="image_directory", path="images", stream="true"))
+    skipped = load_data(DataConfig(source="image_directory", path="images", stream="true",
+                                   skip_bad_records=1))
+    assert len(skipped.train) + len(skipped.validation) + len(skipped.test) == 60
+    trained = tfkit.train("digits_cnn", ["data.source=image_directory", "data.path=images",
+                                         "data.stream=true", "data.skip_bad_records=1",
+                                         "train.epochs=1", "train.verbose=0", "name=skipped",
+                                         "export.enabled=false"])  # never decodes the cut one
+    assert trained.metrics["train_examples"] == len(skipped.train)
+    Path("images/dark/cut.jpg").unlink()
     data = load_data(DataConfig(source="image_directory", path="images", stream="true"))
     assert data.streamed and data.label_names == ["dark", "light"]
     assert len(data.train) + len(data.validation) + len(data.test) == 60

@@ -11,7 +11,7 @@ The names below are imported from their modules on first use (PEP 562), so ``imp
 and ``tfkit --help`` do not wait for TensorFlow (~5 s); ``tfkit.train`` imports it.
 """
 
-import importlib
+from tfkit.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -42,12 +42,7 @@ _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in name
 __all__ = list(_MODULE_OF)
 
 
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'tfkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    globals()[name] = value  # the next look-up is a plain attribute
-    return value
+__getattr__ = lazy_getattr("tfkit", _MODULE_OF, globals())
 
 
 def __dir__() -> list[str]:

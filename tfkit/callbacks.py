@@ -4,6 +4,7 @@ early stopping, TensorBoard and its extras."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import h5py
@@ -22,9 +23,8 @@ def monitored(config: Config, has_validation: bool, heads: dict | None,
     """The quantity that picks the best checkpoint (and stops early): ``train.monitor``, or
     the training loss when there is no validation split.
 
-    ``val_macro_f1`` comes from the :class:`ConfusionMatrix` callback, which only single-task
-    classifiers have and only the chief runs (under multi-worker training the workers would
-    disagree on when to stop); multi-task models name their metrics per head.
+    ``val_macro_f1`` is the compiled macro-F1 metric's (:class:`tfkit.monitor.ClassCounts`)
+    on the validation split; multi-task models name their metrics per head.
 
     Raises:
         ConfigError: for a monitor the run cannot compute, before any run folder exists.
@@ -39,16 +39,17 @@ def monitored(config: Config, has_validation: bool, heads: dict | None,
         raise ConfigError(f"train.monitor '{monitor}': a multi-task model has per-head metrics; "
                           "use val_loss (the weighted sum of the heads' losses).")
     if monitor == "val_macro_f1" and multi_worker:
-        raise ConfigError("train.monitor 'val_macro_f1' is computed by the chief alone; under "
-                          "multi-worker training use val_loss or val_accuracy.")
+        raise ConfigError("train.monitor 'val_macro_f1' is not offered under multi-worker "
+                          "training; use val_loss or val_accuracy.")
     return monitor
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Saves the model's weights each time ``monitor`` improves (``mode`` ``"min"`` or
-    ``"max"``; NaN never does), without the optimizer's state: they only serve to restore
-    the best epoch (:func:`restore_best_weights`), and Adam's two moments per weight would
-    triple the file (58 against 20 MB for the default fastText model). Written to a
+    """Keeps the model's weights of the epoch where ``monitor`` was best (``mode`` ``"min"``
+    or ``"max"``; NaN never is), in memory, and writes them to ``path`` when :meth:`write`
+    is called (with each backup, :class:`Backup`), without the optimizer's state: they only
+    serve to restore the best epoch (:meth:`restore`), and Adam's two moments per weight
+    would triple the file (58 against 20 MB for the default fastText model). Written to a
     temporary file and renamed, so a crash never leaves half a file as the best epoch.
 
     The file records the monitor, its value and the epoch (HDF5 attributes), so a run
@@ -60,6 +61,7 @@ class BestWeights(keras.callbacks.Callback):
         super().__init__()
         self.path, self.monitor, self.mode = Path(path), monitor, mode
         self.best = np.inf if mode == "min" else -np.inf
+        self.weights, self.epoch, self.written = None, None, True
 
     def on_train_begin(self, logs=None):
         saved = best_epoch(self.path)
@@ -74,14 +76,67 @@ class BestWeights(keras.callbacks.Callback):
             return
         if not (value < self.best if self.mode == "min" else value > self.best):
             return
-        self.best = float(value)
+        self.best, self.epoch, self.written = float(value), epoch + 1, False
+        self.weights = self.model.get_weights()
+
+    def write(self) -> None:
+        """Writes the best epoch's weights to :attr:`path`, if they changed since the last write."""
+        if self.written or self.weights is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f"partial-{self.path.name}")  # Keras wants .weights.h5
-        keras.saving.save_weights(self.model, partial, objects_to_skip=[self.model.optimizer])
+        current = self.model.get_weights()
+        self.model.set_weights(self.weights)
+        try:
+            keras.saving.save_weights(self.model, partial, objects_to_skip=[self.model.optimizer])
+        finally:
+            self.model.set_weights(current)
         with h5py.File(partial, "a") as handle:
             handle.attrs.update(tfkit_monitor=self.monitor, tfkit_value=self.best,
-                                tfkit_epoch=epoch + 1)
+                                tfkit_epoch=self.epoch)
         partial.replace(self.path)
+        self.written = True
+
+    def restore(self) -> int | None:
+        """Puts the best epoch's weights back into the model and returns that epoch (from 1):
+        this attempt's best from memory, else the file's (a resumed run whose best epoch came
+        before the crash); None when no epoch improved (every loss NaN, say) and the model
+        keeps its last weights."""
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+            return self.epoch
+        return restore_best_weights(self.model, self.path)
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` (the model's and the optimizer's state, from which a
+    crashed run resumes) written at the end of an epoch only when ``every`` seconds have
+    passed since the last write (0: every epoch). Writing the default fastText model's
+    state (58 MB) every epoch costs more than a tenth of its epoch; a crash loses at most
+    ``every`` seconds of training. ``before_write`` callbacks run just before each write
+    (:class:`BestWeights` writes its file then, so both describe the same moment)."""
+
+    def __init__(self, backup_dir: str, every: float = 0.0, before_write=()):
+        super().__init__(backup_dir)
+        self.every, self.before_write = every, list(before_write)
+        self.last = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch, self._last_batch_seen = epoch + 1, 0
+        if time.monotonic() - self.last >= self.every:
+            for write in self.before_write:
+                write()
+            self._save_model()
+            self.last = time.monotonic()
+
+
+def backup_callback(run_dir: Path, config: Config, multi_worker: bool = False,
+                    best: BestWeights | None = None) -> Backup:
+    """The run's :class:`Backup` under ``run_dir/backup``: every ``train.backup_seconds``,
+    or every epoch under a multi-worker strategy (the workers' backups must hold the same
+    epoch); ``best``'s file is written with each backup."""
+    every = 0.0 if multi_worker else config.train.backup_seconds
+    return Backup(str(run_dir / "backup"), every, [best.write] if best else [])
 
 
 def best_epoch(path: Path) -> dict | None:
@@ -125,14 +180,15 @@ def make_callbacks(out_dir: Path, run_dir: Path, config: Config, monitor: str,
     the history then see (TensorBoard already got its own copy from them).
     """
     mode = "min" if monitor.endswith("loss") else "max"
+    best = BestWeights(best_weights_path(run_dir), monitor, mode)
     callbacks = [
         Throughput(batch_size or config.train.batch_size),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), update_freq="epoch",
                                     histogram_freq=config.train.histogram_freq,
                                     profile_batch=tuple(config.train.profile_batch or (0, 0))),
         *extra,
-        BestWeights(best_weights_path(run_dir), monitor, mode),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        best,
+        backup_callback(run_dir, config, multi_worker, best),
     ] + ([BackupsAgree()] if multi_worker else [])
     if config.train.early_stopping_patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(

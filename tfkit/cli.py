@@ -12,21 +12,37 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+# commands that do not need TensorFlow (they answer in a fraction of a second)
+LIGHT_COMMANDS = ("config", "models")
+# TensorFlow's start-up lines, printed by every process that imports it (C++ log lines from
+# before logging is set up, the CPU and CUDA probes of a machine without a GPU): nothing a
+# user can act on, and they bury tfkit's own first lines
+BANNER = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+          "Could not find cuda drivers on your machine", "cpu_feature_guard.cc",
+          "To enable the following instructions:", "failed call to cuInit",
+          "Unable to register cuDNN factory", "Unable to register cuFFT factory",
+          "Unable to register cuBLAS factory", "TF-TRT Warning: Could not find TensorRT",
+          "computation placer already registered")
+PREDICT_BATCH = 1024  # tfkit predict: inputs read, answered and printed at a time
 
-def _read_inputs(path: str, column: str | None, encoding: str | None = None) -> list[str]:
-    """Texts from a .txt (one per line), .csv or .tsv (``column``) or .jsonl (``column`` key) file,
-    or from standard input (``-``: one text per line). A UTF-8 byte-order mark (spreadsheet
-    exports) is skipped; ``encoding`` names another text encoding."""
+
+def _read_inputs(path: str, column: str | None, encoding: str | None = None):
+    """Texts, one at a time, from a .txt (one per line), .csv or .tsv (``column``) or .jsonl
+    (``column`` key) file, or from standard input (``-``: one text per line). A UTF-8
+    byte-order mark (spreadsheet exports) is skipped; ``encoding`` names another text
+    encoding. A text that cannot be read is a ValueError naming its line (or object)."""
     if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream (tests, notebooks)
-        return [line.rstrip("\r\n") for line in sys.stdin]
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
     if path == "-":  # bytes, decoded line by line: an error names the line
-        lines = []
         for number, line in enumerate(sys.stdin.buffer, 1):
             try:
-                lines.append(line.decode(encoding or "utf-8").rstrip("\r\n"))
+                yield line.decode(encoding or "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise ValueError(f"standard input line {number} is not "
                                  f"{encoding or 'UTF-8'} (byte 0x{line[exc.start]:02x}): give "
@@ -34,12 +50,12 @@ def _read_inputs(path: str, column: str | None, encoding: str | None = None) -> 
             except LookupError:
                 raise ValueError(f"--encoding {encoding!r} is not a text encoding Python knows "
                                  "(e.g. utf-8, latin-1, cp1252, utf-16).") from None
-        return lines
+        return
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"input file '{path}' does not exist.")
     try:
-        return _read_input_file(file, column, encoding)
+        yield from _read_input_file(file, column, encoding)
     except LookupError:
         raise ValueError(f"--encoding {encoding!r} is not a text encoding Python knows "
                          "(e.g. utf-8, latin-1, cp1252, utf-16).") from None
@@ -49,36 +65,45 @@ def _read_inputs(path: str, column: str | None, encoding: str | None = None) -> 
                          "e.g. --encoding cp1252.") from None
 
 
-def _read_input_file(file: Path, column: str | None, encoding: str | None) -> list[str]:
+def _read_input_file(file: Path, column: str | None, encoding: str | None):
     path = str(file)
     suffix = file.suffix.lower()
+    key = column or "text"
+    if suffix == ".jsonl":
+        from tfkit.data.streams import StreamError, json_objects
+
+        try:
+            for number, row in json_objects(file, "input", encoding):
+                if key not in row:
+                    raise ValueError(f"input file '{path}' line {number}: no key {key!r}.")
+                yield row[key]
+        except StreamError as exc:
+            raise ValueError(str(exc)) from None
+        return
+    if suffix not in (".txt", ".csv", ".tsv", ".tab"):
+        raise ValueError(f"input file '{path}': expected .txt, .csv, .tsv or .jsonl, got '{suffix}'.")
     with file.open(encoding=encoding or "utf-8-sig", newline="") as handle:
         if suffix == ".txt":
-            return [line.rstrip("\n") for line in handle]
-        if suffix in (".csv", ".tsv", ".tab"):
-            reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
-            key = column or "text"
-            if key not in (reader.fieldnames or []):
-                raise ValueError(f"input file '{path}' has no column {key!r}; "
-                                 f"its columns are {reader.fieldnames}. Use --column.")
-            return [row[key] for row in reader]
-        if suffix == ".jsonl":
-            from tfkit.data.sources import read_json_lines
+            yield from (line.rstrip("\r\n") for line in handle)
+            return
+        reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+        if key not in (reader.fieldnames or []):
+            raise ValueError(f"input file '{path}' has no column {key!r}; "
+                             f"its columns are {reader.fieldnames}. Use --column.")
+        yield from (row[key] for row in reader)
 
-            key = column or "text"
-            rows = read_json_lines(file, "input", encoding)
-            for number, row in enumerate(rows, 1):
-                if key not in row:
-                    raise ValueError(f"input file '{path}' object {number}: no key {key!r}.")
-            return [row[key] for row in rows]
-    raise ValueError(f"input file '{path}': expected .txt, .csv, .tsv or .jsonl, got '{suffix}'.")
+
+def _inputs(args):
+    """``predict`` / ``explain`` / ``rest``: the texts on the command line, then those of
+    ``--input``, one at a time."""
+    yield from args.texts
+    if args.input:
+        yield from _read_inputs(args.input, args.column, args.encoding)
 
 
 def _texts(args) -> list[str]:
-    """``predict`` / ``explain``: the texts on the command line, then those of ``--input``."""
-    texts = list(args.texts)
-    if args.input:
-        texts += _read_inputs(args.input, args.column, args.encoding)
+    """:func:`_inputs` as a list, refusing none."""
+    texts = list(_inputs(args))
     if not texts:
         raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
     return texts
@@ -144,11 +169,27 @@ def _cmd_label(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from tfkit.export import predict
+    """Answers in batches of :data:`PREDICT_BATCH` as the inputs are read, so memory stays
+    flat however long the input file is. A file is read once first, to count its inputs and
+    refuse a bad line before any answer is printed; standard input is read once."""
+    import itertools
 
-    texts = _texts(args)
-    for text, result in zip(texts, predict(args.saved_model, texts)):
-        print(json.dumps({"input": text, **result}, ensure_ascii=False))
+    from tfkit.data.streams import Progress
+    from tfkit.export import ServedModel
+
+    total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding))
+                               if args.input and args.input != "-" else 0)
+    if not total and args.input != "-":
+        raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
+    served = ServedModel(args.saved_model)
+    progress = Progress(f"predict ({total:,} inputs)" if total else "predict", "inputs")
+    inputs = _inputs(args)
+    while batch := list(itertools.islice(inputs, PREDICT_BATCH)):
+        for text, result in zip(batch, served.predict(batch)):
+            print(json.dumps({"input": text, **result}, ensure_ascii=False))
+        progress.add(len(batch))
+    if progress.logged:
+        progress.done()
     return 0
 
 
@@ -209,7 +250,7 @@ def _cmd_models(args) -> int:
     from tfkit.models import load_plugins, model_params
 
     for name, entry in load_plugins().items():  # built-ins, then installed packages' models
-        summary = next(iter((entry.builder.__doc__ or "").strip().splitlines()), "")
+        summary = entry.summary()
         params = ", ".join(f"{k}={v!r}" for k, v in model_params(name).items())
         print(f"{name:14s} [{entry.inputs}] {summary}\n{'':14s} params: {params}")
     return 0
@@ -339,18 +380,49 @@ def main(argv=None) -> int:
     log = logging.getLogger("tfkit")
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
-    import tensorflow as tf
-
+    if args.command not in LIGHT_COMMANDS:
+        import_tensorflow()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # ConfigError, DataError, StrategyError and ExportError are ValueError/RuntimeError
         print(f"tfkit: error: {exc}", file=sys.stderr)
         return 2
-    except tf.errors.InvalidArgumentError as exc:  # e.g. bytes that are not an image
+    except Exception as exc:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(exc, tf.errors.InvalidArgumentError):
+            raise
+        # e.g. bytes that are not an image
         print(f"tfkit: error: the model rejected the input: {rejection_reason(exc.message)}",
               file=sys.stderr)
         return 2
+
+
+def import_tensorflow() -> None:
+    """Imports TensorFlow and lists its devices (which probes CUDA) with standard error
+    captured at the file descriptor, then writes back every line but TensorFlow's start-up
+    banner (:data:`BANNER`): real warnings and errors still reach the user."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        sys.stderr.write(without_banner(captured.read().decode("utf-8", errors="replace")))
+
+
+def without_banner(text: str) -> str:
+    """``text`` without the lines of TensorFlow's start-up banner (:data:`BANNER`)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not any(b in line for b in BANNER))
 
 
 def rejection_reason(message: str) -> str:

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfkit.config import Config, ConfigError
 from tfkit.data import LabeledData
+from tfkit.monitor import ClassCounts
 from tfkit.optimizers import LazyAdam
 
 WEIGHTED_MEAN = "mean_with_sample_weight"  # a loss's mean over the rows that weigh
@@ -76,7 +77,9 @@ def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
 
 def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
                   replicas: int = 1, steps_per_epoch: int = 1) -> None:
-    """Compiles with the configured optimizer, sparse cross-entropy and accuracy.
+    """Compiles with the configured optimizer, sparse cross-entropy, accuracy and macro F1
+    (:class:`tfkit.monitor.ClassCounts`, which keeps the counts the validation confusion
+    matrix and PR curves are drawn from).
 
     Losses average over the sample weights and the metrics are ``weighted_metrics``: the
     filler rows of the training batches (``token_dataset(full_batches=True)``) weigh 0.
@@ -90,8 +93,9 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
     jit = jit_setting(config, replicas)
     if not heads:
+        counts = ClassCounts(model.output_shape[-1])
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-                          reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy"],
+                          reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy", counts],
                       jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
         return
     weights = config.train.loss_weights or {}
@@ -100,7 +104,7 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
         weight = float(weights.get(head, 1.0))
         if "num_classes" in spec:
             losses[head] = keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN)
-            metrics[head] = ["accuracy"]
+            metrics[head] = ["accuracy", ClassCounts(spec["num_classes"], head)]
         else:
             losses[head], metrics[head] = keras.losses.MeanSquaredError(reduction=WEIGHTED_MEAN), ["mae"]
             weight /= spec["std"] ** 2

@@ -129,6 +129,9 @@ class TrainConfig:
     class_weight: str | dict | None = None
     steps_per_epoch: int | None = None
     steps_per_execution: int = 1  # train steps per tf.function call (>1: fewer Python round trips)
+    # write the backup a crashed run resumes from (model and optimizer state) at the end of an
+    # epoch at most every N seconds (0: every epoch; multi-worker training: every epoch)
+    backup_seconds: float = 60.0
     runs_dir: str = "runs"
     run_name: str | None = None  # run folder name (default: a timestamp); an unfinished one resumes
     seed: int = 42
@@ -177,6 +180,10 @@ class Config:
 
 DEFAULT_PRESET = "fine_foods_fasttext"
 LR_SCHEDULES = ("constant", "cosine", "linear")
+# the keys of tfkit.compiling.OPTIMIZERS and tfkit.data.text.SPLITS (checked by the tests):
+# named here so that checking a config does not import TensorFlow
+OPTIMIZERS = ("adam", "lazy_adam", "adamw", "sgd", "rmsprop")
+SPLITS = ("whitespace", "character")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "true", "false")
@@ -364,12 +371,8 @@ def _validate(config: Config) -> None:
     if m.word_vectors_vocabulary < 0:
         raise ConfigError("model.word_vectors_vocabulary must be >= 0 (words to add), "
                           f"got {m.word_vectors_vocabulary!r}.")
-    # late, as above: the names are those of the tables that use them
-    from tfkit.compiling import OPTIMIZERS
-    from tfkit.data.text import SPLITS
-
-    choices = {"data.split": (config.data.split, tuple(SPLITS)),
-               "train.optimizer": (config.train.optimizer, tuple(OPTIMIZERS)),
+    choices = {"data.split": (config.data.split, SPLITS),
+               "train.optimizer": (config.train.optimizer, OPTIMIZERS),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
@@ -426,6 +429,9 @@ def _validate_ranges(config: Config) -> None:
         raise ConfigError(f"data.channels must be 1, 3 or null, got {d.channels!r}.")
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
+    if not (math.isfinite(t.backup_seconds) and t.backup_seconds >= 0):
+        raise ConfigError("train.backup_seconds must be 0 (a backup every epoch) or more, "
+                          f"got {t.backup_seconds!r}.")
     if t.histogram_freq < 0:
         raise ConfigError(f"train.histogram_freq must be >= 0 (0: no histograms), "
                           f"got {t.histogram_freq!r}.")

@@ -36,7 +36,7 @@ def make_preprocessor(config: Config, data: LabeledData):
     if problem:  # tfds and tfrecord, which the config cannot tell
         raise ConfigError(problem)
     try:
-        preprocessor = INPUT_KINDS[inputs].for_data(config, x)
+        preprocessor = INPUT_KINDS[inputs].load().for_data(config, x)
     except ValueError as exc:
         raise ConfigError(f"model '{name}': {exc}") from None
     if data.streamed:  # one pass over the files (or the first data.adapt_limit examples)

@@ -9,6 +9,7 @@ strategy (the CPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -144,7 +145,7 @@ def resolve_strategy(name: str = "auto", *, tpu: str | None = None, devices=None
             [d.name for d in tf.config.list_logical_devices("GPU")]
             or [d.name for d in tf.config.list_logical_devices("CPU")])
         try:
-            strategy = tf.distribute.MirroredStrategy(devices)
+            strategy = mirrored_strategy(tuple(devices))
         except (AssertionError, ValueError, RuntimeError) as exc:
             raise StrategyError(f"train.devices {devices!r} cannot be mirrored: {exc}. Use "
                                 "distinct devices such as ['/gpu:0', '/gpu:1'].") from None
@@ -154,6 +155,16 @@ def resolve_strategy(name: str = "auto", *, tpu: str | None = None, devices=None
         strategy = _tpu_strategy(tpu or "local")
     log.info("strategy: %s (%s), %d replica(s)", chosen, reason, strategy.num_replicas_in_sync)
     return strategy
+
+
+@functools.cache
+def mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One ``MirroredStrategy`` per set of devices in a process, reused by every run: a second
+    one over the same devices numbers its collective operations from the start again, and
+    TensorFlow's runtime, which keeps each collective's shapes by those numbers, then fails
+    the first all-gather whose shape differs (``Shape mismatch in the collective instance``:
+    seen when a notebook trained two models with sparse embedding gradients in turn)."""
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:

@@ -613,21 +613,7 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
         >>> predict("saved_models/demo", ["Delicious, will buy again"])  # untrained: ~0.5
         [{'label': '...', 'probabilities': {'great': 0.5..., 'other': 0.4...}}]
     """
-    served = ServedModel(path)
-    if served.input_key not in ("text", "image_bytes"):
-        raise ValueError(f"predict takes text or image models; this one takes "
-                         f"'{served.input_key}' tensors: call its serving_default signature "
-                         "from Python.")
-    out, names = served(inputs, batch_size), served.label_names
-    results = []
-    for row in range(len(inputs)):
-        if not served.multitask:
-            results.append(_class_result(out, row, names))
-        else:  # multi-task: one entry per head
-            results.append({head: _class_result(out, row, head_names, f"{head}_")
-                            if head_names else round(float(out[head][row]), 6)
-                            for head, head_names in names.items()})
-    return results
+    return ServedModel(path).predict(inputs, batch_size)
 
 
 class ServedModel:
@@ -682,6 +668,20 @@ class ServedModel:
         if self.input_key == "image_bytes":
             return [x if isinstance(x, bytes) else _read_image(x) for x in inputs]
         return list(inputs)
+
+    def predict(self, inputs, batch_size: int = 256) -> list[dict]:
+        """:func:`predict` on this export: one dict per input (``label``, ``probabilities``;
+        per head for a multi-task model)."""
+        if self.input_key not in ("text", "image_bytes"):
+            raise ValueError(f"predict takes text or image models; this one takes "
+                             f"'{self.input_key}' tensors: call its serving_default signature "
+                             "from Python.")
+        out, names = self(inputs, batch_size), self.label_names
+        if not self.multitask:
+            return [_class_result(out, row, names) for row in range(len(inputs))]
+        return [{head: _class_result(out, row, head_names, f"{head}_") if head_names
+                 else round(float(out[head][row]), 6) for head, head_names in names.items()}
+                for row in range(len(inputs))]
 
     def rest_requests(self, inputs) -> dict[str, dict]:
         """The JSON bodies TF Serving's REST API takes for ``inputs``, per method and

@@ -20,7 +20,6 @@ the learned word vectors and the validation texts the model gets most wrong.
 
 from __future__ import annotations
 
-import io
 import time
 import weakref
 from pathlib import Path
@@ -40,7 +39,8 @@ EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in th
 
 
 def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
-    """The matrix, rows normalised, as an ``uint8 [1, h, w, 4]`` PNG image (matplotlib)."""
+    """The matrix, rows normalised, as an ``uint8 [1, h, w, 4]`` image (matplotlib's pixels,
+    which ``tf.summary.image`` encodes: no PNG written and decoded again)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -48,7 +48,7 @@ def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
 
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.45 * len(label_names)
-    figure, ax = plt.subplots(figsize=(size + 1, size))
+    figure, ax = plt.subplots(figsize=(size + 1, size), dpi=80)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(label_names))
     ax.set_xticks(ticks, label_names, rotation=45, ha="right")
@@ -61,10 +61,10 @@ def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
                 ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[None].copy()
     plt.close(figure)
-    return tf.image.decode_png(buffer.getvalue(), channels=4)[None].numpy()
+    return pixels
 
 
 def traced_call(model: keras.Model):
@@ -102,17 +102,101 @@ def predictions(predict, dataset):
             tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities))
 
 
+PR_THRESHOLDS = 201  # points of each precision-recall curve (TensorBoard's default)
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class ClassCounts(keras.metrics.Metric):
+    """Macro F1 (its result) from the counts it keeps over the batches it sees: the
+    confusion matrix ``[true, predicted]`` and, per class against the others, the
+    positives and negatives in each of :data:`PR_THRESHOLDS` probability buckets (the raw
+    data of a precision-recall curve). Weighted by the sample weights (the filler rows of
+    full batches weigh 0).
+
+    Compiled with each classification head, it makes Keras's own validation pass compute
+    ``val_macro_f1`` (under any strategy, summed over replicas and workers) and leaves the
+    counts of that pass in its variables for :class:`ConfusionMatrix`: the validation
+    confusion matrix and PR curves cost no second pass over the validation data.
+    """
+
+    def __init__(self, num_classes: int, head: str | None = None, name: str = "macro_f1",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.head = int(num_classes), head  # Keras prefixes the head's name
+        shape = (self.num_classes, PR_THRESHOLDS)
+        self.matrix = self.add_variable((self.num_classes, self.num_classes), "zeros",
+                                        name="matrix")
+        self.positives = self.add_variable(shape, "zeros", name="positives")
+        self.negatives = self.add_variable(shape, "zeros", name="negatives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        classes = self.num_classes
+        probabilities = ops.reshape(ops.cast(y_pred, "float32"), (-1, classes))
+        truth = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes)
+        weight = (ops.ones_like(truth[:, 0]) if sample_weight is None
+                  else ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
+        truth = truth * weight[:, None]  # [batch, class]: weight where the label is the class
+        predicted = ops.one_hot(ops.argmax(probabilities, axis=-1), classes)
+        self.matrix.assign_add(ops.matmul(ops.transpose(truth), predicted))
+        buckets = ops.one_hot(ops.cast(ops.floor(ops.clip(probabilities, 0.0, 1.0)
+                                                 * (PR_THRESHOLDS - 1)), "int32"), PR_THRESHOLDS)
+        self.positives.assign_add(ops.sum(buckets * truth[:, :, None], axis=0))
+        self.negatives.assign_add(ops.sum(buckets * (weight[:, None] - truth)[:, :, None], axis=0))
+
+    def result(self):
+        ops = keras.ops
+        hits = ops.diagonal(self.matrix)
+        precision = ops.divide_no_nan(hits, ops.sum(self.matrix, axis=0))
+        recall = ops.divide_no_nan(hits, ops.sum(self.matrix, axis=1))
+        return ops.mean(ops.divide_no_nan(2 * precision * recall, precision + recall))
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(confusion matrix, positives, negatives)`` as NumPy (what :func:`write_counts` takes)."""
+        return (np.rint(self.matrix.numpy()).astype(np.int64), self.positives.numpy(),
+                self.negatives.numpy())
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes, "head": self.head}
+
+
+def class_counts(labels: np.ndarray, probabilities: np.ndarray):
+    """What :class:`ClassCounts` keeps, from label ids and probabilities (NumPy)."""
+    probabilities = np.asarray(probabilities, np.float32)
+    classes = probabilities.shape[-1]
+    truth = np.eye(classes)[labels]
+    finite = np.isfinite(probabilities)  # a diverged model's NaN falls in no bucket
+    buckets = np.floor(np.clip(np.where(finite, probabilities, 0), 0, 1)
+                       * (PR_THRESHOLDS - 1)).astype(int)
+    positives, negatives = np.zeros((classes, PR_THRESHOLDS)), np.zeros((classes, PR_THRESHOLDS))
+    for c in range(classes):
+        ok = finite[:, c]
+        np.add.at(positives[c], buckets[ok, c], truth[ok, c])
+        np.add.at(negatives[c], buckets[ok, c], 1 - truth[ok, c])
+    return confusion_counts(labels, probabilities), positives, negatives
+
+
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
                          label_names: list[str], step: int, head: str | None = None) -> dict:
+    """:func:`write_counts` of label ids and probabilities (the test split's), with the
+    macro F1 scalar (``epoch_macro_f1``)."""
+    return write_counts(*class_counts(labels, probabilities), label_names, step, head,
+                        scalar=True)
+
+
+def write_counts(matrix: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
+                 label_names: list[str], step: int, head: str | None = None,
+                 scalar: bool = False) -> dict:
     """Into the default summary writer: the confusion matrix as an image (tag
     ``confusion_matrix``) and as a table with the label names (``confusion_matrix_table``),
-    per-class precision, recall and F1 (``classification_report``), the macro F1 scalar
-    (``epoch_macro_f1``) and one precision-recall curve per class, that class against the
-    others (PR Curves tab, tag ``<label>/pr_curves``, 201 thresholds). For a multi-task
-    model's ``head`` the tags are ``<head>/confusion_matrix``, ``epoch_<head>_macro_f1``,
+    per-class precision, recall and F1 (``classification_report``), with ``scalar`` the
+    macro F1 scalar (``epoch_macro_f1``; during training Keras's TensorBoard callback logs
+    it) and one precision-recall curve per class, that class against the others (PR Curves
+    tab, tag ``<label>/pr_curves``, :data:`PR_THRESHOLDS` thresholds) from the per-bucket
+    ``positives`` and ``negatives`` (:class:`ClassCounts`). For a multi-task model's
+    ``head`` the tags are ``<head>/confusion_matrix``, ``epoch_<head>_macro_f1``,
     ``<head>/<label>/pr_curves``, .... Returns the :func:`classification_report`."""
     tag = f"{head}/" if head else ""
-    matrix = confusion_counts(labels, probabilities)
     report = classification_report(matrix, label_names)
     counts = ["| true \\ predicted | " + " | ".join(label_names) + " |",
               "|---" * (len(label_names) + 1) + "|"] + [
@@ -126,56 +210,60 @@ def write_classification(labels: np.ndarray, probabilities: np.ndarray,
     tf.summary.image(f"{tag}confusion_matrix", confusion_image(matrix, label_names), step=step)
     tf.summary.text(f"{tag}confusion_matrix_table", "\n".join(counts), step=step)
     tf.summary.text(f"{tag}classification_report", "\n".join(scores), step=step)
-    tf.summary.scalar(f"epoch_{head}_macro_f1" if head else "epoch_macro_f1", report["macro_f1"],
-                      step=step)
+    if scalar:
+        tf.summary.scalar(f"epoch_{head}_macro_f1" if head else "epoch_macro_f1",
+                          report["macro_f1"], step=step)
     for i, name in enumerate(label_names):
-        curve = pr_curve.pb(f"{tag}{name}", labels == i,
-                            np.clip(probabilities[:, i], 0, 1).astype(np.float32),
-                            display_name=f"{tag}{name} (against the other classes)")
+        tp = np.cumsum(positives[i][::-1])[::-1]  # predicted positive at threshold j or above
+        fp = np.cumsum(negatives[i][::-1])[::-1]
+        curve = pr_curve.raw_data_pb(
+            f"{tag}{name}", true_positive_counts=tp, false_positive_counts=fp,
+            true_negative_counts=fp[0] - fp, false_negative_counts=tp[0] - tp,
+            precision=tp / np.maximum(1e-7, tp + fp), recall=tp / np.maximum(1e-7, tp[0]),
+            num_thresholds=PR_THRESHOLDS, display_name=f"{tag}{name} (against the other classes)")
         tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
     return report
 
 
+def head_counts(model: keras.Model) -> dict:
+    """The model's compiled :class:`ClassCounts` metrics, ``{head or None: metric}``."""
+    found, stack = {}, list(model.metrics)
+    while stack:
+        metric = stack.pop()
+        if isinstance(metric, ClassCounts):
+            found[metric.head] = metric
+        stack.extend(getattr(metric, "metrics", []) if metric is not None else [])
+    return found
+
+
 class ConfusionMatrix(keras.callbacks.Callback):
-    """Logs the validation confusion matrix after every epoch, and adds ``val_macro_f1`` to
-    the epoch's logs for the callbacks that follow it. For a multi-task model: per
-    classification head, under ``<head>/...``, and ``val_<head>_macro_f1``.
+    """Logs the validation confusion matrix, classification report and PR curves after every
+    epoch into ``log_dir/validation`` (per classification head of a multi-task model, under
+    ``<head>/...``), from the counts the compiled :class:`ClassCounts` metrics kept over
+    Keras's own validation pass: no second pass. ``val_macro_f1`` (``val_<head>_macro_f1``)
+    is that metric's result, in the epoch's logs as every Keras metric is.
 
     Args:
         log_dir: the run's ``logs`` folder; writes into ``log_dir/validation``.
-        dataset: the validation ``tf.data.Dataset`` of ``(inputs, label ids)``.
         label_names: the class names, in id order; ``{head: names}`` for multi-task models
             (``[]`` for regression heads, which are skipped).
     """
 
-    def __init__(self, log_dir, dataset, label_names):
+    def __init__(self, log_dir, label_names):
         super().__init__()
         self.log_dir = Path(log_dir)
-        self.dataset = dataset
         self.label_names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
         self.writer = None
-        self.predict = None
-
-    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(label ids, probabilities)`` over the validation dataset."""
-        if self.predict is None:
-            self.predict = traced_call(self.model)
-        return predictions(self.predict, self.dataset)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
-        labels, probabilities = self.predictions()
         heads = self.label_names if isinstance(self.label_names, dict) else {None: self.label_names}
+        metrics = head_counts(self.model)
         with self.writer.as_default():
             for head, names in heads.items():
-                if not names:  # a regression head
-                    continue
-                report = write_classification(
-                    labels if head is None else labels[head].astype(np.int64),
-                    probabilities if head is None else probabilities[head], names, epoch, head)
-                if logs is not None:  # for the callbacks after this one (train.monitor)
-                    logs[f"val_{head}_macro_f1" if head else "val_macro_f1"] = report["macro_f1"]
+                if names and head in metrics:  # not a regression head
+                    write_counts(*metrics[head].counts(), names, epoch, head)
         self.writer.flush()
 
     def on_train_end(self, logs=None):

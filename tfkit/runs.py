@@ -8,9 +8,11 @@ Each run gets its own directory::
         config.yaml          the resolved config (tfkit train config.yaml reproduces it)
         preprocessor.json    adapted vocabulary and settings
         logs/train, logs/validation, logs/test   TensorBoard event files
-        checkpoints/best.weights.h5   the best epoch's weights (``train.monitor``)
+        checkpoints/best.weights.h5   the best epoch's weights (``train.monitor``), while
+                             running (the finished model holds them)
         backup/              BackupAndRestore state while running (resume after a crash)
-        model.keras          the final (best) model, token ids in
+        model.keras          the final (best) model, token ids in, saved uncompiled:
+                             without the optimizer's state (a third of Adam's size)
         metrics.json         test metrics, timings, export path; written last
 
 A run is finished when ``status.json`` says so; ``metrics.json`` only exists then.
@@ -127,6 +129,24 @@ def load_run(run_dir: str | Path):
     return config, model, load_preprocessor(run_dir), metrics["label_names"]
 
 
+def save_trained_model(model: keras.Model, path: Path) -> None:
+    """``model.save(path)`` of the trained model as an uncompiled one: its architecture and
+    weights, without the optimizer, whose two Adam moments per weight would triple the file
+    (the backup holds them while training). It loads without warnings; compile it to train
+    it further (``tfkit evaluate`` and ``tfkit export`` compile it from the run's config).
+    The model itself stays compiled."""
+    compiled = getattr(model, "compiled", False)
+    optimizer = getattr(model, "optimizer", None)
+    if not compiled:
+        model.save(path)
+        return
+    model.optimizer, model.compiled = None, False
+    try:
+        model.save(path)
+    finally:
+        model.optimizer, model.compiled = optimizer, compiled
+
+
 def load_keras_model(path: Path) -> keras.Model:
     """``keras.models.load_model(path, safe_mode=True)``, with a clear error for a file that
     is missing, not a ``.keras`` zip, or names a class or function Keras cannot find (a
@@ -141,6 +161,8 @@ def load_keras_model(path: Path) -> keras.Model:
         raise ConfigError(f"'{path}' is not a Keras model file (a .keras file is a zip "
                           "archive; this one is not).")
     try:
+        import tfkit.models.layers  # noqa: F401  (registers tfkit's layers for loading)
+
         return keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras raises TypeError, ValueError, KeyError... by cause
         reason = " ".join(str(exc).split())

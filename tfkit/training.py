@@ -26,11 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.callbacks import (
-    best_epoch,
+    BestWeights,
     best_weights_path,
     make_callbacks,
     monitored,
-    restore_best_weights,
 )
 from tfkit.compiling import compile_model, epoch_steps, head_specs, jit_setting, precision_policy
 from tfkit.config import Config, ConfigError, load_config, save_config
@@ -71,6 +70,7 @@ from tfkit.runs import (
     read_status,
     run_path,
     run_summary,
+    save_trained_model,
     write_status,
 )
 
@@ -314,21 +314,25 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
         with warnings.catch_warnings():  # its optimizer state is not needed
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             model.load_weights(run_dir / "model.keras")
-        return Trained({}, (best_epoch(best_weights_path(run_dir)) or {}).get("epoch"), progress)
-    extra = []  # TensorBoard extras: the chief's only, classifiers with validation
-    if chief and run.val_ds is not None and (not run.heads or any(
+        return Trained({}, progress.state.get("best_epoch"), progress)
+    extra = []  # TensorBoard extras of classifiers with validation: read on every worker
+    # (the metric's counts are summed over the workers as they are read), written by each to
+    # its out_dir (a temporary one but on the chief)
+    if run.val_ds is not None and (not run.heads or any(
             "num_classes" in spec for spec in run.heads.values())):
-        extra.append(ConfusionMatrix(out_dir / "logs", run.val_ds, run.data.label_names))
+        extra.append(ConfusionMatrix(out_dir / "logs", run.data.label_names))
     if chief:
         log_hparams(out_dir / "logs", config.to_dict(), run_dir.name)
     multi_worker = is_multi_worker(run.strategy)
+    tfkit_callbacks = make_callbacks(out_dir, run_dir, config, run.monitor, multi_worker, extra,
+                                     run.batch_size)
     history = model.fit(
         run.train_ds, validation_data=run.val_ds, epochs=config.train.epochs,
         steps_per_epoch=run.steps_per_epoch,
-        callbacks=[progress] + make_callbacks(out_dir, run_dir, config, run.monitor, multi_worker,
-                                              extra, run.batch_size) + list(callbacks),
+        callbacks=[progress] + tfkit_callbacks + list(callbacks),
         shuffle=False, verbose=fit_verbosity(config.train.verbose))
-    best = restore_best_weights(model, best_weights_path(run_dir))
+    best = next(c for c in tfkit_callbacks if isinstance(c, BestWeights)).restore()
+    progress.state["best_epoch"] = best
     if multi_worker:  # one model everywhere, the chief's: after a repaired restart the
         broadcast(run.strategy, model.variables)  # best-weights files may differ
     return Trained({k: [float(v) for v in values] for k, values in history.history.items()},
@@ -361,7 +365,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
             run_dir.parent.rmdir()  # the run folder, when only this worker used it
         return RunResult(None, metrics, trained.history, model, run.preprocessor,
                          data.label_names, None)
-    model.save(run_dir / "model.keras")
+    save_trained_model(model, run_dir / "model.keras")
     trained.progress.finish_training()
     # per-class scores on the test split (per classification head for multi-task)
     predicted, report = score_test_split(model, run.test_ds, data.label_names)
@@ -372,6 +376,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
     export_path, published = publish(model, run, run_dir, metrics)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"), **published)
+    shutil.rmtree(best_weights_path(run_dir).parent, ignore_errors=True)  # model.keras has them
     log.info("finished: %s", run_summary(metrics, run_dir))
     return RunResult(run_dir, metrics, trained.history, model, run.preprocessor,
                      data.label_names, export_path)
@@ -388,7 +393,8 @@ def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int) -> N
         log_embeddings(log_dir, model, preprocessor.vocabulary())
     if "misclassified" in extras and len(data.validation) and not run.heads:
         validation = data.validation.sample(MISCLASSIFIED_POOL)
-        x = validation.x if preprocessor.takes_text else preprocessor.pixels(validation.x)
+        x = preprocessor.pixels(validation.x) if preprocessor.serving_input == "image_bytes" \
+            else validation.x
         log_misclassified(log_dir, model, preprocessor, x, validation.y, data.label_names,
                           step=step)
         if has_attention(model):

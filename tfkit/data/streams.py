@@ -131,7 +131,7 @@ class Progress:
     """Logs ``<what>: N <unit> (R/s)`` every :data:`PROGRESS_SECONDS` and once at the end."""
 
     def __init__(self, what: str, unit: str = "records"):
-        self.what, self.unit, self.count = what, unit, 0
+        self.what, self.unit, self.count, self.logged = what, unit, 0, False
         self.start = self.last = time.monotonic()
 
     def add(self, n: int) -> None:
@@ -142,7 +142,7 @@ class Progress:
             self._log()
 
     def _log(self, done: str = "") -> None:
-        rate = self.count / max(time.monotonic() - self.start, 1e-9)
+        rate, self.logged = self.count / max(time.monotonic() - self.start, 1e-9), True
         log.info("%s: %s %s (%s/s)%s", self.what, f"{self.count:,}", self.unit, f"{rate:,.0f}", done)
 
     def done(self) -> None:
@@ -447,16 +447,15 @@ class FolderReader:
     def scan_batches(self, paths: list[str]):
         keys = np.array(["/".join(Path(p).parts[-2:]) for p in paths], dtype=object)
         labels = {self.label_columns[0]: np.array([Path(p).parent.name for p in paths], dtype=object)}
-        if self.input_kind == "image":  # a file that is no image: named before training
-            valid = np.array([_is_image(_head(p)) for p in paths])
-        else:
-            valid = np.ones(len(paths), bool)
+        # a file that is no image, or whose image does not decode: named before training
+        problems = [_image_problem(p) for p in paths] if self.input_kind == "image" else []
+        valid = np.array([not problem for problem in problems] or [True] * len(paths))
 
         def where(i):
             return f"file '{paths[i]}'"
 
         def problem(i):
-            return f"not a PNG, JPEG, GIF or BMP image (first bytes {excerpt(_head(paths[i])[:8])})"
+            return problems[i]
 
         yield where, keys, labels, valid, problem
 
@@ -536,6 +535,19 @@ def folder_files(folder: str | None, suffixes: tuple, what: str) -> list[str]:
 def _head(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(16)
+
+
+def _image_problem(path: str) -> str | None:
+    """Why the file at ``path`` is not an image the pipeline can decode (its first bytes, or
+    the decoder's reason for a damaged one), or None."""
+    head = _head(path)
+    if not _is_image(head):
+        return f"not a PNG, JPEG, GIF or BMP image (first bytes {excerpt(head[:8])})"
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.InvalidArgumentError as exc:
+        return f"an image that does not decode ({_reason(exc)})"
+    return None
 
 
 def _is_image(data: bytes) -> bool:

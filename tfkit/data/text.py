@@ -155,10 +155,9 @@ class TextPreprocessor:
         """Strings ``[batch]`` -> ids ``[batch, max_len]``, right-padded with 0."""
         return self.tokenize(texts).to_tensor(default_value=PAD_ID, shape=[None, self.max_len])
 
-    # the preprocessor protocol (see tfkit.data.INPUT_KINDS): what it reads, its
-    # preprocessor.json type, the serving input's name, and the TensorBoard views of a trained
+    # the preprocessor protocol (see tfkit.data.INPUT_KINDS): its preprocessor.json type,
+    # the serving input's name, and the TensorBoard views of a trained
     # model that apply (word vectors in the Projector, validation examples misclassified)
-    takes_text = True
     config_type = "text"
     serving_input = "text"
     tensorboard_extras = ("embeddings", "misclassified")

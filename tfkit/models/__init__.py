@@ -19,36 +19,19 @@ first looked up (built-in names win).
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib
 import importlib.metadata
+import importlib.util
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import keras
+from functools import cache
+from pathlib import Path
 
 from tfkit.data import INPUT_KINDS
-from tfkit.models.hierarchical import build_han
-from tfkit.models.layers import (
-    AttentionPooling,
-    FoldSentences,
-    HashedNgrams,
-    KeyMask,
-    PaddingMask,
-    SinePositions,
-    UnfoldSentences,
-)
-from tfkit.models.multitask import build_multitask
-from tfkit.models.text import (
-    build_stacked_lstm,
-    build_text_bilstm,
-    build_text_cnn,
-    build_text_fasttext,
-    build_text_gru,
-    build_text_lstm,
-    build_text_transformer,
-)
-from tfkit.models.vision import build_image_cnn, build_sequence_lstm
 
 # the input kinds: tfkit.data.INPUT_KINDS (kind -> preprocessor), plus "encoder" for wrappers
 INPUTS = (*INPUT_KINDS, "encoder")
@@ -62,10 +45,12 @@ class Entry:
     """A registered model: its builder and which preprocessor feeds it.
 
     Args:
-        builder: keyword arguments in, ``keras.Model`` out. It takes ``num_classes`` (or
-            ``heads``) and whichever of ``vocab_size`` / ``input_shape`` its input needs from
-            the data; every other argument is keyword-only with a default (the config's
-            ``model.params``).
+        builder: keyword arguments in, ``keras.Model`` out; or ``"module:function"``, which
+            is imported when the model is first built (tfkit's own builders: listing them
+            and checking a config reads their signatures from the source, without importing
+            Keras). It takes ``num_classes`` (or ``heads``) and whichever of ``vocab_size`` /
+            ``input_shape`` its input needs from the data; every other argument is
+            keyword-only with a default (the config's ``model.params``).
         inputs: ``tokens``, ``documents``, ``image``, ``sequence`` or ``encoder``.
 
     Raises:
@@ -84,17 +69,19 @@ class Entry:
         ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, encoder.
     """
 
-    builder: Callable[..., keras.Model]
+    builder: Callable | str
     inputs: str
 
     def __post_init__(self):
-        name = getattr(self.builder, "__name__", repr(self.builder))  # a partial has none
+        name = self.name
         where = f"Entry({name}, inputs={self.inputs!r})"
         if self.inputs not in INPUTS:
             raise ValueError(f"{where}: inputs must be one of {', '.join(INPUTS)}.")
-        if not callable(self.builder):
-            raise ValueError(f"{where}: the builder must be a function returning a keras.Model.")
-        parameters = inspect.signature(self.builder).parameters.values()
+        named = isinstance(self.builder, str) and re.fullmatch(r"[\w.]+:\w+", self.builder)
+        if not (callable(self.builder) or named):
+            raise ValueError(f"{where}: the builder must be a function returning a keras.Model "
+                             "(or its 'module:function' name).")
+        parameters = self.signature().parameters.values()
         if not {"num_classes", "heads"} & {p.name for p in parameters}:
             raise ValueError(f"{where}: the builder must take num_classes (or heads), "
                              "which tfkit sets from the data.")
@@ -106,20 +93,101 @@ class Entry:
                                  f"default (def {name}(*, ..., {p.name}=...)), "
                                  "so that model.params can set it.")
 
+    @property
+    def name(self) -> str:
+        if isinstance(self.builder, str):
+            return self.builder.rpartition(":")[2]
+        return getattr(self.builder, "__name__", repr(self.builder))  # a partial has none
+
+    def load(self) -> Callable:
+        """The builder function (imported, for a ``"module:function"`` builder)."""
+        if not isinstance(self.builder, str):
+            return self.builder
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def signature(self) -> inspect.Signature:
+        if isinstance(self.builder, str):
+            return _source_function(self.builder)[0]
+        return inspect.signature(self.builder)
+
+    def summary(self) -> str:
+        """The first line of the builder's docstring."""
+        doc = _source_function(self.builder)[1] if isinstance(self.builder, str) else (
+            self.builder.__doc__ or "")
+        return next(iter(doc.strip().splitlines()), "")
+
+
+@cache
+def _source_function(path: str) -> tuple[inspect.Signature, str]:
+    """The signature and docstring of ``"module:function"``, read from the module's source
+    without importing it (its defaults must be literals)."""
+    module, name = path.split(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        spec = None
+    source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+    node = next((n for n in ast.parse(source).body
+                 if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if node is None:
+        raise ValueError(f"builder '{path}': no function {name} in module {module}.")
+    a, kinds = node.args, inspect.Parameter
+
+    def param(arg, kind, default=None):
+        return kinds(arg.arg, kind, default=kinds.empty if default is None else _literal(default))
+
+    positional = a.posonlyargs + a.args
+    defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    params = [param(arg, kinds.POSITIONAL_ONLY if arg in a.posonlyargs else
+                    kinds.POSITIONAL_OR_KEYWORD, default) for arg, default in zip(positional, defaults)]
+    params += [param(a.vararg, kinds.VAR_POSITIONAL)] if a.vararg else []
+    params += [param(arg, kinds.KEYWORD_ONLY, default)
+               for arg, default in zip(a.kwonlyargs, a.kw_defaults)]
+    params += [param(a.kwarg, kinds.VAR_KEYWORD)] if a.kwarg else []
+    return inspect.Signature(params), ast.get_docstring(node) or ""
+
+
+def _literal(node: ast.expr):
+    """A default's value: a literal, or arithmetic on literals (``1.0 / 255``)."""
+    arithmetic = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Tuple,
+                  ast.List, ast.Load)
+    if not all(isinstance(n, arithmetic) for n in ast.walk(node)):
+        raise ValueError(f"a builder default must be a literal, got '{ast.unparse(node)}'.")
+    return eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}})
+
 
 MODELS: dict[str, Entry] = {
-    "text_lstm": Entry(build_text_lstm, "tokens"),
-    "text_bilstm": Entry(build_text_bilstm, "tokens"),
-    "text_gru": Entry(build_text_gru, "tokens"),
-    "text_cnn": Entry(build_text_cnn, "tokens"),
-    "text_fasttext": Entry(build_text_fasttext, "tokens"),
-    "text_transformer": Entry(build_text_transformer, "tokens"),
-    "stacked_lstm": Entry(build_stacked_lstm, "tokens"),
-    "han": Entry(build_han, "documents"),
-    "multitask": Entry(build_multitask, "encoder"),
-    "image_cnn": Entry(build_image_cnn, "image"),
-    "sequence_lstm": Entry(build_sequence_lstm, "sequence"),
+    "text_lstm": Entry("tfkit.models.text:build_text_lstm", "tokens"),
+    "text_bilstm": Entry("tfkit.models.text:build_text_bilstm", "tokens"),
+    "text_gru": Entry("tfkit.models.text:build_text_gru", "tokens"),
+    "text_cnn": Entry("tfkit.models.text:build_text_cnn", "tokens"),
+    "text_fasttext": Entry("tfkit.models.text:build_text_fasttext", "tokens"),
+    "text_transformer": Entry("tfkit.models.text:build_text_transformer", "tokens"),
+    "stacked_lstm": Entry("tfkit.models.text:build_stacked_lstm", "tokens"),
+    "han": Entry("tfkit.models.hierarchical:build_han", "documents"),
+    "multitask": Entry("tfkit.models.multitask:build_multitask", "encoder"),
+    "image_cnn": Entry("tfkit.models.vision:build_image_cnn", "image"),
+    "sequence_lstm": Entry("tfkit.models.vision:build_sequence_lstm", "sequence"),
 }
+
+# the builders and layers by name, imported on first use (PEP 562): importing the registry
+# does not import Keras
+_LAZY = {
+    **{entry.name: entry.builder for entry in MODELS.values()},
+    **{name: f"tfkit.models.layers:{name}" for name in (
+        "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
+        "SinePositions", "UnfoldSentences")},
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tfkit.models' has no attribute {name!r}")
+    module, attribute = _LAZY[name].split(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
 
 
 def load_plugins(name: str | None = None) -> dict[str, Entry]:
@@ -175,7 +243,7 @@ def model_inputs(name: str, params: dict) -> str:
 
 def model_params(name: str) -> dict[str, object]:
     """Returns the user-settable keyword arguments of a builder and their defaults."""
-    signature = inspect.signature(get_entry(name).builder)
+    signature = get_entry(name).signature()
     return {p.name: p.default for p in signature.parameters.values()
             if p.name not in DATA_ARGS and p.kind is p.KEYWORD_ONLY}
 
@@ -205,7 +273,7 @@ def check_model_params(name: str, params: dict) -> None:
                              .replace("Unknown model", "Unknown model.params.encoder")) from None
 
 
-def build_model(name: str, **kwargs) -> keras.Model:
+def build_model(name: str, **kwargs):
     """Calls the registered builder ``name`` with the keyword arguments it accepts.
 
     Data arguments the builder does not take (say ``vocab_size`` for an image model)
@@ -215,7 +283,7 @@ def build_model(name: str, **kwargs) -> keras.Model:
         >>> build_model("text_gru", vocab_size=50, num_classes=2, units=4).name
         'text_gru'
     """
-    builder = get_entry(name).builder
+    builder = get_entry(name).load()
     accepted = inspect.signature(builder).parameters
     data = {k: v for k, v in kwargs.items() if k in DATA_ARGS and k in accepted}
     params = {k: v for k, v in kwargs.items() if k not in DATA_ARGS}
@@ -224,7 +292,7 @@ def build_model(name: str, **kwargs) -> keras.Model:
 
 
 __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
-           "SinePositions", "TEXT_INPUTS", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
+           "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
            "build_text_transformer", "build_image_cnn", "build_sequence_lstm"]
