@@ -152,7 +152,8 @@ def _cmd_export(args) -> int:
 
     print(json.dumps({"export_path": str(export_run(args.run_dir, args.base_dir, args.name,
                                                     force=args.force, label=args.label,
-                                                    format=args.format))}))
+                                                    format=args.format,
+                                                    quantize=args.quantize))}))
     return 0
 
 
@@ -271,6 +272,8 @@ class StderrHandler(logging.StreamHandler):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tfkit.config import QUANTIZE_MODES  # no TensorFlow
+
     parser = argparse.ArgumentParser(prog="tfkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -326,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="saved_model", choices=["saved_model", "litert"],
                    help="saved_model (TF Serving, the default) or litert: an image model as "
                         "<base dir>/<name>.tflite, pixels in")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES,
+                   help="int8: serve a copy whose Dense/Embedding weights are int8 (checked "
+                        "against the float model on the test split); default: the run's "
+                        "export.quantize")
     p.add_argument("--force", action="store_true",
                    help="publish even a model that fails the checks before publishing (finite "
                         "loss, above the majority label, not worse than the served version)")

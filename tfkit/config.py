@@ -161,6 +161,10 @@ class ExportConfig:
     # image models: the served model refuses an image whose header says it has more pixels
     # (width x height) than this, before decoding it (a small file can hold a huge image)
     max_image_pixels: int = 50_000_000
+    # "int8": the served model's Dense, EinsumDense and Embedding weights as int8 (Keras's own
+    # model.quantize), checked against the float model on the test split before it is
+    # published; the run's model.keras stays float
+    quantize: str = "none"
 
 
 @dataclass
@@ -186,6 +190,7 @@ OPTIMIZERS = ("adam", "lazy_adam", "adamw", "sgd", "rmsprop")
 SPLITS = ("whitespace", "character")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+QUANTIZE_MODES = ("none", "int8")  # export.quantize
 JIT_CHOICES = ("auto", "true", "false")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 HEAD_KINDS = ("classification", "regression")  # data.heads values
@@ -377,7 +382,8 @@ def _validate(config: Config) -> None:
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
                "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES),
-               "train.monitor": (config.train.monitor, MONITORS)}
+               "train.monitor": (config.train.monitor, MONITORS),
+               "export.quantize": (config.export.quantize, QUANTIZE_MODES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)

@@ -15,19 +15,29 @@ import math
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from tfkit.config import check_name
+from tfkit.config import Config, check_name
 from tfkit.data import LabeledData, load_data
+from tfkit.datasets import make_dataset
 from tfkit.evaluation import score_saved_model
 from tfkit.export import ExportError, check_next_version, export_for_serving
 from tfkit.litert import export_litert
+from tfkit.monitor import predictions, traced_call
+from tfkit.quantization import (
+    check_quantizable,
+    quantization_reasons,
+    quantize_for_serving,
+    served_metrics,
+)
 from tfkit.runs import load_run
 from tfkit.serving_config import LabelError, check_label, published_versions, set_version_label
 
 log = logging.getLogger("tfkit")
 
 EXPORT_SAMPLES = 64  # test examples an export is checked with (and its warmup requests)
+SCORE_BATCH = 256  # test examples per call when a quantized copy is scored
 
 
 def majority_rates(data: LabeledData) -> dict:
@@ -46,7 +56,7 @@ def majority_rates(data: LabeledData) -> dict:
 
 
 def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
-          max_regression: float) -> dict:
+          max_regression: float, reasons=()) -> dict:
     """Whether a trained model may be published as the next version under ``model_dir``.
 
     It must have (1) finite test losses; (2) on every classification head, a test accuracy
@@ -61,13 +71,15 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
         data: the run's data (its test split is scored).
         model_dir: ``saved_models/<name>``.
         max_regression: ``export.max_regression``.
+        reasons: reasons already found not to publish (a quantized model that lost too
+            much against its float model: :func:`model_to_serve`).
 
     Returns:
         ``{"blessed": bool, "reasons": [why not, ...], "majority_accuracy": {...},
         "served_version": path or None, "served_accuracy": {...}, "seconds": float}``.
     """
     started = time.perf_counter()
-    reasons = []
+    reasons = list(reasons)
     for key, value in metrics.items():
         if key.startswith("test_") and key.endswith("loss") and isinstance(value, float) \
                 and not math.isfinite(value):
@@ -106,6 +118,23 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
             "seconds": round(time.perf_counter() - started, 2)}
 
 
+def model_to_serve(model: keras.Model, config: Config, test_ds, predicted, metrics: dict
+                   ) -> tuple[keras.Model, dict, list[str]]:
+    """The model to export, the test metrics the checks before serving judge, and reasons
+    not to publish it. With ``export.quantize: none``: ``model``, ``metrics``, ``[]``. With
+    ``int8``: a quantized copy (:func:`tfkit.quantization.quantize_for_serving`, its facts
+    added to ``metrics["quantization"]``), its own test accuracy and loss in the metrics
+    judged, and a reason when it lost more than ``export.max_regression`` against ``model``.
+    """
+    mode = config.export.quantize
+    if mode == "none":
+        return model, metrics, []
+    quantized, facts = quantize_for_serving(model, mode, test_ds, predicted)
+    metrics["quantization"] = facts
+    return (quantized, served_metrics(metrics, facts),
+            quantization_reasons(facts, config.export.max_regression))
+
+
 class NotPublished(ExportError):
     """A model failed the checks before serving (:func:`tfkit.publishing.bless`)."""
 
@@ -115,7 +144,7 @@ EXPORT_FORMATS = ("saved_model", "litert")
 
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
                force: bool = False, label: str | None = None,
-               format: str = "saved_model") -> Path:
+               format: str = "saved_model", quantize: str | None = None) -> Path:
     """Exports a finished run as the next SavedModel version (``tfkit export``), or with
     ``format="litert"`` an image model as ``<base_dir>/<name>.tflite``
     (:func:`tfkit.litert.export_litert`; TF Serving's folder is left as it is).
@@ -128,6 +157,10 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
 
     ``label`` (e.g. ``canary``) points that version label at the new version
     (:func:`tfkit.serving_config.set_version_label`).
+
+    ``quantize`` (``none`` / ``int8``; default: the run's ``export.quantize``) exports a
+    quantized copy of the run's float model, checked on the test split as ``train`` checks
+    it (:func:`model_to_serve`).
 
     Raises:
         NotPublished: for a model that fails those checks, naming why.
@@ -144,13 +177,23 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     if label is not None:
         check_label(label, "export --label")
     config, model, preprocessor, label_names = load_run(run_dir)
+    if quantize is not None:
+        config.export.quantize = quantize
+    if format == "saved_model":
+        check_quantizable(model, config.export.quantize, config.model.name)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
     if format == "saved_model":
         check_next_version(model_dir, label_names, preprocessor)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    metrics.pop("quantization", None)  # the facts of this export's model, not of the run's
+    served, judged, reasons = model, metrics, []
+    if format == "saved_model" and config.export.quantize != "none":
+        test_ds = make_dataset(data.test, preprocessor, config, SCORE_BATCH, training=False)
+        served, judged, reasons = model_to_serve(
+            model, config, test_ds, predictions(traced_call(model), test_ds), metrics)
     if config.export.blessing and not force:
-        blessing = bless(metrics, data, model_dir, config.export.max_regression)
+        blessing = bless(judged, data, model_dir, config.export.max_regression, reasons)
         if not blessing["blessed"]:
             raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
                                "tfkit export --force publishes it anyway.")
@@ -158,7 +201,7 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         return export_litert(model, preprocessor, label_names,
                              model_dir.with_name(f"{model_dir.name}.tflite"),
                              data.test.sample(EXPORT_SAMPLES).x)
-    version = export_for_serving(model, preprocessor, label_names, model_dir,
+    version = export_for_serving(served, preprocessor, label_names, model_dir,
                                  preprocessor.export_samples(data.test.sample(EXPORT_SAMPLES).x),
                                  serving_root=config.export.serving_root,
                                  metadata={"run_dir": str(run_dir), "metrics": metrics})

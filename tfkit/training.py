@@ -62,7 +62,8 @@ from tfkit.monitor import (
     log_misclassified,
 )
 from tfkit.multiworker import broadcast, multi_worker_fixes
-from tfkit.publishing import EXPORT_SAMPLES, bless
+from tfkit.publishing import EXPORT_SAMPLES, bless, model_to_serve
+from tfkit.quantization import check_quantizable
 from tfkit.runs import (
     RunProgress,
     create_run_dir,
@@ -272,6 +273,8 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model.params of model '{config.model.name}' "
                           f"{dict(config.model.params)}: {exc}") from exc
+    if config.export.enabled:
+        check_quantizable(model, config.export.quantize, config.model.name)
     vectors = None
     if config.model.word_vectors is not None:  # before compile: a frozen embedding
         vectors = load_word_vectors(  # has no optimizer slots (a resumed run too)
@@ -373,7 +376,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
     step = max(epochs - 1, 0)
     log_test_metrics(run_dir, test, step, predicted, data.label_names)
     log_extras(model, run, run_dir / "logs", step)
-    export_path, published = publish(model, run, run_dir, metrics)
+    export_path, published = publish(model, run, run_dir, metrics, predicted)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"), **published)
     shutil.rmtree(best_weights_path(run_dir).parent, ignore_errors=True)  # model.keras has them
@@ -402,23 +405,26 @@ def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int) -> N
                           step=step)
 
 
-def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict
+def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict, predicted
             ) -> tuple[Path | None, dict]:
-    """Exports the model as the next version when ``export.enabled`` and it passes the checks
-    before serving (:func:`tfkit.publishing.bless`; recorded as ``metrics["blessing"]``).
+    """Exports the model (quantized when ``export.quantize`` says so) as the next version when
+    ``export.enabled`` and it passes the checks before serving
+    (:func:`tfkit.publishing.bless`; recorded as ``metrics["blessing"]``). ``predicted``: the
+    float model's test labels and probabilities (:func:`score_test_split`).
     Returns the version folder (or None) and what ``status.json`` says when not published."""
     config = run.config
     if not config.export.enabled:
         return None, {}
-    blessing = (bless(metrics, run.data, export_dir(config), config.export.max_regression)
-                if config.export.blessing else None)
+    served, judged, reasons = model_to_serve(model, config, run.test_ds, predicted, metrics)
+    blessing = (bless(judged, run.data, export_dir(config), config.export.max_regression,
+                      reasons) if config.export.blessing else None)
     metrics["blessing"] = blessing
     if blessing is not None and not blessing["blessed"]:
         log.warning("not published for serving: %s. To publish it anyway: tfkit export %s "
                     "--force", "; ".join(blessing["reasons"]), run_dir)
         return None, {"published": False, "not_published": blessing["reasons"]}
     export_path = export_for_serving(
-        model, run.preprocessor, run.data.label_names, export_dir(config),
+        served, run.preprocessor, run.data.label_names, export_dir(config),
         run.preprocessor.export_samples(run.data.test.sample(EXPORT_SAMPLES).x),
         serving_root=config.export.serving_root,
         metadata={"run_dir": str(run_dir), "metrics": metrics})
