@@ -118,7 +118,9 @@ TWO_RUNS = textwrap.dedent("""
     settings = ["train.strategy=mirrored", "train.batch_size=16", "train.epochs=2",
                 "train.verbose=0", "export.enabled=false", "data.limit=256"]
     first = tfkit.train("fine_foods_text_lstm", settings + ["name=first"])
-    second = tfkit.train("fine_foods_text_lstm", settings + ["name=second", "train.seed=43"])
+    second = tfkit.train("fine_foods_text_lstm", settings + ["name=second", "train.seed=43",
+                                                             f"train.teacher={first.run_dir}"])
+    assert second.metrics["distillation"]["teacher"] == str(first.run_dir)
     print(first.metrics["replicas"], second.metrics["replicas"])
 """)
 
@@ -127,7 +129,9 @@ TWO_RUNS = textwrap.dedent("""
 def test_two_mirrored_runs_in_one_process(tmp_path):
     """A notebook trains a mirrored model, then another: the second reuses the process's
     MirroredStrategy (a new one over the same devices restarts TensorFlow's collective
-    numbering, and the embedding's sparse all-gather then fails on a shape mismatch)."""
+    numbering, and the embedding's sparse all-gather then fails on a shape mismatch). The
+    second is distilled from the first: the teacher's targets go through the mirrored
+    pipeline."""
     script = tmp_path / "two_runs.py"
     script.write_text(TWO_RUNS)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfkit.config import Config, ConfigError
 from tfkit.data import LabeledData
+from tfkit.distillation import DistillationLoss, LabelAccuracy
 from tfkit.monitor import ClassCounts
 from tfkit.optimizers import LazyAdam
 
@@ -84,6 +85,10 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     Losses average over the sample weights and the metrics are ``weighted_metrics``: the
     filler rows of the training batches (``token_dataset(full_batches=True)``) weigh 0.
 
+    With ``train.teacher`` (knowledge distillation): :class:`tfkit.distillation.DistillationLoss`
+    and the accuracy of the label ids the training targets carry before the teacher's
+    probabilities.
+
     Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
     for classification, mean squared error and MAE for regression. A regression loss is
     weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
@@ -93,9 +98,16 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
     jit = jit_setting(config, replicas)
     if not heads:
-        counts = ClassCounts(model.output_shape[-1])
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-                          reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy", counts],
+        classes = model.output_shape[-1]
+        counts = ClassCounts(classes)
+        if config.train.teacher:  # targets: [label id, the teacher's probabilities...]
+            loss = DistillationLoss(classes, config.train.distill_alpha,
+                                    config.train.distill_temperature, reduction=WEIGHTED_MEAN)
+            metrics = [LabelAccuracy(classes), counts]
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN)
+            metrics = ["accuracy", counts]
+        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics,
                       jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
         return
     weights = config.train.loss_weights or {}

@@ -142,6 +142,13 @@ class TrainConfig:
     # [start, stop]: trace these training batches (1-based, counted over the run) with the
     # TensorFlow profiler, for TensorBoard's Profile tab (pip install tensorboard-plugin-profile)
     profile_batch: list | None = None
+    # knowledge distillation: a trained classifier (a finished run folder, or a SavedModel:
+    # saved_models/<name> or one version) whose probabilities on the training split, softened
+    # by distill_temperature, are mixed with the true labels: loss = (1 - distill_alpha) x
+    # cross-entropy + distill_alpha x temperature^2 x KL(teacher || student)
+    teacher: str | None = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
 
 
 @dataclass
@@ -438,6 +445,13 @@ def _validate_ranges(config: Config) -> None:
     if not (math.isfinite(t.backup_seconds) and t.backup_seconds >= 0):
         raise ConfigError("train.backup_seconds must be 0 (a backup every epoch) or more, "
                           f"got {t.backup_seconds!r}.")
+    if not (math.isfinite(t.distill_temperature) and t.distill_temperature > 0):
+        raise ConfigError("train.distill_temperature must be a finite number > 0 (1: the "
+                          "teacher's probabilities as they are; higher: softer), got "
+                          f"{t.distill_temperature!r}.")
+    if not (math.isfinite(t.distill_alpha) and 0.0 <= t.distill_alpha <= 1.0):
+        raise ConfigError("train.distill_alpha must be in [0, 1] (the teacher's share of the "
+                          f"loss), got {t.distill_alpha!r}.")
     if t.histogram_freq < 0:
         raise ConfigError(f"train.histogram_freq must be >= 0 (0: no histograms), "
                           f"got {t.histogram_freq!r}.")

@@ -136,7 +136,9 @@ def make_dataset(split, preprocessor, config: Config, batch_size: int, *, traini
         table = tf.constant(weights)
 
         def weigh(x, y, sample_weight=1.0):
-            return x, y, sample_weight * tf.gather(table, tf.reshape(y, [-1]))
+            labels = y[:, 0] if y.shape.rank == 2 and y.shape[-1] > 1 else y  # distillation
+            return x, y, sample_weight * tf.gather(table, tf.reshape(tf.cast(labels, tf.int32),
+                                                                     [-1]))
 
         ds = ds.map(weigh)
     options = tf.data.Options()

@@ -105,6 +105,15 @@ def predictions(predict, dataset):
 PR_THRESHOLDS = 201  # points of each precision-recall curve (TensorBoard's default)
 
 
+def hard_labels(y_true, num_classes: int):
+    """The label ids in ``y_true``: column 0 of targets that carry a teacher's probabilities
+    after the id (``[batch, 1 + classes]``, knowledge distillation), else ``y_true`` itself."""
+    shape = tuple(y_true.shape)
+    if len(shape) == 2 and shape[-1] == num_classes + 1:
+        return y_true[:, :1]
+    return y_true
+
+
 @keras.saving.register_keras_serializable(package="tfkit")
 class ClassCounts(keras.metrics.Metric):
     """Macro F1 (its result) from the counts it keeps over the batches it sees: the
@@ -133,6 +142,7 @@ class ClassCounts(keras.metrics.Metric):
         ops = keras.ops
         classes = self.num_classes
         probabilities = ops.reshape(ops.cast(y_pred, "float32"), (-1, classes))
+        y_true = hard_labels(y_true, classes)
         truth = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes)
         weight = (ops.ones_like(truth[:, 0]) if sample_weight is None
                   else ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))

@@ -41,6 +41,7 @@ from tfkit.datasets import (
     shard_policy,
     warn_small_splits,
 )
+from tfkit.distillation import teach
 from tfkit.distribute import (
     is_chief,
     is_multi_worker,
@@ -112,6 +113,7 @@ class Prepared:
     val_ds: tf.data.Dataset | None
     test_ds: tf.data.Dataset
     steps_per_epoch: int | None  # train.steps_per_epoch; streamed data: examples / batch
+    distillation: dict | None  # train.teacher: what tfkit.distillation.teach reports
 
 
 @dataclass
@@ -233,8 +235,11 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     if weights is not None:
         log.info("class weights: %s", ", ".join(
             f"{name} {w:.3g}" for name, w in zip(data.label_names, weights)))
+    train_split, distillation = data.train, None
+    if config.train.teacher:  # targets [label id, the teacher's probabilities...]
+        train_split, distillation = teach(config, data, preprocessor)
     workers = worker_count(strategy)
-    train_ds = make_dataset(data.train, preprocessor, config, batch_size, training=True,
+    train_ds = make_dataset(train_split, preprocessor, config, batch_size, training=True,
                             weights=weights, workers=workers, worker=pipeline_index(strategy))
     val_ds = (make_dataset(data.validation, preprocessor, config, batch_size, training=False,
                            workers=workers) if len(data.validation) else None)
@@ -251,7 +256,7 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     if data.streamed and not steps:  # the training stream repeats: an epoch is a step count
         steps = epoch_steps(config, train_ds, len(data.train), batch_size)
     return Prepared(config, strategy, chief, worker, resume, data, preprocessor, batch_size,
-                    weights, heads, monitor, train_ds, val_ds, test_ds, steps)
+                    weights, heads, monitor, train_ds, val_ds, test_ds, steps, distillation)
 
 
 def build(run: Prepared) -> tuple[keras.Model, dict | None]:
@@ -360,7 +365,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
         "replicas": run.strategy.num_replicas_in_sync, "model": config.model.name,
         "heads": run.heads, "class_weights": None if run.weights is None else
         dict(zip(data.label_names, run.weights.tolist())),
-        "word_vectors": vectors,
+        "word_vectors": vectors, "distillation": run.distillation,
     })
     if not run.chief:
         shutil.rmtree(run_dir, ignore_errors=True)
