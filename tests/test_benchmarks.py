@@ -95,3 +95,23 @@ def test_quick_batching_benchmark_measures_every_batch_size(tmp_path):
     assert [row["batch_size"] for row in result["rows"]] == list(BATCH_SIZES)
     assert all(row["ms_per_call"] > 0 and row["examples_per_second"] > 0 for row in result["rows"])
     assert result["max_batch_size_for_90_percent"] in BATCH_SIZES
+
+
+@pytest.mark.slow
+def test_quick_compression_benchmark_compares_students_and_int8_exports(tmp_path):
+    from benchmarks.compress import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    files = list(tmp_path.glob("compress-*-quick.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == result
+    distilled = result["distillation"]
+    assert len(distilled["student_distilled_test_accuracy"]["values"]) == 1
+    assert 0 < distilled["teacher_test_accuracy"]["mean"] <= 1
+    serving = distilled["serving"]
+    assert serving["student"]["batch1_ms_p50"] <= serving["student"]["batch1_ms_p99"]
+    for preset in ("fine_foods_fasttext", "fine_foods_text_lstm"):
+        report = result["int8"][preset]
+        assert report["int8_bytes"] < report["float_bytes"]  # int8 tables and kernels
+        assert "embedding" in report["quantized_layers"]
+        assert report["serving"]["int8"]["batch64_examples_per_second"] > 0
+    assert result["int8"]["fine_foods_text_lstm"]["float_layers"] == ["lstm_cell"]
