@@ -4,12 +4,12 @@ student trained alone and against its teacher; int8 exports against float ones.
     python -m benchmarks.compress            # fine-food reviews, 3 seeds
     python -m benchmarks.compress --quick    # 300 reviews, 1 seed, tiny epochs (smoke test)
 
-- **Distillation**: the teacher is ``fine_foods_transformer`` (trained once, exported); the
-  student is the default preset (``fine_foods_fasttext``), trained alone and with
-  ``train.teacher`` (the teacher's SavedModel; ``train.distill_alpha`` / ``_temperature`` at
-  their defaults), alternating, for each seed (``data.seed`` and ``train.seed``): test
-  accuracy mean and standard error over the seeds, the teacher's test accuracy on the same
-  split.
+- **Distillation**: each teacher (``fine_foods_transformer`` and ``fine_foods_han``, trained
+  once, exported) teaches the default preset (``fine_foods_fasttext``), which is also trained
+  alone (``train.teacher``: the teacher's SavedModel; ``train.distill_alpha`` /
+  ``_temperature`` at their defaults), alternating, for each seed (``data.seed`` and
+  ``train.seed``): test accuracy mean and standard error over the seeds, the teacher's test
+  accuracy on the same split.
 - **int8**: the default preset and ``fine_foods_text_lstm``, each trained once and exported
   as float and as int8 (``tfkit export --quantize int8`` of the same run): SavedModel size,
   test accuracy of each (the int8 figures from the export's quantization facts).
@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-TEACHER, STUDENT, LSTM = "fine_foods_transformer", "fine_foods_fasttext", "fine_foods_text_lstm"
+TEACHERS = ("fine_foods_transformer", "fine_foods_han")
+STUDENT, LSTM = "fine_foods_fasttext", "fine_foods_text_lstm"
 
 
 def folder_bytes(path: Path) -> int:
@@ -93,15 +94,17 @@ def mean_se(values: list[float]) -> dict:
             "se": None if se is None else round(se, 4), "values": [round(v, 4) for v in values]}
 
 
-def distillation(work: Path, seeds: list[int], quick: list[str]) -> tuple[dict, dict]:
-    teacher = train(TEACHER, work, quick + ["name=teacher"])
+def distillation(work: Path, teacher_preset: str, seeds: list[int], quick: list[str]
+                 ) -> tuple[dict, dict]:
+    teacher = train(teacher_preset, work, quick + [f"name={teacher_preset}"])
     teacher_dir = teacher.export_path.parent
     alone, taught, facts = [], [], []
     student_export = None
     for seed in seeds:
         seeded = quick + [f"data.seed={seed}", f"train.seed={seed}"]
         runs = [("alone", seeded + ["name=alone", "export.enabled=false"]),
-                ("taught", seeded + [f"name=student_{seed}", f"train.teacher={teacher_dir}"])]
+                ("taught", seeded + [f"name=student_{teacher_preset}_{seed}",
+                                     f"train.teacher={teacher_dir}"])]
         for kind, overrides in runs if seed % 2 else runs[::-1]:  # alternate who goes first
             result = train(STUDENT, work, overrides)
             if kind == "alone":
@@ -111,7 +114,7 @@ def distillation(work: Path, seeds: list[int], quick: list[str]) -> tuple[dict, 
                 facts.append(result.metrics["distillation"])
                 student_export = student_export or result.export_path
     teacher_accuracy = [f["teacher_test_accuracy"] for f in facts]
-    report = {"teacher": TEACHER, "student": STUDENT, "seeds": seeds,
+    report = {"teacher": teacher_preset, "student": STUDENT, "seeds": seeds,
               "alpha": facts[0]["alpha"], "temperature": facts[0]["temperature"],
               "teacher_test_accuracy": mean_se(teacher_accuracy),
               "student_alone_test_accuracy": mean_se(alone),
@@ -123,7 +126,7 @@ def distillation(work: Path, seeds: list[int], quick: list[str]) -> tuple[dict, 
               "teacher_pass_seconds": statistics.median(f["teacher_seconds"] for f in facts),
               "saved_model_bytes": {"teacher": folder_bytes(teacher.export_path),
                                     "student": folder_bytes(student_export)}}
-    return report, {"teacher": teacher.export_path, "student": student_export}
+    return report, {teacher_preset: teacher.export_path, f"student_{teacher_preset}": student_export}
 
 
 def int8(work: Path, preset: str, quick: list[str]) -> tuple[dict, dict]:
@@ -150,6 +153,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 7])
     parser.add_argument("--rounds", type=int, default=5, help="serving rounds")
+    parser.add_argument("--teachers", nargs="+", default=list(TEACHERS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     import tfkit
@@ -160,7 +164,10 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        distilled, exports = distillation(work, seeds, quick)
+        distilled, exports = {}, {}
+        for teacher in args.teachers[:1] if args.quick else args.teachers:
+            distilled[teacher], more = distillation(work, teacher, seeds, quick)
+            exports.update(more)
         quantized = {}
         for preset in (STUDENT, LSTM):
             quantized[preset], more = int8(work, preset, quick)
@@ -168,12 +175,16 @@ def main(argv=None) -> dict:
         data = tfkit.load_data(tfkit.load_config(STUDENT, quick).data)
         texts = [str(t) for t in data.test.x]
         serving = measure_serving(exports, texts, calls, rounds)
-    teacher, student = serving["teacher"], serving["student"]
-    distilled["serving"] = {"teacher": teacher, "student": student,
-                            "student_over_teacher_p50": round(
-                                student["batch1_ms_p50"] / teacher["batch1_ms_p50"], 3),
-                            "student_over_teacher_p99": round(
-                                student["batch1_ms_p99"] / teacher["batch1_ms_p99"], 3)}
+    for name, report in distilled.items():
+        teacher, student = serving[name], serving[f"student_{name}"]
+        report["serving"] = {"teacher": teacher, "student": student,
+                             "student_over_teacher_p50": round(
+                                 student["batch1_ms_p50"] / teacher["batch1_ms_p50"], 3),
+                             "student_over_teacher_p99": round(
+                                 student["batch1_ms_p99"] / teacher["batch1_ms_p99"], 3),
+                             "student_over_teacher_batch64": round(
+                                 student["batch64_examples_per_second"]
+                                 / teacher["batch64_examples_per_second"], 3)}
     for preset, report in quantized.items():
         f, q = serving[f"{preset}_float"], serving[f"{preset}_int8"]
         report["serving"] = {"float": f, "int8": q,

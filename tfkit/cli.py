@@ -411,6 +411,9 @@ def import_tensorflow() -> None:
     banner (:data:`BANNER`): real warnings and errors still reach the user."""
     if "tensorflow" in sys.modules:
         return
+    # TensorFlow's C++ INFO lines (a TFRecord file's read buffer...) are nothing a user acts
+    # on; its warnings and errors still print. A value set by the user wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

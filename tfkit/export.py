@@ -39,7 +39,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfkit.data.streams import READ_BUFFER
 from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 
 SERVING_KEY = "serving_default"
@@ -331,8 +330,7 @@ def replay_warmup_requests(path: Path, loaded) -> None:
     """Runs every warmup request of the SavedModel at ``path`` through ``loaded``'s
     signatures, as TF Serving does when it loads the version (a failing request makes TF
     Serving refuse the version)."""
-    records = tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE),
-                                      buffer_size=READ_BUFFER)
+    records = tf.data.TFRecordDataset(str(path / "assets.extra" / WARMUP_FILE))
     for number, record in enumerate(records, 1):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         kind = log.WhichOneof("log_type")

@@ -42,8 +42,6 @@ HASH_RANGE = 2**62  # split hashes fall in [0, HASH_RANGE)
 STREAM_ABOVE_BYTES = 256 * 2**20  # data.stream: auto streams files larger than this in all
 CHUNK_ROWS = 20_000  # rows of a CSV read at a time
 RECORD_BATCH = 1024  # records parsed at a time
-READ_BUFFER = 256 * 1024  # bytes read ahead from a TFRecord file (TensorFlow's default, set
-# explicitly: TensorFlow logs a line whenever it is left unset)
 PROGRESS_SECONDS = 5.0
 NAMED_FILES = 32  # a stream names each file it opens (on standard error) up to this many files
 TABLE_KINDS = {".tsv": "TSV", ".tab": "TSV", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines"}
@@ -311,7 +309,7 @@ class RecordReader:
 
     def _open(self, file) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(file, compression_type="" if self.compression == "none"
-                                       else self.compression, buffer_size=READ_BUFFER)
+                                       else self.compression)
 
     def _first_example(self, file: str) -> tf.train.Example:
         try:
