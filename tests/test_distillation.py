@@ -108,3 +108,23 @@ def test_bad_teachers_and_settings_fail_before_any_run_folder(inverted_teacher, 
         with pytest.raises(ConfigError, match=message):
             tfkit.train(None, tiny_overrides(workdir / data, model="text_fasttext", extra=extra))
     assert not (workdir / "runs").exists()
+
+
+def test_streamed_data_is_taught_as_data_in_memory(inverted_teacher, tiny_csv):
+    """Streamed from its file, each example meets the teacher's answer by its key: the same
+    teacher accuracy and the same inverted student as in memory. A token cache written
+    without a teacher is not reused for the taught targets."""
+    common = ["train.epochs=4", "train.learning_rate=0.05", "export.enabled=false",
+              "train.distill_alpha=1.0", "train.distill_temperature=1.0",
+              f"train.teacher={inverted_teacher.export_path.parent}"]
+    cache = [f"data.cache_dir={tiny_csv.parent / 'cache'}", "data.stream=true"]
+    alone = tfkit.train(None, tiny_overrides(tiny_csv, model="text_fasttext", extra=common[:3]
+                                             + cache))
+    assert alone.metrics["test_accuracy"] >= 0.8
+    in_memory = tfkit.train(None, tiny_overrides(tiny_csv, model="text_fasttext", extra=common))
+    streamed = tfkit.train(None, tiny_overrides(tiny_csv, model="text_fasttext",
+                                                extra=common + cache))
+    taught = [r.metrics["distillation"] for r in (in_memory, streamed)]
+    assert taught[0]["teacher_train_accuracy"] == taught[1]["teacher_train_accuracy"] <= 0.1
+    assert in_memory.metrics["test_accuracy"] <= 0.3
+    assert streamed.metrics["test_accuracy"] <= 0.3

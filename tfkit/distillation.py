@@ -19,6 +19,7 @@ than the whole student's training, hence one pass and the targets.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -143,42 +144,53 @@ def _columns(teacher: Teacher, label_names: list[str]) -> list[int]:
     return [list(teacher.label_names).index(name) for name in label_names]
 
 
-def _answer(teacher: Teacher, split, preprocessor, columns) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's probabilities on ``split`` and the label ids, in the split's order."""
-    probabilities, labels = [], []
-    for x, y in split.batches(TEACHER_BATCH):
+def _answer(teacher: Teacher, batches, preprocessor, columns
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The teacher's probabilities on ``batches`` (``(x, y)`` or ``(key hashes, x, y)``), the
+    label ids and the key hashes (None without them), in the batches' order."""
+    probabilities, labels, hashes = [], [], []
+    for batch in batches:
+        *keys, x, y = batch
         probabilities.append(teacher.probabilities(preprocessor.client_inputs(x), columns))
         labels.append(np.asarray(y).reshape(-1))
+        hashes += keys
     classes = len(columns)
     return (np.concatenate(probabilities) if probabilities else np.zeros((0, classes), np.float32),
-            np.concatenate(labels) if labels else np.zeros((0,), np.int64))
+            np.concatenate(labels) if labels else np.zeros((0,), np.int64),
+            np.concatenate(hashes) if hashes else None)
 
 
-def teach(config: Config, data: LabeledData, preprocessor) -> tuple[Split, dict]:
+def teach(config: Config, data: LabeledData, preprocessor):
     """The training split with targets ``[label id, teacher's probabilities...]``, and facts
     for ``metrics.json`` (the teacher, ``alpha``, ``temperature``, the teacher's accuracy on
     the training and test splits, the seconds its pass took).
 
+    Data in memory: a :class:`tfkit.data.Split` whose ``y`` holds those targets. Streamed
+    data: the same :class:`tfkit.data.streams.StreamSplit` with ``taught`` set (each
+    example's key hash and the teacher's probabilities: 8 + 4 x classes bytes per example,
+    never the inputs), which its stream joins to each example as it reads it.
+
     Raises:
         ConfigError: before any run folder exists, for a teacher that cannot teach this data
-            (see :class:`Teacher`; other labels; another input; streamed or multi-task data).
+            (see :class:`Teacher`; other labels; another input; multi-task data).
     """
     t = config.train
     if data.heads:
         raise ConfigError("train.teacher: distillation trains single-task classifiers; "
                           "this data has data.heads.")
-    if data.streamed:
-        raise ConfigError("train.teacher: distillation needs the training split in memory "
-                          "(data.stream: false); this data is streamed from its files.")
     teacher = Teacher(t.teacher)
     if teacher.input_key != preprocessor.serving_input:
         raise ConfigError(f"train.teacher '{t.teacher}' takes '{teacher.input_key}' inputs; "
                           f"this data gives the model '{preprocessor.serving_input}'.")
     columns = _columns(teacher, list(data.label_names))
     started = time.perf_counter()
+    train = data.train
     try:
-        soft, labels = _answer(teacher, data.train, preprocessor, columns)
-        test_soft, test_labels = _answer(teacher, data.test, preprocessor, columns)
+        soft, labels, hashes = _answer(teacher, train.keyed_batches(TEACHER_BATCH)
+                                       if train.streamed else train.batches(TEACHER_BATCH),
+                                       preprocessor, columns)
+        test_soft, test_labels, _ = _answer(teacher, data.test.batches(TEACHER_BATCH),
+                                            preprocessor, columns)
     except (tf.errors.OpError, ValueError) as exc:
         raise ConfigError(f"train.teacher '{t.teacher}' could not answer the training "
                           f"inputs: {str(exc).splitlines()[0][:300]}") from None
@@ -194,5 +206,8 @@ def teach(config: Config, data: LabeledData, preprocessor) -> tuple[Split, dict]
              len(test_labels), seconds, facts["teacher_train_accuracy"],
              "-" if facts["teacher_test_accuracy"] is None
              else f"{facts['teacher_test_accuracy']:.4f}")
+    if train.streamed:  # one answer per key (an input read twice gets the same answer)
+        unique, first = np.unique(hashes, return_index=True)
+        return dataclasses.replace(train, taught=(unique, soft[first])), facts
     targets = np.concatenate([labels[:, None].astype(np.float32), soft], axis=1)
-    return Split(data.train.x, targets), facts
+    return Split(train.x, targets), facts

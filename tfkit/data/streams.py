@@ -39,6 +39,7 @@ from tfkit.config import DataConfig, excerpt
 log = logging.getLogger("tfkit")
 
 HASH_RANGE = 2**62  # split hashes fall in [0, HASH_RANGE)
+TEACHER_SALT = 3  # the hash salt of the key a teacher's answers are looked up by
 STREAM_ABOVE_BYTES = 256 * 2**20  # data.stream: auto streams files larger than this in all
 CHUNK_ROWS = 20_000  # rows of a CSV read at a time
 RECORD_BATCH = 1024  # records parsed at a time
@@ -604,6 +605,9 @@ class StreamSplit:
     y: np.ndarray | dict
     single: str | None  # the label column of single-task data (y is its ids), else None
     shard: tuple | None = None  # (workers, this worker's index): read only its share of files
+    # knowledge distillation: (each training example's key hash, the teacher's probabilities
+    # for it); the label id of each example then travels as [label id, probabilities...]
+    taught: tuple | None = None
 
     streamed = True
 
@@ -612,23 +616,40 @@ class StreamSplit:
         return len(first)
 
     def examples(self, *, shuffle_files: bool = False, seed: int = 0,
-                 name_files: bool = False) -> tf.data.Dataset:
+                 name_files: bool = False, keys: bool = False) -> tf.data.Dataset:
         """Unbatched ``(input, label ids)`` of this split, in file order (``shuffle_files``:
         the files in a new order each epoch; ``name_files``: each file named on standard error
         as it is opened, up to :data:`NAMED_FILES` files). The source of the pipeline is the
-        list of files, so a multi-worker strategy can shard it by file."""
+        list of files, so a multi-worker strategy can shard it by file.
+
+        ``keys``: ``(input, (key hash, label ids))``, the hash a teacher's answers are looked
+        up by (:attr:`taught`). With :attr:`taught` set, the label ids of a single-task split
+        come as ``[label id, the teacher's probabilities...]`` (float32)."""
         files = tf.data.Dataset.from_tensor_slices(self.files)
         if self.shard:
             files = files.shard(*self.shard)
         if shuffle_files and len(self.files) > 1 and not self.limit:
             files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
         part, cuts, labels, seed_, single = self.part, self.cuts, self.labels, self.seed, self.single
+        taught = self.taught
+        if taught is not None and not keys:  # key hash -> row of the teacher's answers
+            table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(taught[0], tf.int64), tf.range(len(taught[0]), dtype=tf.int64)), -1)
+            answers = tf.constant(taught[1], tf.float32)
 
         def encode(key, x, raw, valid):
             y, ok = labels.encode(raw)
             if part is not None:
                 ok &= tf.equal(split_codes(key, seed_, cuts), part)
-            return x, (y[single] if single else y), ok & valid
+            y = y[single] if single else y
+            if keys:
+                y = (split_hash(key, seed_, TEACHER_SALT), y)
+            elif taught is not None:
+                row = table.lookup(split_hash(key, seed_, TEACHER_SALT))
+                ok &= row >= 0  # every training example has its answer: none is dropped
+                y = tf.concat([tf.cast(y, tf.float32)[:, None],
+                               tf.gather(answers, tf.maximum(row, 0))], axis=1)
+            return x, y, ok & valid
 
         def kept(x, y, ok):  # a batch's examples of this split with readable labels
             return tf.nest.map_structure(lambda part: tf.boolean_mask(part, ok), (x, y))
@@ -645,16 +666,27 @@ class StreamSplit:
         if not cache_dir:
             return None
         stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in self.files]
-        key = json.dumps([stats, self.part, self.cuts, self.seed, self.limit, fingerprint])
+        taught = None if self.taught is None else hashlib.sha256(
+            np.ascontiguousarray(self.taught[1]).tobytes()).hexdigest()  # the targets differ
+        key = json.dumps([stats, self.part, self.cuts, self.seed, self.limit, fingerprint, taught])
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(cache_dir, hashlib.sha256(key.encode()).hexdigest()[:20]))
 
     def batches(self, size: int):
         """``(inputs, label ids)`` as NumPy, ``size`` examples at a time (texts as ``str``)."""
         for x, y in self.examples().batch(size).as_numpy_iterator():
-            if self.reader.input_kind == "text":
-                x = np.array([t.decode("utf-8", errors="replace") for t in x], dtype=object)
-            yield x, y
+            yield self._inputs(x), y
+
+    def keyed_batches(self, size: int):
+        """``(key hashes, inputs, label ids)`` as NumPy, ``size`` examples at a time: what a
+        teacher answers, and the hash its answers are looked up by (:attr:`taught`)."""
+        for x, (hashes, y) in self.examples(keys=True).batch(size).as_numpy_iterator():
+            yield hashes, self._inputs(x), y
+
+    def _inputs(self, x):
+        if self.reader.input_kind == "text":
+            return np.array([t.decode("utf-8", errors="replace") for t in x], dtype=object)
+        return x
 
     def sample(self, n: int):
         """The first ``n`` examples, in memory, as a :class:`tfkit.data.Split`."""
