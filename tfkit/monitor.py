@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -41,14 +42,14 @@ EMBEDDING_TENSOR = "word_embedding/.ATTRIBUTES/VARIABLE_VALUE"  # its name in th
 def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
     """The matrix, rows normalised, as an ``uint8 [1, h, w, 4]`` image (matplotlib's pixels,
     which ``tf.summary.image`` encodes: no PNG written and decoded again)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: no global state, safe in any thread
 
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.45 * len(label_names)
-    figure, ax = plt.subplots(figsize=(size + 1, size), dpi=80)
+    figure = Figure(figsize=(size + 1, size), dpi=80)
+    canvas = FigureCanvasAgg(figure)
+    ax = figure.subplots()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(label_names))
     ax.set_xticks(ticks, label_names, rotation=45, ha="right")
@@ -61,10 +62,8 @@ def confusion_image(matrix: np.ndarray, label_names: list[str]) -> np.ndarray:
                 ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
     figure.tight_layout()
-    figure.canvas.draw()
-    pixels = np.asarray(figure.canvas.buffer_rgba())[None].copy()
-    plt.close(figure)
-    return pixels
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[None].copy()
 
 
 def traced_call(model: keras.Model):
@@ -253,6 +252,10 @@ class ConfusionMatrix(keras.callbacks.Callback):
     Keras's own validation pass: no second pass. ``val_macro_f1`` (``val_<head>_macro_f1``)
     is that metric's result, in the epoch's logs as every Keras metric is.
 
+    The counts are read at the end of each epoch (under a multi-worker strategy every worker
+    reads them, in step); drawing and writing them (the matplotlib image, PR curves) happen
+    in a background thread while the next epoch trains, and ``on_train_end`` waits for them.
+
     Args:
         log_dir: the run's ``logs`` folder; writes into ``log_dir/validation``.
         label_names: the class names, in id order; ``{head: names}`` for multi-task models
@@ -264,21 +267,34 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.log_dir = Path(log_dir)
         self.label_names = dict(label_names) if isinstance(label_names, dict) else list(label_names)
         self.writer = None
+        self.background = None  # one thread: the epochs are written in order
+        self.pending = []
 
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(str(self.log_dir / "validation"))
+            self.background = ThreadPoolExecutor(1, thread_name_prefix="tfkit-confusion")
         heads = self.label_names if isinstance(self.label_names, dict) else {None: self.label_names}
         metrics = head_counts(self.model)
+        counts = {head: metrics[head].counts() for head, names in heads.items()
+                  if names and head in metrics}  # not the regression heads
+        self.pending.append(self.background.submit(self._write, counts, heads, epoch))
+
+    def _write(self, counts: dict, heads: dict, epoch: int) -> None:
         with self.writer.as_default():
-            for head, names in heads.items():
-                if names and head in metrics:  # not a regression head
-                    write_counts(*metrics[head].counts(), names, epoch, head)
+            for head, values in counts.items():
+                write_counts(*values, heads[head], epoch, head)
         self.writer.flush()
 
     def on_train_end(self, logs=None):
-        if self.writer is not None:
-            self.writer.close()
+        if self.writer is None:
+            return
+        pending, self.pending = self.pending, []
+        self.background.shutdown(wait=True)
+        self.writer.close()
+        self.writer = self.background = None
+        for future in pending:
+            future.result()  # an error while writing is raised here
 
 
 class Throughput(keras.callbacks.Callback):
