@@ -271,3 +271,33 @@ def test_an_image_model_as_a_litert_file(digits_run, workdir, capsys):
     with pytest.raises(tfkit.export.ExportError, match="LiteRT files are for image models"):
         export_litert(model, text, ["a", "b"], "edge/text.tflite", np.array(["tasty"]))
     assert not Path("edge/text.tflite").exists()
+
+
+def test_an_int8_litert_file_is_smaller_and_answers_as_the_float_one(digits_run, workdir, capsys):
+    """LiteRT's post-training int8 quantization, calibrated on training images: a smaller
+    file whose answers on the test images match the float SavedModel's (nearly all), and a
+    model that loses too much is not written."""
+    from conftest import run_cli
+
+    from tfkit.litert import SIGNATURE, check_int8, litert_interpreter
+
+    files = {}
+    for mode in ("none", "int8"):
+        code, out, err = run_cli(capsys, "export", str(digits_run.run_dir), "--format", "litert",
+                                 "--base-dir", mode, "--name", "digits", "--force",
+                                 "--quantize", mode)
+        assert code == 0, err
+        files[mode] = Path(json.loads(out)["export_path"])
+    assert files["int8"].stat().st_size < 0.5 * files["none"].stat().st_size
+    interpreter = litert_interpreter(files["int8"].read_bytes())
+    kinds = {d["dtype"] for d in interpreter.get_tensor_details()}
+    assert np.int8 in kinds  # int8 tensors inside, float pixels in and probabilities out
+    images = load_data(DataConfig(source="digits")).test.x[:64]
+    pixels = digits_run.preprocessor(images).numpy().astype(np.float32)
+    got = interpreter.get_signature_runner(SIGNATURE)(images=pixels)["probabilities"]
+    served = tf.saved_model.load(str(digits_run.export_path)).signatures[SIGNATURE](
+        images=tf.constant(pixels))["probabilities"].numpy()
+    assert np.mean(got.argmax(1) == served.argmax(1)) >= 0.9
+    labels = served.argmax(1)
+    with pytest.raises(tfkit.export.ExportError, match="test accuracy is 1.0000 below"):
+        check_int8(np.roll(served, 1, axis=1), served, labels, 0.02)

@@ -23,7 +23,7 @@ from tfkit.data import LabeledData, load_data
 from tfkit.datasets import make_dataset
 from tfkit.evaluation import score_saved_model
 from tfkit.export import ExportError, check_next_version, export_for_serving
-from tfkit.litert import export_litert
+from tfkit.litert import REPRESENTATIVE, export_litert
 from tfkit.monitor import predictions, traced_call
 from tfkit.quantization import (
     check_quantizable,
@@ -38,6 +38,7 @@ log = logging.getLogger("tfkit")
 
 EXPORT_SAMPLES = 64  # test examples an export is checked with (and its warmup requests)
 SCORE_BATCH = 256  # test examples per call when a quantized copy is scored
+LITERT_CHECKED = 256  # test images an int8 LiteRT file's accuracy is checked on
 
 
 def majority_rates(data: LabeledData) -> dict:
@@ -197,10 +198,14 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         if not blessing["blessed"]:
             raise NotPublished(f"'{run_dir}' is not published: {'; '.join(blessing['reasons'])}. "
                                "tfkit export --force publishes it anyway.")
-    if format == "litert":
+    if format == "litert":  # int8: calibrated on training images, checked on the test split
+        test = data.test.sample(LITERT_CHECKED if config.export.quantize == "int8"
+                                else EXPORT_SAMPLES)
         return export_litert(model, preprocessor, label_names,
-                             model_dir.with_name(f"{model_dir.name}.tflite"),
-                             data.test.sample(EXPORT_SAMPLES).x)
+                             model_dir.with_name(f"{model_dir.name}.tflite"), test.x,
+                             quantize=config.export.quantize,
+                             calibration=data.train.sample(REPRESENTATIVE).x, labels=test.y,
+                             max_regression=config.export.max_regression)
     version = export_for_serving(served, preprocessor, label_names, model_dir,
                                  preprocessor.export_samples(data.test.sample(EXPORT_SAMPLES).x),
                                  serving_root=config.export.serving_root,
