@@ -86,6 +86,21 @@ def test_quick_step_benchmark_times_every_part(tmp_path):
     assert 0 < result["lstm_fraction_of_matmul_peak"] < 1
 
 
+@pytest.mark.slow
+def test_quick_transformer_step_benchmark_times_every_part(tmp_path):
+    from benchmarks.transformer_step import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    files = list(tmp_path.glob("transformer-step-w64-*-quick.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == result
+    assert set(result["ms_per_step"]) == {
+        "reference_lstm_train_step", "attention", "attention_dropout_0.1", "attention_no_mask",
+        "feed_forward", "forward_backward", "keras_train_step_batch_known"}
+    assert all(v > 0 for v in result["ms_per_step"].values())
+    assert 0 < result["fraction_of_matmul_peak"] < 1
+    assert result["ratio_over_reference_lstm_step"] > 0
+
+
 def test_quick_batching_benchmark_measures_every_batch_size(tmp_path):
     from benchmarks.batching import BATCH_SIZES, main
 

@@ -213,7 +213,8 @@ def build_text_cnn(*, vocab_size: int, num_classes: int, embedding_dim: int = 12
 
 def build_text_transformer(*, vocab_size: int, num_classes: int, embedding_dim: int = 64,
                            num_heads: int = 4, ff_dim: int = 128, num_layers: int = 2,
-                           dropout: float = 0.1, head_dropout: float = 0.0) -> keras.Model:
+                           dropout: float = 0.1, attention_dropout: float = 0.0,
+                           head_dropout: float = 0.0) -> keras.Model:
     """Transformer encoder (Vaswani et al. 2017) over the tokens, then a masked mean and Dense.
 
     Token embeddings plus sinusoidal positions (:class:`SinePositions`, any length), then
@@ -229,7 +230,10 @@ def build_text_transformer(*, vocab_size: int, num_classes: int, embedding_dim: 
         num_heads: attention heads per block, each ``embedding_dim / num_heads`` wide.
         ff_dim: width of the feed-forward layer.
         num_layers: encoder blocks.
-        dropout: on the attention weights and on each block's two outputs.
+        dropout: on each block's two outputs (attention and feed-forward).
+        attention_dropout: on the attention weights (0: none; on 2 CPU cores dropping
+            weights of every head's ``length x length`` matrix costs 14 % of a training step
+            at width 64, see docs/benchmarks.md).
         head_dropout: dropout before the softmax.
 
     Returns:
@@ -249,7 +253,8 @@ def build_text_transformer(*, vocab_size: int, num_classes: int, embedding_dim: 
     x = SinePositions(name="positions")(x)
     keys = KeyMask(name="key_mask")(ids)
     for block in range(1, num_layers + 1):
-        attended = layers.MultiHeadAttention(num_heads, embedding_dim // num_heads, dropout=dropout,
+        attended = layers.MultiHeadAttention(num_heads, embedding_dim // num_heads,
+                                             dropout=attention_dropout,
                                              name=f"attention_{block}")(x, x, attention_mask=keys)
         attended = layers.Dropout(dropout, name=f"attention_dropout_{block}")(attended)
         x = layers.LayerNormalization(name=f"attention_norm_{block}")(
