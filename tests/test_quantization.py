@@ -138,3 +138,30 @@ def test_quantization_reasons_name_the_head_and_the_limit(tiny_csv):
     blessing = bless({"test_accuracy": 0.99, "test_loss": 0.1}, data, tiny_csv.parent / "none",
                      0.02, reasons)
     assert blessing["blessed"] is False and blessing["reasons"] == reasons
+
+
+def test_a_multi_task_model_is_scored_head_by_head():
+    """Each classification head's quantized accuracy, agreement and change, and the scores
+    the checks before serving judge (test_<head>_accuracy) taken from the quantized model."""
+    from tfkit.monitor import predictions, traced_call
+    from tfkit.quantization import quantize_for_serving, served_metrics
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6,))
+    trunk = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, {"a": keras.layers.Dense(3, activation="softmax", name="a")(trunk),
+                                 "b": keras.layers.Dense(2, activation="softmax", name="b")(trunk)})
+    x = rng.normal(size=(40, 6)).astype("float32")
+    y = {"a": rng.integers(0, 3, 40), "b": rng.integers(0, 2, 40)}
+    test = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    labels, probabilities = predictions(traced_call(model), test)
+    predicted = {head: (labels[head], probabilities[head]) for head in ("a", "b")}
+    quantized, facts = quantize_for_serving(model, "int8", test, predicted)
+    assert sorted(facts["layers"]) == ["a", "b", "dense"]
+    for head in ("a", "b"):
+        expected = np.mean(probabilities[head].argmax(1) == labels[head])
+        assert facts[f"{head}_float_accuracy"] == pytest.approx(expected, abs=1e-6)
+        assert 0.9 <= facts[f"{head}_label_agreement"] <= 1.0
+    judged = served_metrics({"test_a_accuracy": 0.0, "test_b_accuracy": 0.0, "other": 1}, facts)
+    assert judged["test_a_accuracy"] == facts["a_accuracy"] and judged["other"] == 1
+    assert judged["test_b_loss"] == facts["b_loss"]
