@@ -148,7 +148,7 @@ def test_a_multi_task_model_is_scored_head_by_head():
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((6,))
-    trunk = keras.layers.Dense(16, activation="relu")(inputs)
+    trunk = keras.layers.Dense(16, activation="relu", name="trunk")(inputs)
     model = keras.Model(inputs, {"a": keras.layers.Dense(3, activation="softmax", name="a")(trunk),
                                  "b": keras.layers.Dense(2, activation="softmax", name="b")(trunk)})
     x = rng.normal(size=(40, 6)).astype("float32")
@@ -157,7 +157,7 @@ def test_a_multi_task_model_is_scored_head_by_head():
     labels, probabilities = predictions(traced_call(model), test)
     predicted = {head: (labels[head], probabilities[head]) for head in ("a", "b")}
     quantized, facts = quantize_for_serving(model, "int8", test, predicted)
-    assert sorted(facts["layers"]) == ["a", "b", "dense"]
+    assert sorted(facts["layers"]) == ["a", "b", "trunk"]
     for head in ("a", "b"):
         expected = np.mean(probabilities[head].argmax(1) == labels[head])
         assert facts[f"{head}_float_accuracy"] == pytest.approx(expected, abs=1e-6)
