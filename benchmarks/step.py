@@ -106,6 +106,18 @@ def time_calls(run, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1000
 
 
+def time_parts(runs: dict, rounds: int, calls: int) -> dict:
+    """``{part: [ms per call in each round]}``: each part traced once, then the parts
+    alternating over ``rounds``, each timed over ``calls`` calls."""
+    for run in runs.values():
+        time_calls(run, 1)  # trace
+    ms = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
+            ms[name].append(time_calls(runs[name], calls))
+    return ms
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -118,12 +130,7 @@ def main(argv=None) -> dict:
     ids, labels = fixed_batch(ds)
     model = tfkit_model(pre)
     runs = parts(model, ids, labels)
-    for run in runs.values():
-        time_calls(run, 1)  # trace
-    ms = {name: [] for name in runs}
-    for r in range(rounds):
-        for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
-            ms[name].append(time_calls(runs[name], calls))
+    ms = time_parts(runs, rounds, calls)
     median = {name: round(statistics.median(v), 2) for name, v in ms.items()}
     peak = matmul_flops()
     lstm_flops = lstm_train_flops(STEPS) * BATCH

@@ -50,7 +50,7 @@ from benchmarks.run import (
     seed_model,
     write_result,
 )
-from benchmarks.step import STEPS, fixed_batch, time_calls
+from benchmarks.step import STEPS, fixed_batch, time_parts
 from tfkit.compiling import OPTIMIZERS, WEIGHTED_MEAN
 
 
@@ -132,12 +132,7 @@ def main(argv=None) -> dict:
     model.compile(OPTIMIZERS["lazy_adam"](), keras.losses.SparseCategoricalCrossentropy(
         reduction=WEIGHTED_MEAN), weighted_metrics=["accuracy"])
     runs = parts(model, ids, labels, args.width)
-    for run in runs.values():
-        time_calls(run, 1)  # trace
-    ms = {name: [] for name in runs}
-    for r in range(rounds):
-        for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
-            ms[name].append(time_calls(runs[name], calls))
+    ms = time_parts(runs, rounds, calls)
     median = {name: round(statistics.median(v), 2) for name, v in ms.items()}
     peak = matmul_flops()
     flops = transformer_train_flops(STEPS, args.width, 128) * BATCH
