@@ -89,6 +89,11 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     and the accuracy of the label ids the training targets carry before the teacher's
     probabilities.
 
+    Multi-label (``data.multi_label``: multi-hot targets, sigmoid outputs): binary cross-entropy,
+    micro and macro F1 and subset accuracy, each label answered at probability 0.5 (the
+    thresholds chosen on the validation split after training apply to the test scores and
+    the export).
+
     Multi-task (``heads`` from :func:`head_specs`): per head, cross-entropy and accuracy
     for classification, mean squared error and MAE for regression. A regression loss is
     weighted by ``1 / std**2`` on top of ``train.loss_weights``, i.e. it is the MSE of the
@@ -97,6 +102,12 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     rate = learning_rate(config, replicas, steps_per_epoch)
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
     jit = jit_setting(config, replicas)
+    if config.data.multi_label:
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.BinaryCrossentropy(reduction=WEIGHTED_MEAN),
+                      weighted_metrics=multi_label_metrics(), jit_compile=jit,
+                      steps_per_execution=config.train.steps_per_execution)
+        return
     if not heads:
         classes = model.output_shape[-1]
         counts = ClassCounts(classes)
@@ -124,6 +135,32 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
                   weighted_metrics=metrics, jit_compile=jit,
                   steps_per_execution=config.train.steps_per_execution)
+
+
+def multi_label_metrics() -> list:
+    """Per-epoch metrics of a multi-label model, each label answered at probability 0.5:
+    micro F1 (over every label decision), macro F1 (the mean of the labels' F1: rare labels
+    count as much) and subset accuracy (every label of the example right)."""
+    return [keras.metrics.F1Score(average="micro", threshold=0.5, name="micro_f1"),
+            keras.metrics.F1Score(average="macro", threshold=0.5, name="macro_f1"),
+            SubsetAccuracy()]
+
+
+class SubsetAccuracy(keras.metrics.MeanMetricWrapper):
+    """The share of examples whose every label is right at probability 0.5 (exact match)."""
+
+    def __init__(self, name: str = "subset_accuracy", dtype=None):
+        super().__init__(subset_accuracy, name=name, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def subset_accuracy(y_true, y_pred):
+    """1 where every label of the example is right at probability 0.5, else 0."""
+    right = keras.ops.equal(keras.ops.cast(y_true > 0.5, "int32"),
+                            keras.ops.cast(y_pred > 0.5, "int32"))
+    return keras.ops.cast(keras.ops.all(right, axis=-1), "float32")
 
 
 @contextlib.contextmanager

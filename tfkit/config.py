@@ -63,6 +63,10 @@ class DataConfig:
     label_column: str = "label"
     # multi-task: {column: classification | regression}, one model head per column
     heads: dict | None = None
+    # several labels per example (tags): the label column holds them separated by
+    # label_separator ("poem|love"), or as a list in JSON Lines
+    multi_label: bool = False
+    label_separator: str = "|"
     test_fraction: float = 0.2  # used when a source has no test split of its own
     validation_fraction: float = 0.1  # carved from train with `seed`
     seed: int = 42
@@ -397,6 +401,7 @@ def _validate(config: Config) -> None:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
     _validate_heads(config)
+    _validate_multi_label(config)
     _validate_inputs(config)
     _validate_ranges(config)
 
@@ -531,6 +536,33 @@ def _validate_heads(config: Config) -> None:
         if head not in (heads or {}):
             raise ConfigError(f"train.loss_weights.{head}: no such head{_suggest(head, heads or {})}")
         _check_weight(f"train.loss_weights.{head}", weight)
+
+
+MULTI_LABEL_SOURCES = ("tate", "csv", "tfrecord")  # sources whose label column is free text
+
+
+def _validate_multi_label(config: Config) -> None:
+    """data.multi_label: a source with a free-text label column, one output, and none of the
+    settings that need one label per example."""
+    d, t = config.data, config.train
+    if not isinstance(d.label_separator, str) or not d.label_separator:
+        raise ConfigError("data.label_separator must be a non-empty string such as '|' or ','; "
+                          f"got {d.label_separator!r}.")
+    if not d.multi_label:
+        return
+    if d.source not in MULTI_LABEL_SOURCES:
+        raise ConfigError(f"data.multi_label: data.source '{d.source}' has one label per "
+                          f"example; multi-label data comes from {', '.join(MULTI_LABEL_SOURCES)}.")
+    refused = {"data.heads": d.heads, "train.class_weight": t.class_weight,
+               "train.teacher": t.teacher,
+               "export.quantize": None if config.export.quantize == "none" else "int8"}
+    for key, value in refused.items():
+        if value:
+            raise ConfigError(f"{key} is not offered with data.multi_label (several labels per "
+                              "example); drop one of them.")
+    if t.monitor == "val_accuracy":
+        raise ConfigError("train.monitor 'val_accuracy': a multi-label model has no accuracy "
+                          "per epoch; use val_loss or val_macro_f1.")
 
 
 def _check_weight(key: str, weight: Any) -> None:

@@ -71,7 +71,8 @@ def warn_small_splits(data: LabeledData) -> list[str]:
             if not names:
                 continue
             y = split.y[head] if multitask else split.y
-            counts = np.bincount(np.asarray(y).astype(np.int64).reshape(-1), minlength=len(names))
+            counts = np.asarray(y).sum(axis=0) if data.multi_label else \
+                np.bincount(np.asarray(y).astype(np.int64).reshape(-1), minlength=len(names))
             few = [f"{name!r} {count}" for name, count in zip(names, counts)
                    if count < FEW_EXAMPLES]
             if few:

@@ -14,9 +14,15 @@ from tfkit.config import ConfigError, load_config
 from tfkit.data import LabeledData, load_data, preprocessor_from_config
 from tfkit.datasets import make_dataset
 from tfkit.export import ServedModel, export_facts, is_saved_model, version_folder
-from tfkit.metrics import classification_report, confusion_counts
-from tfkit.monitor import predictions, traced_call, write_classification
-from tfkit.runs import load_run
+from tfkit.metrics import (
+    DEFAULT_THRESHOLD,
+    choose_thresholds,
+    classification_report,
+    confusion_counts,
+    multi_label_report,
+)
+from tfkit.monitor import predictions, traced_call, write_classification, write_label_sets
+from tfkit.runs import load_run, run_multi_label
 
 BATCH = 256  # inputs per call of the signature
 
@@ -42,6 +48,10 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
         raise ValueError(f"'{version}': evaluating a SavedModel takes text and image models "
                          f"(this one takes {served.input_key}); evaluate the run folder that "
                          "exported it.")
+    if bool(served.multi_label) != data.multi_label:
+        raise ValueError(f"the data has {'several labels' if data.multi_label else 'one label'} "
+                         f"per example, the SavedModel '{version}' answers "
+                         f"{'several' if served.multi_label else 'one'}.")
     data_names = data.label_names if multitask else {None: data.label_names}
     if not isinstance(data.label_names, dict) == multitask or set(heads) != set(data_names):
         raise ValueError(f"the data's heads {sorted(map(str, data_names))} are not the "
@@ -54,6 +64,9 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
         answers.append(served(client.client_inputs(x), BATCH))
     targets = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     outputs = {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
+    if served.multi_label:
+        return {**served_label_sets(served, data.label_names, targets[None], outputs),
+                "test_examples": len(data.test), "saved_model": str(version)}
     out = {}
     for head, head_names in heads.items():
         prefix = f"{head}_" if head else ""
@@ -80,7 +93,33 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
     return {**out, "test_examples": len(data.test), "saved_model": str(version)}
 
 
-def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: list | dict):
+def label_thresholds(model: keras.Model, val_ds: tf.data.Dataset | None, num_labels: int
+                     ) -> np.ndarray:
+    """A multi-label model's threshold per label, chosen on the validation split
+    (:func:`tfkit.metrics.choose_thresholds`); 0.5 each without a validation split."""
+    if val_ds is None:
+        return np.full(num_labels, DEFAULT_THRESHOLD)
+    return choose_thresholds(*predictions(traced_call(model), val_ds))
+
+
+def served_label_sets(served: ServedModel, data_names: list[str], targets: np.ndarray,
+                      outputs: dict) -> dict:
+    """A multi-label export's test scores at its own thresholds (``test_micro_f1``, ...),
+    the data's multi-hot ``targets`` matched to its labels by name."""
+    names = served.label_names
+    unknown = [name for name in data_names if name not in names]
+    if unknown:
+        raise ValueError(f"the data's label {unknown[0]!r} is not one the SavedModel "
+                         f"'{served.version}' answers ({', '.join(names)}).")
+    aligned = np.zeros((len(targets), len(names)), np.float32)
+    aligned[:, [names.index(name) for name in data_names]] = targets
+    report = multi_label_report(aligned, outputs["probabilities"],
+                                served.multi_label["thresholds"], names)
+    return {f"test_{key}": value for key, value in report.items()}
+
+
+def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: list | dict,
+                     thresholds=None):
     """The test split's ``(label ids, probabilities)`` and, from their confusion matrix,
     ``test_macro_f1``, ``test_per_class`` (precision, recall, F1, support per label) and
     ``test_confusion_matrix`` for metrics.json. For a multi-task model (``label_names``
@@ -89,8 +128,16 @@ def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: 
 
     Accuracy alone hides a weak class: on the fine-food reviews (65% ``great``) a model
     answering ``great`` every time scores 0.66 accuracy and 0.40 macro F1 on the test split.
+
+    A multi-label model (``thresholds``, one per label): ``(multi-hot targets,
+    probabilities)`` and :func:`multi_label_report`'s scores at those thresholds as
+    ``test_micro_f1``, ``test_macro_f1``, ``test_subset_accuracy``, ``test_hamming_loss``,
+    ``test_per_label``.
     """
     labels, probabilities = predictions(traced_call(model), test_ds)
+    if thresholds is not None:
+        report = multi_label_report(labels, probabilities, thresholds, label_names)
+        return (labels, probabilities), {f"test_{k}": v for k, v in report.items()}
     if not isinstance(label_names, dict):
         report = classification_report(confusion_counts(labels, probabilities), label_names)
         return (labels, probabilities), {
@@ -108,16 +155,20 @@ def score_test_split(model: keras.Model, test_ds: tf.data.Dataset, label_names: 
 
 
 def log_test_metrics(run_dir: Path, metrics: dict, step: int, predicted=None,
-                     label_names=()) -> None:
+                     label_names=(), label_report: dict | None = None) -> None:
     """Writes the test metrics as TensorBoard scalars under ``logs/test``, and for
     classifiers (``predicted``: :func:`score_test_split`'s labels and probabilities, per
     classification head for multi-task models) the test confusion matrix, per-class scores
-    and PR curves (:func:`write_classification`)."""
+    and PR curves (:func:`write_classification`); for a multi-label model (``label_report``:
+    :func:`score_test_split`'s scores) the per-label table and PR curves
+    (:func:`write_label_sets`)."""
     writer = tf.summary.create_file_writer(str(run_dir / "logs" / "test"))
     with writer.as_default():
         for key, value in metrics.items():
             tf.summary.scalar(f"epoch_{key}", value, step=step)
-        if isinstance(predicted, dict):
+        if label_report is not None:
+            write_label_sets(*predicted, {k[5:]: v for k, v in label_report.items()}, step)
+        elif isinstance(predicted, dict):
             for head, (labels, probabilities) in predicted.items():
                 write_classification(labels, probabilities, list(label_names[head]), step, head)
         elif predicted is not None:
@@ -157,7 +208,9 @@ def evaluate(run_dir: str | Path, data_overrides=()) -> dict:
     test_ds = make_dataset(data.test, preprocessor, config, config.train.batch_size, training=False)
     metrics = {f"test_{k}": float(v) for k, v in
                model.evaluate(test_ds, return_dict=True, verbose=0).items()}
-    metrics.update(score_test_split(model, test_ds, label_names)[1])
+    multi_label = run_multi_label(run_dir)
+    metrics.update(score_test_split(model, test_ds, label_names,
+                                    multi_label and multi_label["thresholds"])[1])
     return {**metrics, "test_examples": len(data.test)}
 
 

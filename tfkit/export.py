@@ -77,10 +77,28 @@ def _class_outputs(probabilities, label_names, prefix=""):
             f"{prefix}class_id": class_id, f"{prefix}label": labels}
 
 
-def _outputs(predictions, label_names):
+def _label_set_outputs(probabilities, label_names, multi_label: dict):
+    """A multi-label model's outputs: ``probabilities`` (``float32 [None, labels]``, one
+    sigmoid per label), ``predicted`` (``int32 [None, labels]``: 1 where the probability
+    reaches the label's threshold) and ``labels`` (``string [None]``: those labels joined by
+    the data's separator, ``""`` for none)."""
+    probabilities = tf.cast(probabilities, tf.float32)
+    answered = probabilities >= tf.constant(multi_label["thresholds"], tf.float32)
+    names = tf.broadcast_to(tf.constant(label_names, tf.string), tf.shape(probabilities))
+    labels = tf.strings.reduce_join(tf.ragged.boolean_mask(names, answered), axis=1,
+                                    separator=multi_label["separator"])
+    return {"probabilities": probabilities, "predicted": tf.cast(answered, tf.int32),
+            "labels": labels}
+
+
+def _outputs(predictions, label_names, multi_label: dict | None = None):
     """The serving outputs: ``probabilities``, ``class_id``, ``label``; for a multi-task
     model (``label_names`` a dict) the same prefixed with ``<head>_`` per classification
-    head and ``<head>`` (``float32 [None]``) per regression head."""
+    head and ``<head>`` (``float32 [None]``) per regression head; for a multi-label model
+    (``multi_label``: ``{"thresholds": [...], "separator": "|"}``) those of
+    :func:`_label_set_outputs`."""
+    if multi_label:
+        return _label_set_outputs(predictions, label_names, multi_label)
     if not isinstance(label_names, dict):
         return _class_outputs(predictions, label_names)
     out = {}
@@ -97,9 +115,9 @@ def _plain_names(label_names):
     return dict(label_names) if isinstance(label_names, dict) else list(label_names)
 
 
-def _serving_fn(model, prepare, names):
+def _serving_fn(model, prepare, names, multi_label=None):
     def serve(inputs):
-        return _outputs(model(prepare(inputs), training=False), names)
+        return _outputs(model(prepare(inputs), training=False), names, multi_label)
 
     return serve
 
@@ -153,17 +171,19 @@ def make_examples(inputs, feature: str) -> list[bytes]:
             .SerializeToString() for v in inputs]
 
 
-def serving_function(model: keras.Model, preprocessor, label_names: list[str] | dict):
+def serving_function(model: keras.Model, preprocessor, label_names: list[str] | dict,
+                     multi_label: dict | None = None):
     """``serving_default`` traced as the export traces it (raw input, preprocessing, model,
     outputs; ``tf.function`` without autograph, as ``ExportArchive.add_endpoint``): a concrete
     function, e.g. for its graph in TensorBoard (:func:`tfkit.monitor.log_graph`)."""
     prepare, signature = preprocessor.serving_endpoints()[SERVING_KEY]
     names = _plain_names(label_names)
-    return tf.function(_serving_fn(model, prepare, names), input_signature=signature,
+    return tf.function(_serving_fn(model, prepare, names, multi_label), input_signature=signature,
                        autograph=False).get_concrete_function()
 
 
-def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dict):
+def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dict,
+                  multi_label: dict | None = None):
     """An ``ExportArchive`` with one endpoint per serving input (:func:`serving_endpoints`).
 
     Text models: ``serving_default`` takes ``text`` (``tf.string [None]``). Image models:
@@ -176,6 +196,8 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     as the variable collection ``label_names`` (``loaded.label_names[0]``). Multi-task
     models return those per classification head, prefixed ``<head>_``, and ``<head>``
     per regression head; their label names are in ``assets.extra/tfkit.json``.
+    Multi-label models (``multi_label``) return ``probabilities``, ``predicted`` and
+    ``labels`` (:func:`_label_set_outputs`).
     """
     archive = keras.export.ExportArchive()
     # The model is not passed to archive.track(): add_endpoint() already tracks every variable
@@ -186,7 +208,7 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
         archive.track(preprocessor.layer)  # the vocabulary lookup table
     names = _plain_names(label_names)
     for endpoint, (prepare, signature) in serving_endpoints(preprocessor).items():
-        archive.add_endpoint(endpoint, _serving_fn(model, prepare, names),
+        archive.add_endpoint(endpoint, _serving_fn(model, prepare, names, multi_label),
                              input_signature=signature)
     parse = serving_endpoints(preprocessor)[EXAMPLES_KEY][0]
     for endpoint, (head, head_names) in api_endpoints(names).items():
@@ -351,12 +373,12 @@ def replay_warmup_requests(path: Path, loaded) -> None:
 
 
 def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
-                  atol: float) -> None:
+                  atol: float, multi_label: dict | None = None) -> None:
     """Loads the SavedModel back, compares every endpoint's float outputs (probabilities,
     regression values) on ``inputs`` with the Keras model's on ``model_inputs``
     (:func:`endpoint_inputs`), and replays the warmup requests."""
     loaded = tf.saved_model.load(str(path))
-    outputs = _outputs(model(model_inputs, training=False), label_names)
+    outputs = _outputs(model(model_inputs, training=False), label_names, multi_label)
     apis = api_endpoints(_plain_names(label_names))
     for endpoint, (name, batch) in inputs.items():
         served = loaded.signatures[endpoint](**{name: batch})
@@ -380,13 +402,15 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     replay_warmup_requests(path, loaded)
 
 
-def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) -> None:
+def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor,
+                       multi_label: dict | None = None) -> None:
     """Refuses a new version that would change what the model's TF Serving clients get.
 
     TF Serving switches every client of ``<name>`` to its newest version, so a version with
     other label names (a model trained on other data under a preset's name, say) or another
-    input would silently change their answers. Versions that ``tfkit.json`` does not describe
-    (not exported by tfkit) are not compared.
+    input would silently change their answers; so would a multi-label model (truthy
+    ``multi_label``) after one with one label per example, or the reverse. Versions that
+    ``tfkit.json`` does not describe (not exported by tfkit) are not compared.
 
     Raises:
         ExportError: naming the latest version, its labels and input, and this model's.
@@ -400,20 +424,25 @@ def check_next_version(model_dir: str | os.PathLike, label_names, preprocessor) 
     if facts is None:
         return
     theirs = {"labels": facts.get("label_names"),
-              "input": facts.get("serving_input", preprocessor.serving_input)}
-    mine = {"labels": _plain_names(label_names), "input": preprocessor.serving_input}
+              "input": facts.get("serving_input", preprocessor.serving_input),
+              "several labels per example": bool(facts.get("multi_label"))}
+    mine = {"labels": _plain_names(label_names), "input": preprocessor.serving_input,
+            "several labels per example": bool(multi_label)}
     if theirs != mine:
         raise ExportError(
-            f"'{latest}' serves labels {theirs['labels']} (input '{theirs['input']}') to the TF "
-            f"Serving clients of '{model_dir.name}'; this model has labels {mine['labels']} (input "
-            f"'{mine['input']}'), and as version {int(latest.name) + 1} it would replace that model "
+            f"'{latest}' serves labels {theirs['labels']} (input '{theirs['input']}'"
+            f"{', several per example' if theirs['several labels per example'] else ''}) to the "
+            f"TF Serving clients of '{model_dir.name}'; this model has labels {mine['labels']} "
+            f"(input '{mine['input']}'{', several per example' if multi_label else ''}), and as "
+            f"version {int(latest.name) + 1} it would replace that model "
             "for them. Export it under another name (config 'name' or 'export.name'; "
             "tfkit export --name), or move the old versions out of that folder first.")
 
 
 def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                        model_dir: str | os.PathLike, samples, *, atol: float = 1e-5,
-                       metadata: dict | None = None, serving_root: str = "/models") -> Path:
+                       metadata: dict | None = None, serving_root: str = "/models",
+                       multi_label: dict | None = None) -> Path:
     """Exports ``preprocessor ∘ model`` as the next version under ``model_dir``.
 
     Args:
@@ -427,6 +456,9 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         metadata: extra facts written to ``assets.extra/tfkit.json`` (run dir, metrics).
         serving_root: where TF Serving sees ``model_dir``'s parent, for the base paths in
             its ``models.config`` (:func:`write_model_config`), rewritten after each export.
+        multi_label: for a multi-label model (sigmoid outputs), ``{"thresholds": one per
+            label, "separator": "|"}``: what the served ``predicted`` and ``labels`` use
+            (kept in ``assets.extra/tfkit.json`` as ``multi_label``).
 
     Returns:
         The published version directory, e.g. ``saved_models/fine_foods/1``.
@@ -449,7 +481,13 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         ['classification', 'serving_default', 'serving_examples']
     """
     model_dir = Path(model_dir).resolve()
-    check_next_version(model_dir, label_names, preprocessor)
+    check_next_version(model_dir, label_names, preprocessor, multi_label)
+    if multi_label:
+        multi_label = {"thresholds": [float(t) for t in multi_label["thresholds"]],
+                       "separator": str(multi_label["separator"])}
+        if len(multi_label["thresholds"]) != len(label_names):
+            raise ValueError(f"multi_label: {len(multi_label['thresholds'])} thresholds for "
+                             f"{len(label_names)} labels.")
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(model_dir)
@@ -460,20 +498,21 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         raise ExportError(f"cannot write a SavedModel into '{model_dir}': {_reason(exc)}; "
                           "nothing was published.") from None
     try:
-        archive = build_archive(model, preprocessor, label_names)
+        archive = build_archive(model, preprocessor, label_names, multi_label)
         archive.write_out(str(staging / "model"), verbose=False)
         extra = staging / "model" / "assets.extra"
         extra.mkdir(exist_ok=True)
         facts = {"label_names": _plain_names(label_names),
                  "serving_input": preprocessor.serving_input,
                  "preprocessor": preprocessor.get_config(),
-                 "signature": SERVING_KEY, **(metadata or {})}
+                 "signature": SERVING_KEY, "multi_label": multi_label, **(metadata or {})}
         (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
         set_api_method_names(staging / "model", api_endpoints(_plain_names(label_names)))
         inputs, model_inputs = endpoint_inputs(preprocessor, samples, label_names)
         write_warmup_requests(staging / "model", model_dir.name, endpoint_inputs(
             preprocessor, warmup_samples(samples), label_names)[0])
-        _check_export(staging / "model", model, label_names, inputs, model_inputs, atol)
+        _check_export(staging / "model", model, label_names, inputs, model_inputs, atol,
+                      multi_label)
         while True:  # another exporter may take a version number between our check and rename
             target = model_dir / str(next_version(model_dir))
             try:
@@ -601,7 +640,8 @@ def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict
     Returns:
         One dict per input: ``{"label": str, "probabilities": {label: p}}``; for a
         multi-task model ``{head: that dict}`` per classification head and
-        ``{head: value}`` per regression head.
+        ``{head: value}`` per regression head; for a multi-label model
+        ``{"labels": [the labels at or above their thresholds], "probabilities": {...}}``.
 
     Examples:
         >>> pre = tfkit.TextPreprocessor(max_tokens=100, max_len=8)
@@ -632,6 +672,8 @@ class ServedModel:
         facts: ``assets.extra/tfkit.json`` (``{}`` for an export tfkit did not write).
         input_key: the signature's input: ``text``, ``image_bytes`` or ``sequence``.
         label_names: label names, or ``{head: names}`` (``[]`` for a regression head).
+        multi_label: for a multi-label model, ``{"thresholds": [...], "separator": ...}``
+            (its outputs: ``probabilities``, ``predicted``, ``labels``); else None.
 
     Raises:
         FileNotFoundError, ValueError: no SavedModel there, or none with ``serving_default``.
@@ -650,6 +692,7 @@ class ServedModel:
         self.input_key = self.facts.get("serving_input") or list(
             self.signature.structured_input_signature[1])[0]
         self.label_names = export_label_names(self.loaded, self.version)
+        self.multi_label = self.facts.get("multi_label")
 
     @property
     def multitask(self) -> bool:
@@ -671,12 +714,17 @@ class ServedModel:
 
     def predict(self, inputs, batch_size: int = 256) -> list[dict]:
         """:func:`predict` on this export: one dict per input (``label``, ``probabilities``;
-        per head for a multi-task model)."""
+        per head for a multi-task model; ``labels``, a list, for a multi-label model)."""
         if self.input_key not in ("text", "image_bytes"):
             raise ValueError(f"predict takes text or image models; this one takes "
                              f"'{self.input_key}' tensors: call its serving_default signature "
                              "from Python.")
         out, names = self(inputs, batch_size), self.label_names
+        if self.multi_label:
+            return [{"labels": [n for n, hit in zip(names, out["predicted"][row]) if hit],
+                     "probabilities": {n: round(float(p), 6)
+                                       for n, p in zip(names, out["probabilities"][row])}}
+                    for row in range(len(inputs))]
         if not self.multitask:
             return [_class_result(out, row, names) for row in range(len(inputs))]
         return [{head: _class_result(out, row, head_names, f"{head}_") if head_names

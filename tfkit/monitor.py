@@ -92,10 +92,15 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> tra
 
 def predictions(predict, dataset):
     """``(label ids, probabilities)`` of ``predict`` (:func:`traced_call`) over ``(x, y)``
-    batches; for a multi-task model both are ``{head: array}``."""
+    batches; for a multi-task model both are ``{head: array}``; multi-hot targets (a
+    multi-label model's) stay ``[n, labels]``."""
+    def targets(t):
+        t = np.asarray(t)
+        return t if t.ndim == 2 and t.shape[-1] > 1 else t.reshape(-1)
+
     labels, probabilities = [], []
     for x, y in dataset:
-        labels.append(tf.nest.map_structure(lambda t: np.asarray(t).reshape(-1), y))
+        labels.append(tf.nest.map_structure(targets, y))
         probabilities.append(tf.nest.map_structure(np.asarray, predict(x)))
     return (tf.nest.map_structure(lambda *parts: np.concatenate(parts), *labels),
             tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities))
@@ -172,8 +177,15 @@ class ClassCounts(keras.metrics.Metric):
 def class_counts(labels: np.ndarray, probabilities: np.ndarray):
     """What :class:`ClassCounts` keeps, from label ids and probabilities (NumPy)."""
     probabilities = np.asarray(probabilities, np.float32)
+    positives, negatives = bucket_counts(np.eye(probabilities.shape[-1])[labels], probabilities)
+    return confusion_counts(labels, probabilities), positives, negatives
+
+
+def bucket_counts(truth: np.ndarray, probabilities: np.ndarray):
+    """``(positives, negatives)``: per label, how many examples that have it (``truth`` 1)
+    and that lack it fall in each of :data:`PR_THRESHOLDS` probability buckets."""
+    probabilities = np.asarray(probabilities, np.float32)
     classes = probabilities.shape[-1]
-    truth = np.eye(classes)[labels]
     finite = np.isfinite(probabilities)  # a diverged model's NaN falls in no bucket
     buckets = np.floor(np.clip(np.where(finite, probabilities, 0), 0, 1)
                        * (PR_THRESHOLDS - 1)).astype(int)
@@ -182,7 +194,7 @@ def class_counts(labels: np.ndarray, probabilities: np.ndarray):
         ok = finite[:, c]
         np.add.at(positives[c], buckets[ok, c], truth[ok, c])
         np.add.at(negatives[c], buckets[ok, c], 1 - truth[ok, c])
-    return confusion_counts(labels, probabilities), positives, negatives
+    return positives, negatives
 
 
 def write_classification(labels: np.ndarray, probabilities: np.ndarray,
@@ -222,6 +234,33 @@ def write_counts(matrix: np.ndarray, positives: np.ndarray, negatives: np.ndarra
     if scalar:
         tf.summary.scalar(f"epoch_{head}_macro_f1" if head else "epoch_macro_f1",
                           report["macro_f1"], step=step)
+    write_pr_curves(positives, negatives, label_names, step, tag, "against the other classes")
+    return report
+
+
+def write_label_sets(targets: np.ndarray, probabilities: np.ndarray, report: dict,
+                     step: int) -> None:
+    """A multi-label model's test scores (``report``: :func:`tfkit.metrics.multi_label_report`
+    at the chosen thresholds) into the default summary writer: the per-label table
+    (``classification_report``: precision, recall, F1, support, threshold, and the micro and
+    macro averages) and one precision-recall curve per label (label present or not)."""
+    names = list(report["per_label"])
+    rows = ["| label | precision | recall | F1 | support | threshold |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} "
+        f"| {c['threshold']:.2f} |" for name, c in report["per_label"].items()] + [
+        f"| **micro average** | | | {report['micro_f1']:.3f} | | |",
+        f"| **macro average** | | | {report['macro_f1']:.3f} | | |",
+        f"| **subset accuracy** | | | {report['subset_accuracy']:.3f} | | |"]
+    tf.summary.text("classification_report", "\n".join(rows), step=step)
+    write_pr_curves(*bucket_counts(np.asarray(targets) > 0.5, probabilities), names, step, "",
+                    "present or not")
+
+
+def write_pr_curves(positives: np.ndarray, negatives: np.ndarray, label_names: list[str],
+                    step: int, tag: str, against: str) -> None:
+    """One precision-recall curve per label (PR Curves tab, tag ``<tag><label>/pr_curves``)
+    from the per-bucket counts of :func:`bucket_counts`."""
     for i, name in enumerate(label_names):
         tp = np.cumsum(positives[i][::-1])[::-1]  # predicted positive at threshold j or above
         fp = np.cumsum(negatives[i][::-1])[::-1]
@@ -229,9 +268,8 @@ def write_counts(matrix: np.ndarray, positives: np.ndarray, negatives: np.ndarra
             f"{tag}{name}", true_positive_counts=tp, false_positive_counts=fp,
             true_negative_counts=fp[0] - fp, false_negative_counts=tp[0] - tp,
             precision=tp / np.maximum(1e-7, tp + fp), recall=tp / np.maximum(1e-7, tp[0]),
-            num_thresholds=PR_THRESHOLDS, display_name=f"{tag}{name} (against the other classes)")
+            num_thresholds=PR_THRESHOLDS, display_name=f"{tag}{name} ({against})")
         tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
-    return report
 
 
 def head_counts(model: keras.Model) -> dict:

@@ -24,6 +24,7 @@ from tfkit.datasets import make_dataset
 from tfkit.evaluation import score_saved_model
 from tfkit.export import ExportError, check_next_version, export_for_serving
 from tfkit.litert import REPRESENTATIVE, export_litert
+from tfkit.metrics import label_set_baseline
 from tfkit.monitor import predictions, traced_call
 from tfkit.quantization import (
     check_quantizable,
@@ -31,7 +32,7 @@ from tfkit.quantization import (
     quantize_for_serving,
     served_metrics,
 )
-from tfkit.runs import load_run
+from tfkit.runs import load_run, run_multi_label
 from tfkit.serving_config import LabelError, check_label, published_versions, set_version_label
 
 log = logging.getLogger("tfkit")
@@ -43,7 +44,12 @@ LITERT_CHECKED = 256  # test images an int8 LiteRT file's accuracy is checked on
 
 def majority_rates(data: LabeledData) -> dict:
     """``{head: (share, label)}``: the test accuracy of always answering the most frequent
-    test label, per classification head (head ``None`` for a single-task classifier)."""
+    test label, per classification head (head ``None`` for a single-task classifier). For
+    multi-label data: ``{None: (micro F1, label set)}`` of always answering the training
+    split's most frequent label set (:func:`tfkit.metrics.label_set_baseline`)."""
+    if data.multi_label:
+        f1, chosen = label_set_baseline(data.train.y, data.test.y)
+        return {None: (f1, ", ".join(data.label_names[i] for i in chosen))}
     multitask = isinstance(data.label_names, dict)
     heads = data.label_names if multitask else {None: data.label_names}
     targets = data.test.y if multitask else {None: data.test.y}
@@ -61,7 +67,8 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
     """Whether a trained model may be published as the next version under ``model_dir``.
 
     It must have (1) finite test losses; (2) on every classification head, a test accuracy
-    above what always answering the most frequent test label scores; (3) when ``model_dir``
+    above what always answering the most frequent test label scores (multi-label: a test
+    micro F1 above that of always answering the most frequent label set); (3) when ``model_dir``
     already serves a version (with the same labels: other labels are refused before
     training), a test accuracy at most ``max_regression`` below that version's, scored
     through its serving signature on this run's test split.
@@ -86,8 +93,9 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
                 and not math.isfinite(value):
             reasons.append(f"{key} is {value} (training diverged: lower train.learning_rate?)")
     rates = majority_rates(data)
+    score = "micro_f1" if data.multi_label else "accuracy"  # what the baseline is scored on
     for head, (rate, label) in rates.items():
-        key = f"test_{head}_accuracy" if head else "test_accuracy"
+        key = f"test_{head}_{score}" if head else f"test_{score}"
         accuracy = metrics.get(key)
         if accuracy is not None and not accuracy > rate + 1e-6:  # float32 metric vs exact rate
             reasons.append(f"{key} {accuracy:.4f} is not above {rate:.4f}, what always "
@@ -102,7 +110,7 @@ def bless(metrics: dict, data: LabeledData, model_dir: str | Path,
             log.warning("could not score the served version '%s' to compare: %s", served, exc)
             theirs = {}
         for head in rates:
-            key = f"test_{head}_accuracy" if head else "test_accuracy"
+            key = f"test_{head}_{score}" if head else f"test_{score}"
             if key not in theirs or key not in metrics:
                 continue
             served_accuracy[key] = theirs[key]
@@ -178,14 +186,22 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     if label is not None:
         check_label(label, "export --label")
     config, model, preprocessor, label_names = load_run(run_dir)
+    multi_label = run_multi_label(run_dir)
+    if multi_label and format != "saved_model":
+        raise ExportError(f"export --format {format}: '{run_dir}' answers several labels per "
+                          "example, which only the SavedModel serves (--format saved_model).")
     if quantize is not None:
         config.export.quantize = quantize
+    if multi_label and config.export.quantize != "none":
+        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' answers "
+                          "several labels per example; its int8 copy cannot be checked "
+                          "against it yet (--quantize none).")
     if format == "saved_model":
         check_quantizable(model, config.export.quantize, config.model.name)
     data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
     if format == "saved_model":
-        check_next_version(model_dir, label_names, preprocessor)
+        check_next_version(model_dir, label_names, preprocessor, multi_label)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     metrics.pop("quantization", None)  # the facts of this export's model, not of the run's
     served, judged, reasons = model, metrics, []
@@ -209,7 +225,8 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     version = export_for_serving(served, preprocessor, label_names, model_dir,
                                  preprocessor.export_samples(data.test.sample(EXPORT_SAMPLES).x),
                                  serving_root=config.export.serving_root,
-                                 metadata={"run_dir": str(run_dir), "metrics": metrics})
+                                 metadata={"run_dir": str(run_dir), "metrics": metrics},
+                                 multi_label=multi_label)
     if label is not None:
         set_version_label(model_dir, label, int(version.name), config.export.serving_root)
     return version

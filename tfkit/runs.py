@@ -129,6 +129,13 @@ def load_run(run_dir: str | Path):
     return config, model, load_preprocessor(run_dir), metrics["label_names"]
 
 
+def run_multi_label(run_dir: str | Path) -> dict | None:
+    """A finished multi-label run's ``{"thresholds": one per label, "separator": ...}``
+    (``metrics.json``), or None for a run with one label per example."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    return metrics.get("multi_label")
+
+
 def save_trained_model(model: keras.Model, path: Path) -> None:
     """``model.save(path)`` of the trained model as an uncompiled one: its architecture and
     weights, without the optimizer, whose two Adam moments per weight would triple the file

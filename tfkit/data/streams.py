@@ -569,7 +569,7 @@ class Labels:
     numerically when every label is an integer), ``[]`` per regression column."""
 
     columns: list[str]
-    kinds: dict  # column -> "classification" | "regression"
+    kinds: dict  # column -> "classification" | "regression" | "multilabel" (label sets)
     names: dict  # column -> label names ([] for regression)
 
     def encode(self, raw: dict):
@@ -734,7 +734,7 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
             when there are more than ``data.skip_bad_records``.
     """
     columns = list(kinds)
-    vocab = {c: {} for c in columns if kinds[c] == "classification"}  # raw label -> temporary id
+    vocab = {c: {} for c in columns if kinds[c] != "regression"}  # raw label -> temporary id
     kept = {side: {"ids": {c: [] for c in columns}, "hashes": ([], [])} for side in ("train", "test")}
     bad = {"count": 0, "first": None}
     number = re.compile(NUMBER)
@@ -827,7 +827,8 @@ def _check_batch(raw, valid, problem, columns, kinds, vocab, is_test, number):
         for j, v in enumerate(values):
             if not v.strip():
                 why[j] = f"column {column!r} has no label"
-            elif is_test and v not in table:
+            elif is_test and v not in table and kinds[column] != "multilabel":  # label
+                # sets unseen in training are fine: multi_hot checks each of their labels
                 known = ", ".join(excerpt(k, 40) for k in list(table)[:20])
                 why[j] = (f"label {excerpt(v, 40)} in column {column!r} does not occur in the "
                           f"training data (known: [{known}])")

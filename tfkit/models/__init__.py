@@ -273,26 +273,54 @@ def check_model_params(name: str, params: dict) -> None:
                              .replace("Unknown model", "Unknown model.params.encoder")) from None
 
 
-def build_model(name: str, **kwargs):
+def build_model(name: str, *, multi_label: bool = False, **kwargs):
     """Calls the registered builder ``name`` with the keyword arguments it accepts.
 
     Data arguments the builder does not take (say ``vocab_size`` for an image model)
-    are dropped, so callers can pass everything they know.
+    are dropped, so callers can pass everything they know. ``multi_label``: several labels
+    per example, the builder's softmax output replaced by sigmoids (:func:`sigmoid_outputs`).
 
     Examples:
         >>> build_model("text_gru", vocab_size=50, num_classes=2, units=4).name
         'text_gru'
+        >>> build_model("text_cnn", vocab_size=50, num_classes=5, multi_label=True,
+        ...             filters=4).get_layer("probabilities").activation.__name__
+        'sigmoid'
     """
     builder = get_entry(name).load()
     accepted = inspect.signature(builder).parameters
     data = {k: v for k, v in kwargs.items() if k in DATA_ARGS and k in accepted}
     params = {k: v for k, v in kwargs.items() if k not in DATA_ARGS}
     check_model_params(name, params)
-    return builder(**data, **params)
+    model = builder(**data, **params)
+    return sigmoid_outputs(model, name) if multi_label else model
+
+
+def sigmoid_outputs(model, name: str = "the model"):
+    """The same model with its softmax output layer (named ``probabilities``, as tfkit's
+    builders name it) replaced by a ``Dense`` layer of the same size with one sigmoid per
+    label: independent probabilities for multi-label data (trained with binary
+    cross-entropy).
+
+    Raises:
+        ValueError: when the model has no ``Dense`` layer named ``probabilities`` as its output.
+    """
+    import keras
+
+    try:
+        layer = model.get_layer("probabilities")
+    except ValueError:
+        layer = None
+    if not isinstance(layer, keras.layers.Dense) or layer.output is not model.outputs[0]:
+        raise ValueError(f"multi-label data needs {name}'s output to be a Dense layer named "
+                         "'probabilities' (as tfkit's builders make it).")
+    settings = {**layer.get_config(), "activation": "sigmoid"}
+    outputs = keras.layers.Dense.from_config(settings)(layer.input)
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
-           "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "model_inputs",
+           "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "sigmoid_outputs", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
            "build_text_transformer", "build_image_cnn", "build_sequence_lstm"]
