@@ -130,3 +130,15 @@ def test_quick_compression_benchmark_compares_students_and_int8_exports(tmp_path
         assert "embedding" in report["quantized_layers"]
         assert report["serving"]["int8"]["batch64_examples_per_second"] > 0
     assert result["int8"]["fine_foods_text_lstm"]["float_layers"] == ["lstm_cell"]
+
+
+def test_quick_multilabel_benchmark_scores_tfkit_and_baselines(tmp_path):
+    from benchmarks.multilabel import main
+
+    path = main(["--quick", "--out", str(tmp_path)])
+    result = json.loads(path.read_text())
+    assert result["labels"] == 22 and len(result["tfkit"]["runs"]) == 1
+    for scores in (result["tfkit"]["micro_f1"]["mean"],
+                   result["tfidf_logistic_regression"]["micro_f1"],
+                   result["most_frequent_label_set"]["micro_f1"]):
+        assert 0 < scores <= 1
