@@ -709,12 +709,11 @@ def multi_hot(data: LabeledData, config: DataConfig) -> LabeledData:
     """Several labels per example (``data.multi_label``): the sources read the label column's
     distinct values (``"a|b"``) as labels; here each becomes its label set
     (:func:`label_set`), and every split's targets a multi-hot ``float32 [n, labels]`` over
-    the labels the training split has (sorted).
+    the labels of all splits (sorted; a warning names those no training example has).
 
     Raises:
         DataError: when the separator never occurs (one label per example: no multi-label
-            data), a validation or test example has a label the training split lacks, or
-            there are fewer than 2 labels.
+            data) or there are fewer than 2 labels.
     """
     where = f"{data.description} column '{config.label_column}'"
     if data.streamed:
@@ -726,26 +725,26 @@ def multi_hot(data: LabeledData, config: DataConfig) -> LabeledData:
         raise DataError(f"{where}: data.label_separator {config.label_separator!r} never occurs "
                         f"in its labels ({shown}, ...): each example has one label. Set the "
                         "separator the column uses, or drop data.multi_label.")
-    used = np.unique(np.asarray(data.train.y, np.int64))
-    names = sorted({label for i in used for label in sets[i]})
+    used = {name: np.unique(np.asarray(getattr(data, name).y, np.int64))
+            for name in ("train", "validation", "test")}
+    names = sorted({label for ids in used.values() for i in ids for label in sets[i]})
     if len(names) < 2:
         raise DataError(f"{where}: needs at least 2 labels, found {names or 'none'}.")
+    trained = {label for i in used["train"] for label in sets[i]}
+    unseen = [name for name in names if name not in trained]
+    if unseen:  # every split's labels are kept: a quick run (data.limit) may miss rare ones
+        log.warning("%s: label(s) %s occur in the validation or test split only: the model "
+                    "cannot learn to answer them", where,
+                    ", ".join(excerpt(n, 40) for n in unseen[:10]))
     index = {name: i for i, name in enumerate(names)}
     matrix = np.zeros((len(sets), len(names)), np.float32)
     for row, labels in enumerate(sets):
         for label in labels:
-            if label in index:
-                matrix[row, index[label]] = 1.0
+            matrix[row, index[label]] = 1.0
     splits = {}
     for name in ("train", "validation", "test"):
         split = getattr(data, name)
         ids = np.asarray(split.y, np.int64)
-        for i in np.unique(ids):
-            unknown = [label for label in sets[i] if label not in index]
-            if unknown:
-                raise DataError(f"{where}: label {excerpt(unknown[0], 40)} of the {name} split "
-                                "does not occur in the training split (known: "
-                                f"[{', '.join(excerpt(n, 40) for n in names[:20])}]).")
         splits[name] = Split(split.x, matrix[ids] if len(ids) else
                              np.zeros((0, len(names)), np.float32))
     return replace(data, train=splits["train"], validation=splits["validation"],
