@@ -155,7 +155,8 @@ def test_a_failing_warmup_request_publishes_nothing(trained, tmp_path, monkeypat
     write = tfkit.export.write_warmup_requests
 
     def wrong_input_name(path, model_name, inputs):
-        return write(path, model_name, {e: ("txt", batch) for e, (_, batch) in inputs.items()})
+        return write(path, model_name, {e: {"txt": next(iter(feeds.values()))}
+                                        for e, feeds in inputs.items()})
 
     monkeypatch.setattr(tfkit.export, "write_warmup_requests", wrong_input_name)
     base = tmp_path / "m"

@@ -7,6 +7,8 @@ import tensorflow as tf
 from conftest import tiny_texts
 
 import tfkit
+from tfkit.config import DataConfig
+from tfkit.data import Split
 from tfkit.export import export_for_serving, load_serving
 from tfkit.models import MODELS, build_model
 
@@ -20,6 +22,8 @@ TINY_PARAMS = {
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
     "han": {"embedding_dim": 8, "word_units": 4, "sentence_units": 4, "attention_units": 4},
     "multitask": {"encoder": "text_gru", "encoder_params": {"embedding_dim": 8, "units": 4}},
+    "text_table": {"encoder": "text_cnn", "encoder_params": {"embedding_dim": 8, "filters": 4},
+                   "table_units": 4, "hidden_units": 4},
     "image_cnn": {"filters": [4, 8], "dense_units": 8, "batch_norm": True, "augment": True},
     "sequence_lstm": {"hidden_size": 4, "num_layers": 2},
 }
@@ -54,6 +58,17 @@ def setup_for(name, text_setup, document_setup):
         ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
         probe = texts[:5] + ["", "unknownword " * 50, "!!!", "One. Two. Three. Four. Five."]
         return y, pre, ds, probe
+    if inputs == "text_table":  # the texts plus a number and a category per row
+        texts, y, _ = text_setup
+        features = {"price": "float_normalized", "shop": "string_categorical"}
+        x = tfkit.data.table_inputs(np.array(texts, object), {
+            "price": [float(i % 7) if i % 5 else "" for i in range(len(texts))],
+            "shop": [["north", "south", "east"][i % 3] for i in range(len(texts))]}, features, "t")
+        pre = tfkit.data.TextTablePreprocessor(tfkit.TextPreprocessor(max_tokens=100, max_len=12),
+                                               features)
+        pre.adapt(x)
+        ds = pre.dataset(Split(x, y), 8, training=True, data=DataConfig())
+        return y, pre, ds, pre.export_samples(x[:5])
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(24, 8, 8, 1)).astype(np.uint8)
     y = np.arange(24, dtype=np.int32) % 2
@@ -75,8 +90,10 @@ def test_registry_round_trip(name, text_setup, document_setup, tmp_path):
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
-    prepare = pre.serving_endpoints()["serving_default"][0]
-    model_inputs = prepare(tf.constant(probe))
+    prepare, (spec,) = pre.serving_endpoints()["serving_default"]
+    feeds = {name: tf.constant(probe[name], one.dtype) for name, one in spec.items()} \
+        if isinstance(spec, dict) else {pre.serving_input: tf.constant(probe)}
+    model_inputs = prepare(feeds if isinstance(spec, dict) else feeds[pre.serving_input])
     expected = model(model_inputs, training=False).numpy()
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
 
@@ -88,7 +105,7 @@ def test_registry_round_trip(name, text_setup, document_setup, tmp_path):
                               samples=probe)
     assert path.name == "1"
     loaded, signature, _ = load_serving(path)
-    served = signature(**{pre.serving_input: tf.constant(probe)})
+    served = signature(**feeds)
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
     assert [s.decode() for s in served["label"].numpy()] == \
         [["good", "bad"][i] for i in expected.argmax(axis=1)]

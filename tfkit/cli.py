@@ -31,11 +31,15 @@ BANNER = ("All log messages before absl::InitializeLog()", "oneDNN custom operat
 PREDICT_BATCH = 1024  # tfkit predict: inputs read, answered and printed at a time
 
 
-def _read_inputs(path: str, column: str | None, encoding: str | None = None):
+def _read_inputs(path: str, column: str | None, encoding: str | None = None, rows: bool = False):
     """Texts, one at a time, from a .txt (one per line), .csv or .tsv (``column``) or .jsonl
     (``column`` key) file, or from standard input (``-``: one text per line). A UTF-8
     byte-order mark (spreadsheet exports) is skipped; ``encoding`` names another text
-    encoding. A text that cannot be read is a ValueError naming its line (or object)."""
+    encoding. A text that cannot be read is a ValueError naming its line (or object).
+    ``rows``: whole rows (dicts) of a .csv, .tsv or .jsonl file, for a model of several inputs."""
+    if rows and (path == "-" or Path(path).suffix.lower() == ".txt"):
+        raise ValueError(f"--input {path}: this model takes several inputs per example: give a "
+                         ".jsonl, .csv or .tsv file with one column per input.")
     if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream (tests, notebooks)
         yield from (line.rstrip("\r\n") for line in sys.stdin)
         return
@@ -55,7 +59,7 @@ def _read_inputs(path: str, column: str | None, encoding: str | None = None):
     if not file.is_file():
         raise FileNotFoundError(f"input file '{path}' does not exist.")
     try:
-        yield from _read_input_file(file, column, encoding)
+        yield from _read_input_file(file, column, encoding, rows)
     except LookupError:
         raise ValueError(f"--encoding {encoding!r} is not a text encoding Python knows "
                          "(e.g. utf-8, latin-1, cp1252, utf-16).") from None
@@ -65,7 +69,7 @@ def _read_inputs(path: str, column: str | None, encoding: str | None = None):
                          "e.g. --encoding cp1252.") from None
 
 
-def _read_input_file(file: Path, column: str | None, encoding: str | None):
+def _read_input_file(file: Path, column: str | None, encoding: str | None, rows: bool = False):
     path = str(file)
     suffix = file.suffix.lower()
     key = column or "text"
@@ -74,6 +78,9 @@ def _read_input_file(file: Path, column: str | None, encoding: str | None):
 
         try:
             for number, row in json_objects(file, "input", encoding):
+                if rows:
+                    yield row
+                    continue
                 if key not in row:
                     raise ValueError(f"input file '{path}' line {number}: no key {key!r}.")
                 yield row[key]
@@ -87,18 +94,25 @@ def _read_input_file(file: Path, column: str | None, encoding: str | None):
             yield from (line.rstrip("\r\n") for line in handle)
             return
         reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+        if rows:
+            yield from reader
+            return
         if key not in (reader.fieldnames or []):
             raise ValueError(f"input file '{path}' has no column {key!r}; "
                              f"its columns are {reader.fieldnames}. Use --column.")
         yield from (row[key] for row in reader)
 
 
-def _inputs(args):
+def _inputs(args, rows: bool = False):
     """``predict`` / ``explain`` / ``rest``: the texts on the command line, then those of
-    ``--input``, one at a time."""
+    ``--input``, one at a time (``rows``: the rows of ``--input``, for a model of several
+    inputs)."""
+    if rows and args.texts:
+        raise ValueError("this model takes several inputs per example (a text and table "
+                         "columns): give them as rows of --input FILE (.jsonl or .csv).")
     yield from args.texts
     if args.input:
-        yield from _read_inputs(args.input, args.column, args.encoding)
+        yield from _read_inputs(args.input, args.column, args.encoding, rows)
 
 
 def _texts(args) -> list[str]:
@@ -178,13 +192,15 @@ def _cmd_predict(args) -> int:
     from tfkit.data.streams import Progress
     from tfkit.export import ServedModel
 
-    total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding))
+    served = ServedModel(args.saved_model)
+    rows = served.several_inputs
+    total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding,
+                                                             rows))
                                if args.input and args.input != "-" else 0)
     if not total and args.input != "-":
         raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
-    served = ServedModel(args.saved_model)
     progress = Progress(f"predict ({total:,} inputs)" if total else "predict", "inputs")
-    inputs = _inputs(args)
+    inputs = _inputs(args, rows)
     while batch := list(itertools.islice(inputs, PREDICT_BATCH)):
         for text, result in zip(batch, served.predict(batch)):
             print(json.dumps({"input": text, **result}, ensure_ascii=False))
@@ -198,10 +214,16 @@ def _cmd_rest(args) -> int:
     from tfkit.export import ServedModel
 
     served = ServedModel(args.saved_model)
-    inputs = served.prepare(_texts(args))  # refuses text that is not UTF-8, reads image files
-    if served.input_key == "text":
-        inputs = [text.decode("utf-8") for text in inputs]
-    bodies = served.rest_requests(inputs)
+    if served.several_inputs:  # rows of --input: a text and table columns
+        rows = list(_inputs(args, rows=True))
+        if not rows:
+            raise ValueError(f"nothing to {args.command}: give --input FILE.")
+        bodies = served.rest_requests(rows)
+    else:
+        inputs = served.prepare(_texts(args))  # refuses text that is not UTF-8, reads images
+        if served.input_key == "text":
+            inputs = [text.decode("utf-8") for text in inputs]
+        bodies = served.rest_requests(inputs)
     if args.api not in bodies:
         raise ValueError(f"'{served.version}' has no {args.api!r} API; it takes "
                          f"{', '.join(bodies)} requests.")

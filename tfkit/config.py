@@ -67,6 +67,10 @@ class DataConfig:
     # label_separator ("poem|love"), or as a list in JSON Lines
     multi_label: bool = False
     label_separator: str = "|"
+    # text plus table columns (model text_table): {column: kind}, kinds as keras.utils.FeatureSpace
+    # names them (float_normalized, string_categorical, ...), and crosses [[column, column]]
+    features: dict | None = None
+    feature_crosses: list | None = None
     test_fraction: float = 0.2  # used when a source has no test split of its own
     validation_fraction: float = 0.1  # carved from train with `seed`
     seed: int = 42
@@ -402,6 +406,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
     _validate_heads(config)
     _validate_multi_label(config)
+    _validate_features(config)
     _validate_inputs(config)
     _validate_ranges(config)
 
@@ -539,6 +544,55 @@ def _validate_heads(config: Config) -> None:
 
 
 MULTI_LABEL_SOURCES = ("tate", "csv", "tfrecord")  # sources whose label column is free text
+# data.features kinds: keras.utils.FeatureSpace's own names
+FEATURE_KINDS = ("float", "float_normalized", "float_discretized", "string_categorical",
+                 "integer_categorical", "string_hashed", "integer_hashed")
+CROSSABLE_KINDS = ("float_discretized", "string_categorical", "integer_categorical",
+                   "string_hashed", "integer_hashed")  # integer ids a hashed cross combines
+TABLE_SOURCES = ("csv", "tate")  # sources that read table columns (data.features)
+
+
+def _validate_features(config: Config) -> None:
+    """data.features / data.feature_crosses and the text_table model go together."""
+    d = config.data
+    table_model = config.model.name == "text_table"
+    if table_model and not d.features:
+        raise ConfigError("model 'text_table' needs data.features, the table columns beside the "
+                          "text, e.g. {price: float_normalized, category: string_categorical}.")
+    if not d.features:
+        if d.feature_crosses:
+            raise ConfigError("data.feature_crosses needs data.features.")
+        return
+    if not table_model:
+        raise ConfigError(f"data.features is set, but model '{config.model.name}' reads only "
+                          "the text; use model.name: text_table (or drop data.features).")
+    if d.source not in TABLE_SOURCES:
+        raise ConfigError(f"data.features: data.source '{d.source}' has no table columns; "
+                          f"use {' or '.join(TABLE_SOURCES)}.")
+    if str(d.stream).lower() == "true":
+        raise ConfigError("data.features: text with table columns is read into memory; set "
+                          "data.stream: auto or false.")
+    if not isinstance(d.features, dict):
+        raise ConfigError(f"data.features must be a mapping {{column: kind}}, got {excerpt(d.features)}.")
+    reserved = {"text", "examples", "inputs", d.text_column, d.label_column}
+    for column, kind in d.features.items():
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", str(column)) or column in reserved:
+            raise ConfigError(f"data.features: column name {excerpt(column)} must be letters, "
+                              "digits and _ (it names a serving input), and not the text or "
+                              "label column.")
+        if kind not in FEATURE_KINDS:
+            close = difflib.get_close_matches(str(kind), FEATURE_KINDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"data.features.{column} must be one of {', '.join(FEATURE_KINDS)}; "
+                              f"got {excerpt(kind)}.{hint}")
+    for cross in d.feature_crosses or []:
+        if not isinstance(cross, list) or len(cross) < 2:
+            raise ConfigError(f"data.feature_crosses: each cross is a list of 2 or more "
+                              f"columns, got {excerpt(cross)}.")
+        for column in cross:
+            if d.features.get(column) not in CROSSABLE_KINDS:
+                raise ConfigError(f"data.feature_crosses: {excerpt(column)} must be a column of "
+                                  f"data.features of kind {', '.join(CROSSABLE_KINDS)}.")
 
 
 def _validate_multi_label(config: Config) -> None:

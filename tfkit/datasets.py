@@ -28,8 +28,9 @@ def make_preprocessor(config: Config, data: LabeledData):
         ConfigError: when the data cannot feed the model (say text data for ``image_cnn``).
     """
     name, inputs = config.model.name, model_inputs(config.model.name, config.model.params)
-    x = data.train.sample(8).x  # what the inputs are: texts, encoded images, arrays
-    is_text = x.dtype == object and isinstance(x[0], str)
+    x = data.train.sample(8).x  # what the inputs are: texts (and table columns), encoded
+    is_text = x.dtype.names is not None or (  # images, arrays
+        x.dtype == object and isinstance(x[0], str))
     given = "text" if is_text else ("encoded images" if x.dtype == object
                                     else f"arrays of shape {x.shape[1:]}")
     problem = input_kind_problem(name, config.model.params, config.data.source, is_text, given)

@@ -44,7 +44,7 @@ def score_saved_model(path: str | Path, data: LabeledData) -> dict:
     """
     served = ServedModel(path)
     version, heads, multitask = served.version, served.heads, served.multitask
-    if served.input_key not in ("text", "image_bytes"):
+    if served.input_key not in ("text", "image_bytes", "text_table"):
         raise ValueError(f"'{version}': evaluating a SavedModel takes text and image models "
                          f"(this one takes {served.input_key}); evaluate the run folder that "
                          "exported it.")

@@ -122,19 +122,26 @@ def _serving_fn(model, prepare, names, multi_label=None):
     return serve
 
 
-def _examples_endpoint(prepare, spec: tf.TensorSpec):
+def _examples_endpoint(prepare, spec):
     """``serving_examples``: serialized ``tf.train.Example`` protos in (``examples``,
     ``tf.string [None]``), each holding the raw input in one feature named like
     ``serving_default``'s input (``text`` or ``image_bytes``: a bytes feature; ``sequence``:
-    a float feature of ``steps x features`` values, row-major); a missing feature is an error
-    that names it, never an empty input."""
-    shape = spec.shape[1:]
-    feature = (tf.io.FixedLenFeature([], tf.string) if spec.dtype == tf.string
-               else tf.io.FixedLenFeature([shape.num_elements()], spec.dtype))
+    a float feature of ``steps x features`` values, row-major), or for a signature of several
+    inputs (``spec`` a dict: text and table columns) one feature per input (float, int64 or
+    bytes); a missing feature is an error that names it, never an empty input."""
+    specs = spec if isinstance(spec, dict) else {spec.name: spec}
+    features = {}
+    for name, one in specs.items():
+        shape = one.shape[1:]
+        features[name] = (tf.io.FixedLenFeature([], tf.string) if one.dtype == tf.string
+                          else tf.io.FixedLenFeature([], one.dtype) if shape.rank == 0
+                          else tf.io.FixedLenFeature([shape.num_elements()], one.dtype))
 
     def parse(examples):
-        value = tf.io.parse_example(examples, {spec.name: feature})[spec.name]
-        return prepare(tf.reshape(value, [-1, *shape]) if shape.rank else value)
+        values = tf.io.parse_example(examples, features)
+        values = {name: tf.reshape(values[name], [-1, *one.shape[1:]]) if one.shape[1:].rank
+                  else values[name] for name, one in specs.items()}
+        return prepare(values if isinstance(spec, dict) else values[spec.name])
 
     return parse, [tf.TensorSpec([None], tf.string, name="examples")]
 
@@ -147,7 +154,7 @@ def serving_endpoints(preprocessor) -> dict:
                                                           endpoints[SERVING_KEY][1][0])}
 
 
-def make_examples(inputs, feature: str) -> list[bytes]:
+def make_examples(inputs, feature: str | None = None) -> list[bytes]:
     """Serialized ``tf.train.Example`` protos for the ``serving_examples`` signature, one per
     raw input: texts or encoded image bytes as a bytes feature, arrays (sequences) as a float
     feature.
@@ -159,16 +166,29 @@ def make_examples(inputs, feature: str) -> list[bytes]:
 
         Feed them to a loaded export as
         ``loaded.signatures["serving_examples"](examples=tf.constant(make_examples(...)))``.
+        For a model with several inputs (text and table columns), ``inputs`` is
+        ``{input: values}`` and each Example holds one feature per input (integers as an
+        int64 feature):
+
+        >>> example = tf.train.Example.FromString(
+        ...     make_examples({"text": ["Tasty"], "price": [3.5], "year": [1999]})[0])
+        >>> example.features.feature["year"].int64_list.value
+        [1999]
     """
     def one(value):
         if isinstance(value, str):
             value = value.encode("utf-8")
         if isinstance(value, bytes):
             return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        if isinstance(value, (int, np.integer)):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
         return tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(value)))
 
-    return [tf.train.Example(features=tf.train.Features(feature={feature: one(v)}))
-            .SerializeToString() for v in inputs]
+    columns = inputs if isinstance(inputs, dict) else {feature: inputs}
+    rows = len(next(iter(columns.values())))
+    return [tf.train.Example(features=tf.train.Features(feature={
+        name: one(values[row]) for name, values in columns.items()})).SerializeToString()
+        for row in range(rows)]
 
 
 def serving_function(model: keras.Model, preprocessor, label_names: list[str] | dict,
@@ -204,8 +224,9 @@ def build_archive(model: keras.Model, preprocessor, label_names: list[str] | dic
     # the endpoint uses, and track(model) would add the keras.Variable wrappers of the same
     # weights, which the checkpoint writes a second time (keras-team/keras#23553: 2x the
     # SavedModel's size and 2x the variable memory in TF Serving).
-    if hasattr(preprocessor, "layer"):
-        archive.track(preprocessor.layer)  # the vocabulary lookup table
+    for layer in getattr(preprocessor, "layers", None) or (
+            [preprocessor.layer] if hasattr(preprocessor, "layer") else []):
+        archive.track(layer)  # lookup tables: the vocabulary, a FeatureSpace's categories
     names = _plain_names(label_names)
     for endpoint, (prepare, signature) in serving_endpoints(preprocessor).items():
         archive.add_endpoint(endpoint, _serving_fn(model, prepare, names, multi_label),
@@ -271,21 +292,25 @@ def set_api_method_names(path: Path, endpoints) -> None:
 
 
 def endpoint_inputs(preprocessor, samples, label_names=()) -> tuple[dict, tf.Tensor]:
-    """The samples as each endpoint takes them, ``{endpoint: (input name, batch)}`` (the
+    """The samples as each endpoint takes them, ``{endpoint: {input name: batch}}`` (the
     raw samples for ``serving_default``, the same in ``tf.train.Example`` protos for
     ``serving_examples`` and, given the model's ``label_names``, the Classify / Regress
     endpoints (:func:`api_endpoints`); for ``serving_tensor`` the tensor the preprocessor
-    makes of them), and that tensor (what the Keras model takes)."""
+    makes of them), and that tensor (what the Keras model takes). ``samples``: raw inputs,
+    or ``{input: values}`` for a signature of several inputs."""
     endpoints = serving_endpoints(preprocessor)
-    raw = tf.constant(samples)
-    prepared = endpoints[SERVING_KEY][0](raw)  # e.g. tokenised text, decoded images
-    feature = endpoints[SERVING_KEY][1][0].name
-    examples = tf.constant(make_examples(raw.numpy(), feature))
-    batches = {SERVING_KEY: raw, EXAMPLES_KEY: examples}
-    inputs = {endpoint: (signature[0].name, batches.get(endpoint, prepared))
-              for endpoint, (_, signature) in endpoints.items()}
+    spec = endpoints[SERVING_KEY][1][0]
+    if isinstance(spec, dict):
+        raw = {name: tf.constant(samples[name], one.dtype) for name, one in spec.items()}
+    else:
+        raw = {spec.name: tf.constant(samples)}
+    prepared = endpoints[SERVING_KEY][0](raw if isinstance(spec, dict) else raw[spec.name])
+    examples = tf.constant(make_examples({name: value.numpy() for name, value in raw.items()}))
+    batches = {SERVING_KEY: raw, EXAMPLES_KEY: {"examples": examples}}
+    inputs = {endpoint: batches[endpoint] if endpoint in batches else
+              {signature[0].name: prepared} for endpoint, (_, signature) in endpoints.items()}
     if len(label_names):
-        inputs.update({endpoint: ("inputs", examples)
+        inputs.update({endpoint: {"inputs": examples}
                        for endpoint in api_endpoints(_plain_names(label_names))})
     return inputs, prepared
 
@@ -294,7 +319,11 @@ def warmup_samples(samples) -> list:
     """The export's check samples as the warmup file holds them: texts cut to
     ``WARMUP_TEXT_CHARS`` characters, encoded images over ``WARMUP_EXAMPLE_BYTES`` left out
     (TF Serving replays the file at every load of the version: a 5 MB review would be
-    replayed as 5 MB, twice per endpoint)."""
+    replayed as 5 MB, twice per endpoint). Several inputs (``{input: values}``): the texts
+    cut, every row kept."""
+    if isinstance(samples, dict):
+        return {name: [v[:WARMUP_TEXT_CHARS] if isinstance(v, str) else v for v in values]
+                for name, values in samples.items()}
     kept = [sample[:WARMUP_TEXT_CHARS] if isinstance(sample, str) else sample
             for sample in samples
             if not isinstance(sample, bytes) or len(sample) <= WARMUP_EXAMPLE_BYTES]
@@ -303,13 +332,13 @@ def warmup_samples(samples) -> list:
     return kept
 
 
-def _warmup_record(model_name: str, endpoint: str, name: str, rows) -> bytes:
+def _warmup_record(model_name: str, endpoint: str, feeds: dict) -> bytes:
     """One ``PredictionLog``: a Classify or Regress request for those endpoints (the
     serialized Examples as its ``input.example_list``), a Predict request otherwise."""
     spec = model_pb2.ModelSpec(name=model_name, signature_name=endpoint)
     if endpoint.startswith((CLASSIFY_KEY, REGRESS_KEY)):
         examples = input_pb2.Input(example_list=input_pb2.ExampleList(
-            examples=[tf.train.Example.FromString(row) for row in rows.numpy()]))
+            examples=[tf.train.Example.FromString(row) for row in feeds["inputs"].numpy()]))
         if endpoint.startswith(CLASSIFY_KEY):
             log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
                 request=classification_pb2.ClassificationRequest(model_spec=spec, input=examples)))
@@ -318,7 +347,8 @@ def _warmup_record(model_name: str, endpoint: str, name: str, rows) -> bytes:
                 request=regression_pb2.RegressionRequest(model_spec=spec, input=examples)))
         return log.SerializeToString()
     request = predict_pb2.PredictRequest(model_spec=spec)
-    request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
+    for name, rows in feeds.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(rows.numpy()))
     return prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString()
 
@@ -336,12 +366,14 @@ def write_warmup_requests(path: Path, model_name: str, inputs: dict,
     """
     total = 0
     with tf.io.TFRecordWriter(str(path / "assets.extra" / WARMUP_FILE)) as writer:
-        for endpoint, (name, batch) in inputs.items():
-            for rows in (1, int(batch.shape[0])):
-                record = _warmup_record(model_name, endpoint, name, batch[:rows])
+        for endpoint, feeds in inputs.items():
+            for rows in (1, int(next(iter(feeds.values())).shape[0])):
+                record = _warmup_record(model_name, endpoint,
+                                        {k: v[:rows] for k, v in feeds.items()})
                 while total + len(record) > max_bytes and rows > 1:
                     rows //= 2  # fewer rows, until the request fits
-                    record = _warmup_record(model_name, endpoint, name, batch[:rows])
+                    record = _warmup_record(model_name, endpoint,
+                                            {k: v[:rows] for k, v in feeds.items()})
                 if total + len(record) > max_bytes:
                     continue
                 writer.write(record)
@@ -380,8 +412,8 @@ def _check_export(path: Path, model, label_names, inputs: dict, model_inputs,
     loaded = tf.saved_model.load(str(path))
     outputs = _outputs(model(model_inputs, training=False), label_names, multi_label)
     apis = api_endpoints(_plain_names(label_names))
-    for endpoint, (name, batch) in inputs.items():
-        served = loaded.signatures[endpoint](**{name: batch})
+    for endpoint, feeds in inputs.items():
+        served = loaded.signatures[endpoint](**feeds)
         expected = _api_expected(endpoint, outputs, label_names) if endpoint in apis else outputs
         if set(served) != set(expected):
             raise ExportError(f"exported model at '{path}' ({endpoint}) returns {sorted(served)}, "
@@ -703,6 +735,36 @@ class ServedModel:
         """``{head: names}``; a single-task model is the one head ``None``."""
         return self.label_names if self.multitask else {None: self.label_names}
 
+    @property
+    def several_inputs(self) -> bool:
+        """Whether the signature takes several inputs (a text and table columns)."""
+        return len(self.signature.structured_input_signature[1]) > 1
+
+    def columns(self, inputs) -> dict:
+        """Raw inputs of a signature with several inputs as ``{input: values}``: from a dict
+        of columns or a list of rows (dicts), texts as UTF-8.
+
+        Raises:
+            ValueError: naming an input the rows lack, or one the signature does not take.
+        """
+        specs = self.signature.structured_input_signature[1]
+        if not isinstance(inputs, dict):
+            rows = list(inputs)
+            for number, row in enumerate(rows, 1):
+                missing = [name for name in specs if not isinstance(row, dict) or name not in row]
+                if missing:
+                    raise ValueError(f"input {number} has no {missing[0]!r}: this model takes "
+                                     f"{', '.join(specs)} for each input.")
+            inputs = {name: [row[name] for row in rows] for name in specs}
+        unknown = [name for name in inputs if name not in specs]
+        missing = [name for name in specs if name not in inputs]
+        if unknown or missing:
+            raise ValueError(f"this model takes the inputs {', '.join(specs)}; "
+                             + (f"{missing[0]!r} is missing" if missing else
+                                f"{unknown[0]!r} is not one of them") + ".")
+        return {name: utf8_texts(values) if name == "text" else
+                _typed(values, specs[name].dtype, name) for name, values in inputs.items()}
+
     def prepare(self, inputs) -> list:
         """Raw inputs as the signature takes them: texts as UTF-8 (:func:`utf8_texts`);
         images as encoded bytes, or file paths read; sequences as they are."""
@@ -714,22 +776,25 @@ class ServedModel:
 
     def predict(self, inputs, batch_size: int = 256) -> list[dict]:
         """:func:`predict` on this export: one dict per input (``label``, ``probabilities``;
-        per head for a multi-task model; ``labels``, a list, for a multi-label model)."""
-        if self.input_key not in ("text", "image_bytes"):
+        per head for a multi-task model; ``labels``, a list, for a multi-label model). A
+        model of a text and table columns takes rows ``[{"text": ..., "price": ...}, ...]``
+        or columns ``{"text": [...], "price": [...]}``."""
+        if self.input_key not in ("text", "image_bytes", "text_table"):
             raise ValueError(f"predict takes text or image models; this one takes "
                              f"'{self.input_key}' tensors: call its serving_default signature "
                              "from Python.")
         out, names = self(inputs, batch_size), self.label_names
+        rows = range(len(next(iter(out.values()))) if out else 0)
         if self.multi_label:
             return [{"labels": [n for n, hit in zip(names, out["predicted"][row]) if hit],
                      "probabilities": {n: round(float(p), 6)
                                        for n, p in zip(names, out["probabilities"][row])}}
-                    for row in range(len(inputs))]
+                    for row in rows]
         if not self.multitask:
-            return [_class_result(out, row, names) for row in range(len(inputs))]
+            return [_class_result(out, row, names) for row in rows]
         return [{head: _class_result(out, row, head_names, f"{head}_") if head_names
                  else round(float(out[head][row]), 6) for head, head_names in names.items()}
-                for row in range(len(inputs))]
+                for row in rows]
 
     def rest_requests(self, inputs) -> dict[str, dict]:
         """The JSON bodies TF Serving's REST API takes for ``inputs``, per method and
@@ -750,7 +815,13 @@ class ServedModel:
                 return {"b64": base64.b64encode(item).decode("ascii")}
             return np.asarray(item).tolist() if not isinstance(item, str) else item
 
-        values = [value(item) for item in inputs]
+        if self.several_inputs:  # rows: {input: value}, typed as the signature takes them
+            columns = self.columns(inputs)
+            columns["text"] = [t.decode("utf-8") for t in columns["text"]]
+            values = [dict(zip(columns, row)) for row in zip(*columns.values())]  # a missing
+            # number stays NaN: TF Serving's JSON parser reads NaN
+        else:
+            values = [value(item) for item in inputs]
         bodies = {"predict": {"instances": values}}
         feature = self.input_key
         for endpoint in api_endpoints(_plain_names(self.label_names)):
@@ -759,19 +830,42 @@ class ServedModel:
             method = "classify" if endpoint.startswith(CLASSIFY_KEY) else "regress"
             key = method + endpoint[len(CLASSIFY_KEY if method == "classify" else REGRESS_KEY):]
             bodies[key] = {"signature_name": endpoint,
-                           "examples": [{feature: item} for item in values]}
+                           "examples": [item if self.several_inputs else {feature: item}
+                                        for item in values]}
         return bodies
 
     def __call__(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
         """The signature's outputs for ``inputs`` (:meth:`prepare`), ``batch_size`` a call,
         as ``{output: array}`` with one row per input."""
-        inputs = self.prepare(inputs)
-        dtype = self.signature.structured_input_signature[1][self.input_key].dtype
-        batches = [self.signature(**{self.input_key: tf.constant(inputs[i:i + batch_size], dtype)})
-                   for i in range(0, len(inputs), batch_size)]
+        specs = self.signature.structured_input_signature[1]
+        feeds = self.columns(inputs) if self.several_inputs else \
+            {self.input_key: self.prepare(inputs)}
+        rows = len(next(iter(feeds.values())))
+        batches = [self.signature(**{name: tf.constant(values[i:i + batch_size], specs[name].dtype)
+                                     for name, values in feeds.items()})
+                   for i in range(0, rows, batch_size)]
         if not batches:
             return {}
         return {key: np.concatenate([batch[key].numpy() for batch in batches]) for key in batches[0]}
+
+
+def _typed(values, dtype: tf.DType, name: str) -> list:
+    """A column's values as the signature's ``dtype`` takes them; strings read from a file
+    (``"1999"``, ``""`` for a missing number: NaN, or -1 for an integer)."""
+    if dtype == tf.string:
+        return ["" if v is None else v if isinstance(v, bytes) else str(v) for v in values]
+    out = []
+    for number, value in enumerate(values, 1):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            out.append(float("nan") if dtype.is_floating else -1)
+            continue
+        try:
+            out.append(float(value) if dtype.is_floating else int(str(value).strip()))
+        except (TypeError, ValueError):
+            kind = "a number" if dtype.is_floating else "an integer"
+            raise ValueError(f"input {number}: {name!r} is {str(value)[:40]!r}, not {kind}."
+                             ) from None
+    return out
 
 
 def utf8_texts(texts) -> list[bytes]:

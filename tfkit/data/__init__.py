@@ -41,6 +41,7 @@ INPUT_KINDS = {
     "documents": InputKind("tfkit.data.text:HierarchicalTextPreprocessor", text=True),
     "image": InputKind("tfkit.data.arrays:ImagePreprocessor", text=False),
     "sequence": InputKind("tfkit.data.arrays:SequencePreprocessor", text=False),
+    "text_table": InputKind("tfkit.data.table:TextTablePreprocessor", text=True),
 }
 TEXT_INPUTS = tuple(name for name, kind in INPUT_KINDS.items() if kind.text)
 
@@ -50,6 +51,7 @@ _LAZY = {
     "tfkit.data.pipeline": ["bucket_boundaries", "token_dataset"],
     "tfkit.data.sources": ["SOURCES", "DataError", "LabeledData", "Split", "carve",
                            "encode_labels", "load_data"],
+    "tfkit.data.table": ["TextTablePreprocessor", "table_inputs"],
     "tfkit.data.text": ["HierarchicalTextPreprocessor", "TextPreprocessor", "split_sentences",
                         "standardize_text"],
     "tfkit.data.vectors": ["add_vector_words", "load_word_vectors", "read_word_vectors",

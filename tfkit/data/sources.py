@@ -46,6 +46,7 @@ from tfkit.data.streams import (
     TfdsReader,
     file_list,
     folder_files,
+    json_objects,
     scan,
     should_stream,
 )
@@ -240,18 +241,36 @@ def _texts(values, where: str) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
+def _inputs(frame, config, where: str, text_column: str) -> np.ndarray:
+    """A table's inputs: its texts, or with ``data.features`` the texts and those columns
+    (:func:`tfkit.data.table.table_inputs`)."""
+    texts = _texts(frame[text_column], f"{where} column '{text_column}'")
+    if not config.features:
+        return texts
+    from tfkit.data.table import table_inputs
+
+    missing = [c for c in config.features if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where} has no column {missing[0]!r} (data.features); its columns "
+                        f"are {[str(c) for c in frame.columns][:30]}.")
+    try:
+        return table_inputs(texts, frame, config.features, where)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _from_frames(train, test, config, description, text_column, label_column):
     """Splits from two tables with a text column and label column(s) (``config.heads``)."""
     y, names = encode_targets(train, label_column, config.heads, f"{description} (train)")
     test_y, _ = encode_targets(test, label_column, config.heads, f"{description} (test)", names)
-    return _finish(Split(_texts(train[text_column], f"{description} (train text)"), y),
-                   Split(_texts(test[text_column], f"{description} (test text)"), test_y),
+    return _finish(Split(_inputs(train, config, f"{description} (train)", text_column), y),
+                   Split(_inputs(test, config, f"{description} (test)", text_column), test_y),
                    names, config, description)
 
 
 def _from_frame(frame, config, description, text_column, label_column):
     """Like :func:`_from_frames` for one table: the test split is carved with ``config.seed``."""
-    texts = _texts(frame[text_column], f"{description} column '{text_column}'")
+    texts = _inputs(frame, config, description, text_column)
     y, names = encode_targets(frame, label_column, config.heads, description)
     train, test = carve(Split(texts, y), config.test_fraction, config.seed)
     return _finish(train, test, names, config, description)
@@ -339,11 +358,50 @@ def load_csv(config: DataConfig) -> LabeledData:
     ``heads`` columns); ``test_path`` or a test split carved by hash (:mod:`tfkit.data.streams`).
     Read in chunks: into memory, or streamed on every pass (``data.stream``)."""
     kind = TABLE_KINDS.get(Path(config.path).suffix.lower(), "CSV")
+    if config.features:  # text with table columns: read into memory
+        return load_table(config, kind)
 
     def reader(files, columns):
         return TableReader(files, config.text_column, columns, config.encoding)
 
     return load_files(config, f"{kind} file", f"{kind} '{config.path}'", reader)
+
+
+def read_table(path: str, what: str, encoding: str | None):
+    """A whole CSV / TSV / JSON Lines file as a DataFrame of strings (JSON values as read)."""
+    import pandas as pd
+
+    kind = TABLE_KINDS.get(Path(path).suffix.lower(), "CSV")
+    if not Path(path).is_file():
+        raise DataError(f"{what}: {kind} file '{path}' does not exist.")
+    try:
+        if kind == "JSON Lines":  # a list (several labels) kept as the JSON it was
+            return pd.DataFrame([{k: json.dumps(v) if isinstance(v, list) else v
+                                  for k, v in row.items()}
+                                 for _, row in json_objects(Path(path), encoding=encoding)])
+        return pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str,
+                           keep_default_na=False, na_values=[], encoding=encoding or "utf-8-sig")
+    except (StreamError, UnicodeDecodeError) as exc:
+        raise DataError(f"{kind} file '{path}' cannot be read: {excerpt(str(exc), 200)}") from None
+    except Exception as exc:  # pandas' ParserError, EmptyDataError
+        raise DataError(f"{kind} file '{path}' cannot be read: {excerpt(str(exc), 200)}") from None
+
+
+def load_table(config: DataConfig, kind: str) -> LabeledData:
+    """A CSV (TSV, JSON Lines) file with a text column, table columns (``data.features``) and
+    label column(s), read into memory; ``test_path`` or a carved test split."""
+    description = f"{kind} '{config.path}'"
+    frame = read_table(config.path, "data.path", config.encoding)
+    columns = [config.text_column, *(config.heads or [config.label_column])]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{description} has no column {missing[0]!r}; its columns are "
+                        f"{[str(c) for c in frame.columns][:30]}.")
+    if config.test_path:
+        test = read_table(config.test_path, "data.test_path", config.encoding)
+        return _from_frames(frame, test, config, description, config.text_column,
+                            config.label_column)
+    return _from_frame(frame, config, description, config.text_column, config.label_column)
 
 
 def load_tfrecord(config: DataConfig) -> LabeledData:

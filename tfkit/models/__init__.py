@@ -8,6 +8,8 @@ which preprocessor feeds the model:
 - ``documents``: ids ``int32 [batch, sentences, words]`` (HierarchicalTextPreprocessor)
 - ``image``: pixel values 0..255 ``[batch, h, w, c]`` (ImagePreprocessor)
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
+- ``text_table``: ``{"token_ids": ids, "table": float32 [batch, features]}``, a text and
+  table columns (TextTablePreprocessor, with ``keras.utils.FeatureSpace``)
 - ``encoder``: whatever the text builder named by its ``encoder`` argument takes
 
 Adding a model to tfkit: write ``build_<name>`` in a family module and add one line below.
@@ -167,6 +169,7 @@ MODELS: dict[str, Entry] = {
     "stacked_lstm": Entry("tfkit.models.text:build_stacked_lstm", "tokens"),
     "han": Entry("tfkit.models.hierarchical:build_han", "documents"),
     "multitask": Entry("tfkit.models.multitask:build_multitask", "encoder"),
+    "text_table": Entry("tfkit.models.tabular:build_text_table", "text_table"),
     "image_cnn": Entry("tfkit.models.vision:build_image_cnn", "image"),
     "sequence_lstm": Entry("tfkit.models.vision:build_sequence_lstm", "sequence"),
 }
@@ -316,11 +319,11 @@ def sigmoid_outputs(model, name: str = "the model"):
                          "'probabilities' (as tfkit's builders make it).")
     settings = {**layer.get_config(), "activation": "sigmoid"}
     outputs = keras.layers.Dense.from_config(settings)(layer.input)
-    return keras.Model(model.inputs, outputs, name=model.name)
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
            "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "sigmoid_outputs", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
-           "build_text_transformer", "build_image_cnn", "build_sequence_lstm"]
+           "build_text_transformer", "build_text_table", "build_image_cnn", "build_sequence_lstm"]
