@@ -132,13 +132,17 @@ def test_quick_compression_benchmark_compares_students_and_int8_exports(tmp_path
     assert result["int8"]["fine_foods_text_lstm"]["float_layers"] == ["lstm_cell"]
 
 
-def test_quick_multilabel_benchmark_scores_tfkit_and_baselines(tmp_path):
-    from benchmarks.multilabel import main
+@pytest.mark.slow
+def test_quick_columns_benchmark_scores_tfkit_and_baselines(tmp_path):
+    from benchmarks.columns import main
 
     path = main(["--quick", "--out", str(tmp_path)])
     result = json.loads(path.read_text())
-    assert result["labels"] == 22 and len(result["tfkit"]["runs"]) == 1
-    for scores in (result["tfkit"]["micro_f1"]["mean"],
-                   result["tfidf_logistic_regression"]["micro_f1"],
-                   result["most_frequent_label_set"]["micro_f1"]):
-        assert 0 < scores <= 1
+    tags, table = result["multi_label"], result["text_and_table"]
+    assert tags["labels"] == 22 and len(tags["tfkit"]["runs"]) == 1
+    for score in (tags["tfkit"]["micro_f1"]["mean"], tags["tfidf_logistic_regression"]["micro_f1"],
+                  tags["most_frequent_label_set"]["micro_f1"], table["tfkit"]["accuracy"]["mean"],
+                  table["tfkit_title_only"]["accuracy"]["mean"],
+                  table["logistic_regression_all_columns"]["accuracy"],
+                  table["majority_label"]["accuracy"]):
+        assert 0 < score <= 1
