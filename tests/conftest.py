@@ -99,3 +99,26 @@ def run_cli(capsys, *argv):
     out, err = capsys.readouterr()
     return code, out, err
 
+
+
+def make_hub_preset(folder, words):
+    """A tiny, randomly initialised BERT (one layer, width 8, no dropout) and its WordPiece
+    tokenizer over ``words``, saved as a local keras-hub preset folder: what a pretrained
+    preset is, without downloading one."""
+    import keras_hub
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary), num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=32, dropout=0.0).save_to_preset(str(folder))
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(str(folder))
+    return str(folder)
+
+
+HUB_WORDS = " ".join(POSITIVE + NEGATIVE).replace(",", " ").split()
+
+
+@pytest.fixture(scope="session")
+def hub_preset(tmp_path_factory):
+    """A tiny local keras-hub preset (:func:`make_hub_preset`) knowing the tiny texts' words."""
+    return make_hub_preset(tmp_path_factory.mktemp("hub") / "tiny_bert", HUB_WORDS)

@@ -24,6 +24,7 @@ TINY_PARAMS = {
     "multitask": {"encoder": "text_gru", "encoder_params": {"embedding_dim": 8, "units": 4}},
     "text_table": {"encoder": "text_cnn", "encoder_params": {"embedding_dim": 8, "filters": 4},
                    "table_units": 4, "hidden_units": 4},
+    "hub_text": {"dropout": 0.0},  # and the tiny local preset (conftest.hub_preset)
     "image_cnn": {"filters": [4, 8], "dense_units": 8, "batch_norm": True, "augment": True},
     "sequence_lstm": {"hidden_size": 4, "num_layers": 2},
 }
@@ -50,9 +51,19 @@ def document_setup(text_setup):
     return texts, y, pre
 
 
-def setup_for(name, text_setup, document_setup):
+def params_for(name, hub_preset):
+    """:data:`TINY_PARAMS` of ``name``, with the tiny local preset for ``hub_text``."""
+    return {**TINY_PARAMS[name], **({"preset": hub_preset} if name == "hub_text" else {})}
+
+
+def setup_for(name, text_setup, document_setup, hub_preset=None):
     """(labels, preprocessor, dataset, raw probe inputs) for a model kind."""
     inputs = MODELS[name].inputs
+    if inputs == "hub_text":  # the preset's own tokenizer
+        texts, y, _ = text_setup
+        pre = tfkit.data.HubTextPreprocessor(hub_preset, 12)
+        ds = pre.dataset(Split(np.array(texts, object), y), 8, training=True, data=DataConfig())
+        return y, pre, ds, texts[:5] + ["", "unknownword " * 50, "Très bon 美味しい"]
     if inputs in ("tokens", "documents"):
         texts, y, pre = text_setup if inputs == "tokens" else document_setup
         ds = tfkit.token_dataset(texts, y, pre, 8, shuffle=True, bucket=True)
@@ -79,11 +90,11 @@ def setup_for(name, text_setup, document_setup):
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if e.inputs != "encoder"))
-def test_registry_round_trip(name, text_setup, document_setup, tmp_path):
-    y, pre, ds, probe = setup_for(name, text_setup, document_setup)
+def test_registry_round_trip(name, text_setup, document_setup, hub_preset, tmp_path):
+    y, pre, ds, probe = setup_for(name, text_setup, document_setup, hub_preset)
     keras.utils.set_random_seed(1)
     model = build_model(name, num_classes=2, vocab_size=getattr(pre, "vocab_size", None),
-                        input_shape=getattr(pre, "input_shape", None), **TINY_PARAMS[name])
+                        input_shape=getattr(pre, "input_shape", None), **params_for(name, hub_preset))
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
@@ -181,12 +192,12 @@ def _recurrent_layers(model):
 RECURRENT_MODELS = ["han", "sequence_lstm", "stacked_lstm", "text_bilstm", "text_gru", "text_lstm"]
 
 
-def test_recurrent_model_list_is_complete():
-    shapes = {"image": (8, 8, 1), "sequence": (8, 8)}
+def test_recurrent_model_list_is_complete(hub_preset):
+    shapes = {"image": (8, 8, 1), "sequence": (8, 8), "text_table": (5,)}
     assert RECURRENT_MODELS == sorted(
         name for name, entry in MODELS.items() if entry.inputs != "encoder" and _recurrent_layers(
             build_model(name, num_classes=2, vocab_size=20, input_shape=shapes.get(entry.inputs),
-                        **TINY_PARAMS[name])))
+                        **params_for(name, hub_preset))))
 
 
 @pytest.mark.parametrize("name", RECURRENT_MODELS)

@@ -338,7 +338,8 @@ def _warmup_record(model_name: str, endpoint: str, feeds: dict) -> bytes:
     spec = model_pb2.ModelSpec(name=model_name, signature_name=endpoint)
     if endpoint.startswith((CLASSIFY_KEY, REGRESS_KEY)):
         examples = input_pb2.Input(example_list=input_pb2.ExampleList(
-            examples=[tf.train.Example.FromString(row) for row in feeds["inputs"].numpy()]))
+            examples=[tf.train.Example.FromString(row)
+                      for row in next(iter(feeds.values())).numpy()]))  # "inputs"
         if endpoint.startswith(CLASSIFY_KEY):
             log = prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
                 request=classification_pb2.ClassificationRequest(model_spec=spec, input=examples)))

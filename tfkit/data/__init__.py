@@ -42,6 +42,7 @@ INPUT_KINDS = {
     "image": InputKind("tfkit.data.arrays:ImagePreprocessor", text=False),
     "sequence": InputKind("tfkit.data.arrays:SequencePreprocessor", text=False),
     "text_table": InputKind("tfkit.data.table:TextTablePreprocessor", text=True),
+    "hub_text": InputKind("tfkit.data.hub:HubTextPreprocessor", text=True),
 }
 TEXT_INPUTS = tuple(name for name, kind in INPUT_KINDS.items() if kind.text)
 
@@ -51,6 +52,7 @@ _LAZY = {
     "tfkit.data.pipeline": ["bucket_boundaries", "token_dataset"],
     "tfkit.data.sources": ["SOURCES", "DataError", "LabeledData", "Split", "carve",
                            "encode_labels", "load_data"],
+    "tfkit.data.hub": ["HubTextPreprocessor"],
     "tfkit.data.table": ["TextTablePreprocessor", "table_inputs"],
     "tfkit.data.text": ["HierarchicalTextPreprocessor", "TextPreprocessor", "split_sentences",
                         "standardize_text"],

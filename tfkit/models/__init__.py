@@ -10,6 +10,8 @@ which preprocessor feeds the model:
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
 - ``text_table``: ``{"token_ids": ids, "table": float32 [batch, features]}``, a text and
   table columns (TextTablePreprocessor, with ``keras.utils.FeatureSpace``)
+- ``hub_text``: a keras-hub backbone's inputs (``token_ids``, ``padding_mask``...), from its
+  preset's tokenizer (HubTextPreprocessor)
 - ``encoder``: whatever the text builder named by its ``encoder`` argument takes
 
 Adding a model to tfkit: write ``build_<name>`` in a family module and add one line below.
@@ -170,6 +172,7 @@ MODELS: dict[str, Entry] = {
     "han": Entry("tfkit.models.hierarchical:build_han", "documents"),
     "multitask": Entry("tfkit.models.multitask:build_multitask", "encoder"),
     "text_table": Entry("tfkit.models.tabular:build_text_table", "text_table"),
+    "hub_text": Entry("tfkit.models.pretrained:build_hub_text", "hub_text"),
     "image_cnn": Entry("tfkit.models.vision:build_image_cnn", "image"),
     "sequence_lstm": Entry("tfkit.models.vision:build_sequence_lstm", "sequence"),
 }
@@ -326,4 +329,4 @@ __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "Attenti
            "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "sigmoid_outputs", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
-           "build_text_transformer", "build_text_table", "build_image_cnn", "build_sequence_lstm"]
+           "build_text_transformer", "build_text_table", "build_hub_text", "build_image_cnn", "build_sequence_lstm"]
