@@ -192,13 +192,12 @@ def _cmd_predict(args) -> int:
     from tfkit.data.streams import Progress
     from tfkit.export import ServedModel
 
-    served = ServedModel(args.saved_model)
-    rows = served.several_inputs
-    total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding,
-                                                             rows))
+    total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding))
                                if args.input and args.input != "-" else 0)
     if not total and args.input != "-":
         raise ValueError(f"nothing to {args.command}: give texts or --input FILE.")
+    served = ServedModel(args.saved_model)
+    rows = served.several_inputs  # a text and table columns: whole rows of --input
     progress = Progress(f"predict ({total:,} inputs)" if total else "predict", "inputs")
     inputs = _inputs(args, rows)
     while batch := list(itertools.islice(inputs, PREDICT_BATCH)):
