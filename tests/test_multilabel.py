@@ -192,3 +192,9 @@ def test_multi_label_cli_errors(workdir, capsys):
                            *sets(tag_overrides(single)))
     assert code == 2 and "never occurs" in err and "Traceback" not in err
     assert not (workdir / "runs").exists()
+
+
+def test_explain_refuses_a_multi_label_export(tag_run, capsys):
+    result = tag_run[0]
+    code, _, err = run_cli(capsys, "explain", str(result.export_path), "green tea")
+    assert code == 2 and "answers several" in err

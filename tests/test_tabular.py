@@ -11,6 +11,7 @@ from conftest import run_cli, sets, tiny_texts
 
 import tfkit
 from tfkit.config import ConfigError, DataConfig
+from tfkit.convert import convert
 from tfkit.data import load_data, load_preprocessor
 from tfkit.data.sources import DataError
 from tfkit.data.table import table_inputs
@@ -188,3 +189,17 @@ def test_text_table_cli_bad_number_exits_2(workdir, capsys):
     code, _, err = run_cli(capsys, "train", *sets(table_overrides(path)))
     assert code == 2 and "column 'price' row 3 is 'cheap', not a number" in err
     assert "Traceback" not in err and not (workdir / "runs").exists()
+
+
+def test_what_text_table_does_not_take_is_refused(table_run, workdir, capsys):
+    result, folder = table_run
+    path = folder / "rows.csv"
+    for wrong, message in (("export.quantize=int8", "export.quantize is not offered"),
+                           ("train.teacher=runs", "train.teacher is not offered")):
+        with pytest.raises(ConfigError, match=message):
+            tfkit.load_config(None, table_overrides(path, wrong))
+    code, _, err = run_cli(capsys, "export", str(result.run_dir), "--quantize", "int8")
+    assert code == 2 and "int8 export does not take yet" in err
+    config = tfkit.load_config(None, table_overrides(path))
+    with pytest.raises(ConfigError, match="data.features data is not converted"):
+        convert(config, workdir / "records")

@@ -572,6 +572,11 @@ def _validate_features(config: Config) -> None:
     if str(d.stream).lower() == "true":
         raise ConfigError("data.features: text with table columns is read into memory; set "
                           "data.stream: auto or false.")
+    for key, value in (("train.teacher", config.train.teacher),
+                       ("export.quantize", config.export.quantize != "none")):
+        if value:
+            raise ConfigError(f"{key} is not offered with data.features (text with table "
+                              "columns) yet; drop one of them.")
     if not isinstance(d.features, dict):
         raise ConfigError(f"data.features must be a mapping {{column: kind}}, got {excerpt(d.features)}.")
     reserved = {"text", "examples", "inputs", d.text_column, d.label_column}

@@ -73,6 +73,11 @@ def convert(config: Config, to: str | os.PathLike, shards: int = 4,
     """
     if shards < 1:
         raise ConfigError(f"--shards must be at least 1, got {shards}.")
+    for key, value in (("data.features", config.data.features),
+                       ("data.multi_label", config.data.multi_label)):
+        if value:
+            raise ConfigError(f"tfkit convert writes one input and one label per example; "
+                              f"{key} data is not converted (it is read into memory).")
     if compression not in ("GZIP", "none"):
         raise ConfigError(f"--compression must be GZIP or none, got {compression!r}.")
     out = Path(to)

@@ -205,6 +205,9 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
     if served.input_key != "text":
         raise ValueError(f"explain takes text models; '{version}' takes "
                          f"{[served.input_key]}.")
+    if served.multi_label:
+        raise ValueError(f"explain answers models with one label per example; '{version}' "
+                         "answers several.")
     names, output = served.label_names, "probabilities"
     if served.multitask:
         classes = [h for h, head_names in names.items() if head_names]

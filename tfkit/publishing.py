@@ -192,6 +192,10 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
                           "example, which only the SavedModel serves (--format saved_model).")
     if quantize is not None:
         config.export.quantize = quantize
+    if config.data.features and config.export.quantize != "none":
+        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' reads text "
+                          "with table columns, which int8 export does not take yet "
+                          "(--quantize none).")
     if multi_label and config.export.quantize != "none":
         raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' answers "
                           "several labels per example; its int8 copy cannot be checked "
