@@ -48,6 +48,9 @@ SCRIPT = textwrap.dedent("""
                       images, classes),
         "sequence_lstm": (dict(input_shape=(6, 3), hidden_size=4, num_layers=2), sequences,
                           classes),
+        # a keras.applications backbone, frozen (its BatchNormalization in inference mode)
+        "image_backbone": (dict(input_shape=(8, 8, 1), dropout=0.0, backbone_params=dict(
+            alpha=0.75, minimalistic=True)), images, classes),
         "multitask": (dict(vocab_size=50, heads={"a": {"num_classes": 3},
                                                   "b": {"mean": 1.0, "std": 2.0}},
                            encoder="text_gru", encoder_params={"units": 4, "embedding_dim": 8}),
@@ -99,7 +102,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
     assert line, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(line[len("REPORT"):])
     assert set(report) == {"text_lstm", "fasttext_lazy_adam", "text_cnn", "stacked_lstm", "han",
-                           "text_transformer", "image_cnn", "sequence_lstm", "multitask"}
+                           "text_transformer", "image_cnn", "sequence_lstm", "multitask",
+                           "image_backbone"}
     for name, result in report.items():
         assert result["moved"] > 1e-4, name  # training really changed the weights
         assert result["loss_one"] == pytest.approx(result["loss_two"], abs=1e-5), name

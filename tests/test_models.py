@@ -25,6 +25,7 @@ TINY_PARAMS = {
     "text_table": {"encoder": "text_cnn", "encoder_params": {"embedding_dim": 8, "filters": 4},
                    "table_units": 4, "hidden_units": 4},
     "hub_text": {"dropout": 0.0},  # and the tiny local preset (conftest.hub_preset)
+    "image_backbone": {"backbone_params": {"alpha": 0.75, "minimalistic": True}},
     "image_cnn": {"filters": [4, 8], "dense_units": 8, "batch_norm": True, "augment": True},
     "sequence_lstm": {"hidden_size": 4, "num_layers": 2},
 }

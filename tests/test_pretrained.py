@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -50,8 +51,6 @@ def test_hub_text_export_takes_raw_strings(hub_run):
     ids = result.preprocessor(tf.constant(texts[:1]))["token_ids"].numpy()[0]
     assert ids[0] == 2 and 3 in ids.tolist()  # [CLS] ... [SEP]: the preset's own packer
     # the run's model.keras loads in safe mode, and answers the same
-    import keras
-
     restored = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
     np.testing.assert_allclose(restored(result.preprocessor(tf.constant(texts))).numpy(),
                                expected, atol=1e-6)
@@ -158,3 +157,83 @@ def test_hub_text_mirrored_and_mixed_precision(tmp_path):
     assert report["diff"] <= 1e-5, report
     assert np.isfinite(report["loss_mixed"]).all() and report["mixed_compute"] == "bfloat16"
     assert report["mixed_output"] == "float32"  # the softmax stays float32
+
+
+@pytest.fixture(scope="module")
+def backbone_runs(tmp_path_factory):
+    """The two stages on the embedded digits, from a local weights file of a small
+    MobileNetV3 (random weights, saved as a pretrained file would be)."""
+    from tfkit.models.pretrained import backbone_of
+
+    folder = tmp_path_factory.mktemp("backbone")
+    params = "{alpha: 0.75, minimalistic: true}"
+    probe = tfkit.build_model("image_backbone", input_shape=(8, 8, 1), num_classes=10,
+                              backbone_params={"alpha": 0.75, "minimalistic": True})
+    weights = folder / "mobilenet_v3_small_no_top.weights.h5"
+    backbone_of(probe).save_weights(weights)
+    keras.backend.clear_session()
+    overrides = ["name=digits_backbone", "model.name=image_backbone",
+                 f"model.params={{backbone: MobileNetV3Small, weights: {weights}, "
+                 f"backbone_params: {params}}}", "data.limit=96", "train.epochs=1",
+                 "train.fine_tune_epochs=1", "train.unfreeze_layers=12", "train.verbose=0",
+                 "export.blessing=false"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        second = tfkit.train("digits_cnn", overrides)
+    return second, folder, weights, overrides
+
+
+def test_image_backbone_trains_in_two_stages(backbone_runs):
+    second, folder, _, _ = backbone_runs
+    config = tfkit.load_config(second.run_dir / "config.yaml")
+    first_dir = Path(config.train.init_from)
+    assert first_dir.parent == second.run_dir.parent and first_dir != second.run_dir
+    first = json.loads((first_dir / "metrics.json").read_text())
+    assert "export_path" not in first and first["label_names"] == second.label_names
+    assert config.train.unfreeze_layers == 12 and config.train.epochs == 1
+    assert config.train.learning_rate == config.train.fine_tune_learning_rate
+    from tfkit.models.pretrained import backbone_of
+
+    trainable = [layer for layer in backbone_of(second.model).layers if layer.trainable]
+    assert 0 < len(trainable) <= 12  # the top layers, BatchNormalization left frozen
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    assert second.export_path is not None  # only the second stage is exported
+    assert [p.name for p in (folder / "saved_models" / "digits_backbone").iterdir()
+            if p.name.isdigit()] == ["1"]
+
+
+def test_image_backbone_export_takes_image_bytes(backbone_runs):
+    second = backbone_runs[0]
+    from tfkit.config import DataConfig
+    from tfkit.data import load_data
+
+    images = load_data(DataConfig(source="digits")).test.x[:6]
+    png = [tf.io.encode_png(image).numpy() for image in images]
+    loaded = tf.saved_model.load(str(second.export_path))
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant(png))
+    expected = second.model(tf.cast(images, tf.float32), training=False).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    restored = keras.models.load_model(second.run_dir / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(restored(tf.cast(images, tf.float32)).numpy(), expected, atol=1e-6)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(second.export_path))
+        sig = meta.signature_def["serving_default"]
+        probs = sess.run(sig.outputs["probabilities"].name,
+                         feed_dict={sig.inputs["image_bytes"].name: png})
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_bad_backbone_settings_are_named(backbone_runs, workdir, capsys):
+    _, folder, weights, overrides = backbone_runs
+    missing = [o.replace(str(weights), str(workdir / "no.weights.h5")) for o in overrides]
+    code, _, err = run_cli(capsys, "train", "digits_cnn", *sets(missing))
+    assert code == 2 and "is not a file" in err and "Traceback" not in err
+    unfinished = workdir / "runs" / "x"
+    unfinished.mkdir(parents=True)
+    code, _, err = run_cli(capsys, "train", "digits_cnn", *sets(
+        [*overrides, "train.fine_tune_epochs=0", f"train.init_from={unfinished}"]))
+    assert code == 2 and "is not a finished tfkit run" in err
+    code, _, err = run_cli(capsys, "train", "digits_cnn", "--set", "train.unfreeze_layers=2",
+                           "--set", "data.limit=64", "--set", "train.epochs=1")
+    assert code == 2 and "no nested backbone" in err
+    assert not any((workdir / "runs").glob("*/2*"))  # no run folder was made

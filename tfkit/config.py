@@ -157,6 +157,15 @@ class TrainConfig:
     teacher: str | None = None
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
+    # pretrained backbones (image_backbone, hub_text): start from a finished run's weights
+    # (same model and data), with the top unfreeze_layers layers of the backbone trainable
+    # (-1: all; BatchNormalization stays frozen); fine_tune_epochs > 0 runs the usual second
+    # stage after this run: a new run from its weights, unfreeze_layers (default -1: all)
+    # unfrozen, fine_tune_learning_rate, only the second stage exported
+    init_from: str | None = None
+    unfreeze_layers: int = 0
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-5
 
 
 @dataclass
@@ -462,6 +471,17 @@ def _validate_ranges(config: Config) -> None:
     if not (math.isfinite(t.distill_alpha) and 0.0 <= t.distill_alpha <= 1.0):
         raise ConfigError("train.distill_alpha must be in [0, 1] (the teacher's share of the "
                           f"loss), got {t.distill_alpha!r}.")
+    if t.unfreeze_layers < -1:
+        raise ConfigError(f"train.unfreeze_layers must be -1 (all), 0 (none) or a number of "
+                          f"layers, got {t.unfreeze_layers!r}.")
+    if t.fine_tune_epochs < 0:
+        raise ConfigError(f"train.fine_tune_epochs must be >= 0, got {t.fine_tune_epochs!r}.")
+    if not (math.isfinite(t.fine_tune_learning_rate) and t.fine_tune_learning_rate > 0):
+        raise ConfigError("train.fine_tune_learning_rate must be a finite number > 0, got "
+                          f"{t.fine_tune_learning_rate!r}.")
+    if t.fine_tune_epochs and t.init_from:
+        raise ConfigError("train.fine_tune_epochs runs the second stage from this run; with "
+                          "train.init_from this run is already one: set one of them.")
     if t.histogram_freq < 0:
         raise ConfigError(f"train.histogram_freq must be >= 0 (0: no histograms), "
                           f"got {t.histogram_freq!r}.")

@@ -12,6 +12,7 @@ first two steps, before a run folder exists. The run folder itself: :mod:`tfkit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -54,6 +55,7 @@ from tfkit.evaluation import label_thresholds, log_test_metrics, score_test_spli
 from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
 from tfkit.models import build_model
+from tfkit.models.pretrained import unfreeze
 from tfkit.monitor import (
     ConfusionMatrix,
     log_attention,
@@ -154,7 +156,10 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
             BackupAndRestore picks up after the last finished epoch).
 
     Returns:
-        A :class:`RunResult` with the run directory, test metrics and export path.
+        A :class:`RunResult` with the run directory, test metrics and export path. With
+        ``train.fine_tune_epochs`` (a pretrained backbone's two stages: frozen, then its top
+        layers trainable at ``train.fine_tune_learning_rate``), the second run's; only the
+        second stage is exported.
 
     Raises:
         ConfigError, DataError: before anything is written.
@@ -166,7 +171,32 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         >>> result.export_path.parts[-2:]
         ('fine_foods_fasttext', '1')
     """
-    run = prepare(config, overrides, resume)
+    if resume is not None:
+        config = load_config(Path(resume) / "config.yaml")
+    elif not isinstance(config, Config):
+        config = load_config(config, overrides)
+    result = train_run(config, callbacks, resume)
+    if not config.train.fine_tune_epochs:
+        return result
+    # the usual second stage: a new run from the first one's weights (the backbone was
+    # frozen there), the backbone's top layers trainable, a lower learning rate
+    settings = config.train
+    second = dataclasses.replace(config, train=dataclasses.replace(
+        settings, init_from=str(result.run_dir), unfreeze_layers=settings.unfreeze_layers or -1,
+        epochs=settings.fine_tune_epochs, learning_rate=settings.fine_tune_learning_rate,
+        fine_tune_epochs=0,
+        run_name=f"{settings.run_name}-fine-tune" if settings.run_name else None))
+    log.info("second stage: %s of the backbone trainable, learning rate %g, %d epochs",
+             "every layer" if second.train.unfreeze_layers < 0 else
+             f"the top {second.train.unfreeze_layers} layers",
+             second.train.learning_rate, second.train.epochs)
+    return train_run(second, callbacks)
+
+
+def train_run(config: Config, callbacks=(), resume: str | Path | None = None) -> RunResult:
+    """One run: :func:`prepare`, :func:`build`, :func:`fit`, :func:`finish` (what
+    :func:`train` runs once, or twice for ``train.fine_tune_epochs``)."""
+    run = prepare(config, (), resume)
     with precision_policy(run.config.train.mixed_precision):
         with run.strategy.scope():
             model, vectors = build(run)
@@ -221,15 +251,23 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
                               "choose another train.run_name for a new run).")
         config = load_config(resume / "config.yaml")
     keras.utils.set_random_seed(config.train.seed)
+    if config.train.fine_tune_epochs and is_multi_worker(strategy):
+        raise ConfigError("train.fine_tune_epochs is not offered under a multi-worker strategy "
+                          "(the second stage starts from the first's run folder, on the chief); "
+                          "run the second stage with train.init_from.")
     data = load_data(config.data)
     warn_small_splits(data)
-    preprocessor = load_preprocessor(resume) if resume else make_preprocessor(config, data)
+    start = config.train.init_from
+    if start and not resume:
+        check_start(start, data)
+    preprocessor = load_preprocessor(resume or start) if resume or start else \
+        make_preprocessor(config, data)
     replicas = strategy.num_replicas_in_sync
     batch_size = config.train.batch_size * replicas
     log.info("batch size %d per replica x %d replica(s) = %d global",
              config.train.batch_size, replicas, batch_size)
     jit_setting(config, replicas)  # a refused combination fails here, before any folder exists
-    if config.export.enabled:  # and an export that would replace another model's answers
+    if exports(config):  # and an export that would replace another model's answers
         check_next_version(export_dir(config), data.label_names, preprocessor, data.multi_label)
     weights = class_weights(config, data)
     if weights is not None:
@@ -259,6 +297,29 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
                     weights, heads, monitor, train_ds, val_ds, test_ds, steps, distillation)
 
 
+def exports(config: Config) -> bool:
+    """Whether the run exports its model: ``export.enabled``, unless it is the first of two
+    stages (``train.fine_tune_epochs``: the second exports)."""
+    return config.export.enabled and not config.train.fine_tune_epochs
+
+
+def check_start(run_dir: str, data: LabeledData) -> None:
+    """``train.init_from``: a finished run with this data's labels.
+
+    Raises:
+        ConfigError: naming the run and what is wrong.
+    """
+    state = read_status(Path(run_dir))["state"] if (Path(run_dir) / "status.json").is_file() \
+        else "missing"
+    if state != "finished":
+        raise ConfigError(f"train.init_from '{run_dir}' is not a finished tfkit run (state: "
+                          f"{state}).")
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    if metrics.get("label_names") != data.label_names:
+        raise ConfigError(f"train.init_from '{run_dir}' was trained on other labels "
+                          f"({metrics.get('label_names')}) than this data's ({data.label_names}).")
+
+
 def build(run: Prepared) -> tuple[keras.Model, dict | None]:
     """The model (under the strategy's scope), its word vectors when the config names a file
     (``load_word_vectors``' report, else None), compiled.
@@ -279,7 +340,22 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model.params of model '{config.model.name}' "
                           f"{dict(config.model.params)}: {exc}") from exc
-    if config.export.enabled:
+    if config.train.init_from:  # the first stage's weights (a resumed run: then its backup's)
+        try:
+            with warnings.catch_warnings():  # its optimizer state is not needed
+                warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                model.load_weights(Path(config.train.init_from) / "model.keras")
+        except ValueError as exc:
+            raise ConfigError(f"train.init_from '{config.train.init_from}': its model is not "
+                              f"this one (same model.name and params needed): "
+                              f"{str(exc).splitlines()[0][:200]}") from None
+    if config.train.unfreeze_layers:
+        try:
+            count = unfreeze(model, config.train.unfreeze_layers)
+        except ValueError as exc:
+            raise ConfigError(f"train.unfreeze_layers: {exc}") from None
+        log.info("fine-tuning: %d layers of the backbone trainable", count)
+    if exports(config):
         check_quantizable(model, config.export.quantize, config.model.name)
     vectors = None
     if config.model.word_vectors is not None:  # before compile: a frozen embedding
@@ -433,7 +509,7 @@ def publish(model: keras.Model, run: Prepared, run_dir: Path, metrics: dict, pre
     float model's test labels and probabilities (:func:`score_test_split`).
     Returns the version folder (or None) and what ``status.json`` says when not published."""
     config = run.config
-    if not config.export.enabled:
+    if not exports(config):
         return None, {}
     served, judged, reasons = model_to_serve(model, config, run.test_ds, predicted, metrics)
     blessing = (bless(judged, run.data, export_dir(config), config.export.max_regression,

@@ -173,6 +173,7 @@ MODELS: dict[str, Entry] = {
     "multitask": Entry("tfkit.models.multitask:build_multitask", "encoder"),
     "text_table": Entry("tfkit.models.tabular:build_text_table", "text_table"),
     "hub_text": Entry("tfkit.models.pretrained:build_hub_text", "hub_text"),
+    "image_backbone": Entry("tfkit.models.pretrained:build_image_backbone", "image"),
     "image_cnn": Entry("tfkit.models.vision:build_image_cnn", "image"),
     "sequence_lstm": Entry("tfkit.models.vision:build_sequence_lstm", "sequence"),
 }
@@ -329,4 +330,4 @@ __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "Attenti
            "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "sigmoid_outputs", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
            "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
-           "build_text_transformer", "build_text_table", "build_hub_text", "build_image_cnn", "build_sequence_lstm"]
+           "build_text_transformer", "build_text_table", "build_hub_text", "build_image_backbone", "build_image_cnn", "build_sequence_lstm"]
