@@ -70,7 +70,7 @@ class Entry:
         {'units': 8}
         >>> Entry(build_tiny, "text")
         Traceback (most recent call last):
-        ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, encoder.
+        ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, text_table, hub_text, encoder.
     """
 
     builder: Callable | str
