@@ -237,3 +237,14 @@ def test_bad_backbone_settings_are_named(backbone_runs, workdir, capsys):
                            "--set", "data.limit=64", "--set", "train.epochs=1")
     assert code == 2 and "no nested backbone" in err
     assert not any((workdir / "runs").glob("*/2*"))  # no run folder was made
+
+
+def test_hub_text_head_first_then_unfrozen(hub_preset):
+    """The same unfreezing as the second stage of fine-tuning, on a keras-hub backbone."""
+    from tfkit.models.pretrained import backbone_of, unfreeze
+
+    model = tfkit.build_model("hub_text", num_classes=2, preset=hub_preset, trainable=False)
+    head_only = len(model.trainable_weights)
+    assert head_only == 2 and not backbone_of(model).trainable  # the Dense kernel and bias
+    assert unfreeze(model, -1) > 0
+    assert len(model.trainable_weights) > head_only
