@@ -298,12 +298,13 @@ class SequencePreprocessor:
 
 def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   drop_remainder: bool = False) -> tf.data.Dataset:
-    """Arrays and label ids -> batches of ``(model input, label ids)``.
+    """Arrays (or a dict of columns) and label ids -> batches of ``(model input, label ids)``.
 
     The raw arrays are cached, shuffled per epoch, batched, then converted/resized by
     the preprocessor in a parallel map, and prefetched.
     """
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(x), y)).cache()
+    ds = tf.data.Dataset.from_tensor_slices((x if isinstance(x, dict) else np.asarray(x),
+                                             y)).cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

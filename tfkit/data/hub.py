@@ -17,9 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
-from tfkit.data.text import write_preprocessor_json
+from tfkit.data.arrays import array_dataset
+from tfkit.data.text import RawText, write_preprocessor_json
 
 SAVED_FOLDER = "hub_preprocessor"  # in the run folder: the tokenizer's own preset copy
 
@@ -61,7 +63,7 @@ def load_hub(kind: str, preset: str, **kwargs):
                          f"{reason}") from None
 
 
-class HubTextPreprocessor:
+class HubTextPreprocessor(RawText):
     """Raw strings -> the keras-hub backbone's inputs (``token_ids``, ``padding_mask`` and,
     for BERT-like models, ``segment_ids``; ``int32 [batch, sequence_length]``).
 
@@ -112,23 +114,11 @@ class HubTextPreprocessor:
             if training:
                 ds = ds.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
         else:
-            texts = tf.constant([str(t) for t in split.x], tf.string)
-            ds = tf.data.Dataset.from_tensor_slices((texts, split.y)).cache()
-            if training:
-                ds = ds.shuffle(len(split), seed=data.seed, reshuffle_each_iteration=True)
+            return array_dataset(np.array([str(t) for t in split.x]), split.y, self, batch_size,
+                                 shuffle=training, seed=data.seed)
         ds = ds.batch(batch_size).map(lambda x, y: (self(x), y),
                                       num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
-
-    def client_inputs(self, x) -> list[str]:
-        return [str(t) for t in x]
-
-    def serving_endpoints(self) -> dict:
-        return {"serving_default": (self.__call__, [tf.TensorSpec([None], tf.string, name="text")])}
-
-    def export_samples(self, x) -> list[str]:
-        """Some texts plus empty, very long and non-ASCII ones."""
-        return self.client_inputs(x[:16]) + ["", "great " * 5000, "Très bon café, 美味しい!"]
 
     def get_config(self) -> dict:
         return {"type": self.config_type, "preset": self.preset,

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import FEATURE_KINDS, excerpt
+from tfkit.data.arrays import array_dataset
 from tfkit.data.text import TextPreprocessor, write_preprocessor_json
 
 FLOAT_KINDS = ("float", "float_normalized", "float_discretized")
@@ -220,12 +221,8 @@ class TextTablePreprocessor:
         """Rows and labels -> batches of ``(model inputs, labels)``: cached raw columns,
         shuffled each epoch when ``training``, preprocessed in a parallel map."""
         columns = {name: _tensor_values(split.x[name]) for name in split.x.dtype.names}
-        ds = tf.data.Dataset.from_tensor_slices((columns, split.y)).cache()
-        if training:
-            ds = ds.shuffle(len(split), seed=data.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda raw, y: (self(raw), y),
-                                      num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return array_dataset(columns, split.y, self, batch_size, shuffle=training,
+                             seed=data.seed)
 
     def serving_specs(self) -> dict:
         """The serving signature's inputs: ``text`` and one per column, ``[None]`` each."""

@@ -62,7 +62,25 @@ def write_preprocessor_json(directory: str | os.PathLike, payload: dict) -> None
     Path(directory, "preprocessor.json").write_text(json.dumps(payload), encoding="utf-8")
 
 
-class TextPreprocessor:
+class RawText:
+    """The serving side of a preprocessor of raw strings (:class:`TextPreprocessor`,
+    :class:`tfkit.data.HubTextPreprocessor`): the ``text`` signature input, what clients send,
+    the samples an export is checked with."""
+
+    def client_inputs(self, x) -> list[str]:
+        """What a client of the served model sends for inputs ``x``: the raw strings."""
+        return [str(t) for t in x]
+
+    def serving_endpoints(self) -> dict:
+        """``{signature name: (fn, input_signature)}`` for the export."""
+        return {"serving_default": (self.__call__, [tf.TensorSpec([None], tf.string, name="text")])}
+
+    def export_samples(self, x) -> list[str]:
+        """Inputs to check an export with: some texts plus empty, very long and non-ASCII ones."""
+        return self.client_inputs(x[:16]) + ["", "great " * 5000, "Très bon café, 美味しい!"]
+
+
+class TextPreprocessor(RawText):
     """Raw strings -> right-padded token ids ``int64 [batch, max_len]``.
 
     Id 0 is padding and id 1 out-of-vocabulary. A text with no known word (including
@@ -189,18 +207,6 @@ class TextPreprocessor:
         """A digest of the settings and vocabulary: ids cached for another differ."""
         text = json.dumps(self.get_config()) + "\n".join(self.vocabulary())
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-    def client_inputs(self, x) -> list[str]:
-        """What a client of the served model sends for inputs ``x``: the raw strings."""
-        return [str(t) for t in x]
-
-    def serving_endpoints(self) -> dict:
-        """``{signature name: (fn, input_signature)}`` for the export."""
-        return {"serving_default": (self.__call__, [tf.TensorSpec([None], tf.string, name="text")])}
-
-    def export_samples(self, x) -> list[str]:
-        """Inputs to check an export with: some texts plus empty, very long and non-ASCII ones."""
-        return self.client_inputs(x[:16]) + ["", "great " * 5000, "Très bon café, 美味しい!"]
 
     def get_config(self) -> dict:
         return {"type": self.config_type, "max_tokens": self.max_tokens,
