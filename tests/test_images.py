@@ -214,7 +214,7 @@ def test_text_model_on_image_data_is_a_clear_error(workdir, capsys):
                  "--set", "model.params={}"]) == 2
     err = capsys.readouterr().err
     assert "model 'text_lstm' takes text inputs, but data.source 'digits' gives arrays" in err
-    assert "Models that take arrays: image_cnn, sequence_lstm (model.name)" in err
+    assert "Models that take arrays: image_backbone, image_cnn, sequence_lstm (model.name)" in err
     assert main(["train", "--set", "model.name=image_cnn", "--set", "model.params={}"]) == 2
     assert "Models that take text: text_lstm, text_bilstm, text_gru" in capsys.readouterr().err
     assert not Path("runs").exists()
