@@ -130,7 +130,7 @@ def test_log_embeddings_skips_models_without_a_word_embedding(tmp_path):
 
 
 def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
-    texts = ["good tasty snack", "stale | bad crackers", "good value", "awful", "tasty " * 80,
+    texts = ["good tasty snack", "stale | crackers", "good value", "awful", "tasty " * 80,
              "bad bad", "good"]
     pre = tfkit.TextPreprocessor(max_tokens=50, max_len=16)
     pre.adapt(texts)
@@ -156,7 +156,7 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
     assert len(rows) == 6 and texts[0] not in [r["text"] for r in rows]
     ((_, value),) = summaries(tmp_path / "all" / "validation")["misclassified"]
     table = tf.make_ndarray(value.tensor).item().decode()
-    assert "| stale \\| bad crackers |" in table  # a | in a text is escaped, not a new column
+    assert "| stale \\| crackers |" in table  # a | in a text is escaped, not a new column
     # the words that misled it: each row's 3 most important words, from its own text
     for row in rows:
         assert len(row["words"]) == min(3, len(row["text"].split()))
@@ -165,7 +165,7 @@ def test_log_misclassified_lists_the_most_confident_errors(tmp_path):
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].endswith("| words that misled it |")
     assert all(line.count(" | ") == 4 for line in lines)  # 5 cells: "|" in a word escaped
-    assert "\\| (" in table  # the lone "|" of "stale | bad crackers", as a word
+    assert "\\| (" in table  # the lone "|" of "stale | crackers", as a word
     assert "tasty " * 49 + "tasty …" in table  # long texts cut at 300 characters
 
 
