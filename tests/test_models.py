@@ -18,6 +18,7 @@ TINY_PARAMS = {
     "text_gru": {"embedding_dim": 8, "units": 4},
     "text_cnn": {"embedding_dim": 8, "filters": 4},
     "text_fasttext": {"embedding_dim": 8, "ngrams": 3, "buckets": 64},
+    "text_linear": {"ngrams": 2, "l2": 1e-4, "dropout": 0.1},
     "text_transformer": {"embedding_dim": 8, "num_heads": 2, "ff_dim": 8, "num_layers": 2},
     "stacked_lstm": {"embedding_dim": 8, "units": [4, 4]},
     "han": {"embedding_dim": 8, "word_units": 4, "sentence_units": 4, "attention_units": 4},
@@ -63,6 +64,12 @@ def setup_for(name, text_setup, document_setup, hub_preset=None):
     if inputs == "hub_text":  # the preset's own tokenizer
         texts, y, _ = text_setup
         pre = tfkit.data.HubTextPreprocessor(hub_preset, 12)
+        ds = pre.dataset(Split(np.array(texts, object), y), 8, training=True, data=DataConfig())
+        return y, pre, ds, texts[:5] + ["", "unknownword " * 50, "Très bon 美味しい"]
+    if inputs == "tfidf":  # TF-IDF of words and word pairs, served from raw strings
+        texts, y, _ = text_setup
+        pre = tfkit.data.TfidfPreprocessor(max_tokens=50, ngrams=2)
+        pre.adapt(texts)
         ds = pre.dataset(Split(np.array(texts, object), y), 8, training=True, data=DataConfig())
         return y, pre, ds, texts[:5] + ["", "unknownword " * 50, "Très bon 美味しい"]
     if inputs in ("tokens", "documents"):

@@ -130,7 +130,9 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
     # what picks the best checkpoint (and early stopping): val_loss | val_accuracy | val_macro_f1
     monitor: str = "val_loss"
-    early_stopping_patience: int | None = None
+    # stop when the monitor has not improved for this many epochs (the best epoch's weights
+    # are kept either way; null: train every one of train.epochs)
+    early_stopping_patience: int | None = 3
     loss_weights: dict | None = None  # multi-task: {head: weight}, 1.0 for heads not named
     # single-task classifiers: "balanced" (n / (classes x count), from the training split) or
     # {label: weight}, 1.0 for labels not named; weights the training loss, not validation/test
@@ -166,6 +168,9 @@ class TrainConfig:
     unfreeze_layers: int = 0
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
+    # classifiers: fit a linear model (logistic regression on TF-IDF words and word pairs, or
+    # on the values of arrays) on the same split and report its test score beside the run's
+    baseline: bool = True
 
 
 @dataclass

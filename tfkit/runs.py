@@ -28,6 +28,7 @@ from pathlib import Path
 
 import keras
 
+from tfkit.baseline import compare
 from tfkit.config import Config, ConfigError, load_config
 from tfkit.data import load_preprocessor
 
@@ -184,7 +185,8 @@ def run_summary(metrics: dict, run_dir: Path) -> str:
     scores = ", ".join(f"{key[5:]} {value:.4g}" for key, value in metrics.items()
                        if key.startswith("test_") and isinstance(value, float))
     best = metrics.get("best_epoch")
-    parts = [f"test {scores}",
+    versus = compare(metrics, metrics.get("baseline"))
+    parts = [f"test {scores}"] + ([versus] if versus else []) + [
              f"best epoch {best} of {metrics['epochs']}" if best else f"{metrics['epochs']} epochs",
              f"{metrics['train_seconds']} s of training"]
     if metrics.get("export_path"):

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkit.baseline import baseline_key, linear_baseline
 from tfkit.callbacks import (
     BestWeights,
     best_weights_path,
@@ -466,7 +467,15 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
     metrics.update(report)
     step = max(epochs - 1, 0)
     scalars = {**test, **{k[5:]: v for k, v in report.items() if isinstance(v, float)}} \
-        if multi_label else test
+        if multi_label else dict(test)
+    if config.train.baseline:  # the linear model on the same split, beside this one
+        metrics["baseline"] = linear_baseline(data, config.data.split, config.train.seed)
+        if metrics["baseline"]:
+            key = baseline_key(metrics["baseline"])
+            scalars[f"baseline_{key[5:]}"] = metrics["baseline"][key]
+            log.info("linear baseline (%s, C=%g, %.1f s): %s %.4f on the same test split",
+                     metrics["baseline"]["model"], metrics["baseline"]["C"],
+                     metrics["baseline"]["seconds"], key, metrics["baseline"][key])
     log_test_metrics(run_dir, scalars, step, predicted, data.label_names,
                      report if multi_label else None)
     log_extras(model, run, run_dir / "logs", step, multi_label)

@@ -43,17 +43,19 @@ INPUT_KINDS = {
     "sequence": InputKind("tfkit.data.arrays:SequencePreprocessor", text=False),
     "text_table": InputKind("tfkit.data.table:TextTablePreprocessor", text=True),
     "hub_text": InputKind("tfkit.data.hub:HubTextPreprocessor", text=True),
+    "tfidf": InputKind("tfkit.data.tfidf:TfidfPreprocessor", text=True),
 }
 TEXT_INPUTS = tuple(name for name, kind in INPUT_KINDS.items() if kind.text)
 
 # the other names: module -> the names it gives, imported on first use
 _LAZY = {
-    "tfkit.data.arrays": ["ImagePreprocessor", "SequencePreprocessor", "array_dataset"],
-    "tfkit.data.pipeline": ["bucket_boundaries", "token_dataset"],
+    "tfkit.data.arrays": ["ImagePreprocessor", "SequencePreprocessor"],
+    "tfkit.data.pipeline": ["array_dataset", "bucket_boundaries", "token_dataset"],
     "tfkit.data.sources": ["SOURCES", "DataError", "LabeledData", "Split", "carve",
                            "encode_labels", "load_data"],
     "tfkit.data.hub": ["HubTextPreprocessor"],
     "tfkit.data.table": ["TextTablePreprocessor", "table_inputs"],
+    "tfkit.data.tfidf": ["TfidfPreprocessor"],
     "tfkit.data.text": ["HierarchicalTextPreprocessor", "TextPreprocessor", "split_sentences",
                         "standardize_text"],
     "tfkit.data.vectors": ["add_vector_words", "load_word_vectors", "read_word_vectors",

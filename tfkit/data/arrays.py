@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfkit.data.pipeline import array_dataset
 from tfkit.data.text import write_preprocessor_json
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -294,19 +295,3 @@ class SequencePreprocessor:
 
     def save(self, directory: str | os.PathLike) -> None:
         write_preprocessor_json(directory, self.get_config())
-
-
-def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
-    """Arrays (or a dict of columns) and label ids -> batches of ``(model input, label ids)``.
-
-    The raw arrays are cached, shuffled per epoch, batched, then converted/resized by
-    the preprocessor in a parallel map, and prefetched.
-    """
-    ds = tf.data.Dataset.from_tensor_slices((x if isinstance(x, dict) else np.asarray(x),
-                                             y)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda a, b: (preprocessor(a), b), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)

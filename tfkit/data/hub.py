@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfkit.data.arrays import array_dataset
 from tfkit.data.text import RawText, write_preprocessor_json
 
 SAVED_FOLDER = "hub_preprocessor"  # in the run folder: the tokenizer's own preset copy
@@ -105,20 +104,6 @@ class HubTextPreprocessor(RawText):
         """Strings ``[batch]`` -> ``{input: int32 [batch, sequence_length]}``."""
         features = self.layer(tf.convert_to_tensor(texts, tf.string))
         return {name: tf.cast(value, tf.int32) for name, value in features.items()}
-
-    def dataset(self, split, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
-        """Texts and labels -> batches of ``(backbone inputs, labels)``, shuffled each epoch
-        when ``training``; a streamed split is read from its files on every pass."""
-        if split.streamed:
-            ds = split.examples(shuffle_files=training, seed=data.seed, name_files=training)
-            if training:
-                ds = ds.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
-        else:
-            return array_dataset(np.array([str(t) for t in split.x]), split.y, self, batch_size,
-                                 shuffle=training, seed=data.seed)
-        ds = ds.batch(batch_size).map(lambda x, y: (self(x), y),
-                                      num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
 
     def get_config(self) -> dict:
         return {"type": self.config_type, "preset": self.preset,

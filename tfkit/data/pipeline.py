@@ -33,6 +33,22 @@ def bucket_boundaries(max_len: int) -> list[int]:
     return bounds
 
 
+def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Arrays (or a dict of columns) and label ids -> batches of ``(model input, label ids)``.
+
+    The raw arrays are cached, shuffled per epoch, batched, then converted/resized by
+    the preprocessor in a parallel map, and prefetched.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x if isinstance(x, dict) else np.asarray(x),
+                                             y)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda a, b: (preprocessor(a), b), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
 def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool = False,
                   bucket: bool = False, seed: int = 0, drop_remainder: bool = False,
                   full_batches: bool = False) -> tf.data.Dataset:

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import FEATURE_KINDS, excerpt
-from tfkit.data.arrays import array_dataset
+from tfkit.data.pipeline import array_dataset
 from tfkit.data.text import TextPreprocessor, write_preprocessor_json
 
 FLOAT_KINDS = ("float", "float_normalized", "float_discretized")

@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfkit.data.pipeline import token_batches, token_dataset
+from tfkit.data.pipeline import array_dataset, token_batches, token_dataset
 from tfkit.data.streams import Progress
 
 PAD_ID, OOV_ID = 0, 1
@@ -78,6 +79,19 @@ class RawText:
     def export_samples(self, x) -> list[str]:
         """Inputs to check an export with: some texts plus empty, very long and non-ASCII ones."""
         return self.client_inputs(x[:16]) + ["", "great " * 5000, "Très bon café, 美味しい!"]
+
+    def dataset(self, split, batch_size: int, *, training: bool, data) -> tf.data.Dataset:
+        """Texts and labels -> batches of ``(self(texts), labels)``, shuffled each epoch when
+        ``training``; a streamed split is read from its files on every pass."""
+        if not split.streamed:
+            return array_dataset(np.array([str(t) for t in split.x]), split.y, self, batch_size,
+                                 shuffle=training, seed=data.seed)
+        ds = split.examples(shuffle_files=training, seed=data.seed, name_files=training)
+        if training:
+            ds = ds.shuffle(data.shuffle_buffer, seed=data.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, y: (self(x), y),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class TextPreprocessor(RawText):

@@ -10,6 +10,8 @@ which preprocessor feeds the model:
 - ``sequence``: numbers ``[batch, steps, features]`` (SequencePreprocessor)
 - ``text_table``: ``{"token_ids": ids, "table": float32 [batch, features]}``, a text and
   table columns (TextTablePreprocessor, with ``keras.utils.FeatureSpace``)
+- ``tfidf``: TF-IDF weights ``float32 [batch, terms]`` of words and n-grams
+  (TfidfPreprocessor)
 - ``hub_text``: a keras-hub backbone's inputs (``token_ids``, ``padding_mask``...), from its
   preset's tokenizer (HubTextPreprocessor)
 - ``encoder``: whatever the text builder named by its ``encoder`` argument takes
@@ -55,7 +57,7 @@ class Entry:
             Keras). It takes ``num_classes`` (or ``heads``) and whichever of ``vocab_size`` /
             ``input_shape`` its input needs from the data; every other argument is
             keyword-only with a default (the config's ``model.params``).
-        inputs: ``tokens``, ``documents``, ``image``, ``sequence`` or ``encoder``.
+        inputs: one of :data:`INPUTS` (``tokens``, ``tfidf``, ``image``...).
 
     Raises:
         ValueError: naming the argument or value that breaks those rules.
@@ -70,7 +72,7 @@ class Entry:
         {'units': 8}
         >>> Entry(build_tiny, "text")
         Traceback (most recent call last):
-        ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, text_table, hub_text, encoder.
+        ValueError: Entry(build_tiny, inputs='text'): inputs must be one of tokens, documents, image, sequence, text_table, hub_text, tfidf, encoder.
     """
 
     builder: Callable | str
@@ -167,6 +169,7 @@ MODELS: dict[str, Entry] = {
     "text_gru": Entry("tfkit.models.text:build_text_gru", "tokens"),
     "text_cnn": Entry("tfkit.models.text:build_text_cnn", "tokens"),
     "text_fasttext": Entry("tfkit.models.text:build_text_fasttext", "tokens"),
+    "text_linear": Entry("tfkit.models.linear:build_text_linear", "tfidf"),
     "text_transformer": Entry("tfkit.models.text:build_text_transformer", "tokens"),
     "stacked_lstm": Entry("tfkit.models.text:build_stacked_lstm", "tokens"),
     "han": Entry("tfkit.models.hierarchical:build_han", "documents"),
@@ -329,5 +332,5 @@ def sigmoid_outputs(model, name: str = "the model"):
 __all__ = ["MODELS", "Entry", "ENTRY_POINTS", "INPUTS", "load_plugins", "AttentionPooling", "FoldSentences", "HashedNgrams", "KeyMask", "PaddingMask",
            "SinePositions", "UnfoldSentences", "build_han", "build_model", "build_multitask", "sigmoid_outputs", "model_inputs",
            "check_model_params", "get_entry", "model_params", "build_stacked_lstm",
-           "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_lstm",
+           "build_text_bilstm", "build_text_cnn", "build_text_fasttext", "build_text_gru", "build_text_linear", "build_text_lstm",
            "build_text_transformer", "build_text_table", "build_hub_text", "build_image_backbone", "build_image_cnn", "build_sequence_lstm"]
