@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_texts
 
-import tfkit
 from tfkit.baseline import baseline_unavailable, compare, linear_baseline
 from tfkit.data import LabeledData, Split, load_preprocessor
 from tfkit.data.tfidf import TfidfPreprocessor

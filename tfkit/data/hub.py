@@ -17,7 +17,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfkit.data.text import RawText, write_preprocessor_json
