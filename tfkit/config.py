@@ -77,7 +77,9 @@ class DataConfig:
     limit: int | None = None  # keep at most this many examples per split (quick runs)
     # text preprocessing (TextVectorization, adapted on the training split only)
     max_tokens: int = 20000
-    max_len: int = 200
+    # tokens kept per text; auto: the training texts' 95th percentile of length, rounded up to
+    # a multiple of 8, between 8 and 1000 (recorded in the run's config.yaml and metrics.json)
+    max_len: int | str = "auto"
     # whitespace: tokens are words; character: tokens are characters (Chinese, Japanese, Thai)
     split: str = "whitespace"
     # hierarchical models (han): sentences per document, words per sentence
@@ -115,9 +117,11 @@ class ModelConfig:
 class TrainConfig:
     """How ``model.fit`` runs."""
 
-    epochs: int = 5
+    epochs: int = 30  # the most epochs: training stops earlier when the monitor stops improving
     batch_size: int = 32  # per replica; the global batch is batch_size * replicas
-    learning_rate: float = 1e-3
+    # a number, or auto: a learning-rate range test on a copy of the model picks it (a tenth of
+    # the rate where the training loss fell lowest; recorded in config.yaml and metrics.json)
+    learning_rate: float | str = 1e-3
     # constant | cosine | linear: cosine and linear decay learning_rate to 0 over the run's steps
     lr_schedule: str = "constant"
     optimizer: str = "adam"
@@ -197,14 +201,31 @@ class ExportConfig:
 
 
 @dataclass
+class TuneConfig:
+    """How ``tfkit tune`` searches (the other sections are every trial's starting point)."""
+
+    budget: str = "15m"  # the search's wall time: 90s, 15m, 2h, 1h30m
+    max_trials: int = 30  # at most this many trials, even with time left
+    algorithm: str = "bayesian"  # bayesian | random: KerasTuner's oracle
+    # the model families searched (default: those that fit the data, each with its own
+    # parameters); e.g. [text_linear, text_cnn]
+    models: list | None = None
+    # more keys to search, or other values for the default ones: {config key: [values] or
+    # {min, max, sampling: log | linear}}, e.g. {train.learning_rate: {min: 0.0003, max: 0.03,
+    # sampling: log}, model.params.head_dropout: [0.0, 0.5]}
+    space: dict | None = None
+
+
+@dataclass
 class Config:
-    """A whole experiment: ``name`` plus the four sections."""
+    """A whole experiment: ``name`` plus the four sections (and ``tune``, for ``tfkit tune``)."""
 
     name: str = "fine_foods_text_lstm"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         """Returns the config as plain YAML-safe data."""
@@ -222,6 +243,8 @@ PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("none", "int8")  # export.quantize
 JIT_CHOICES = ("auto", "true", "false")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+ALGORITHMS = ("bayesian", "random")  # tune.algorithm: KerasTuner's oracles
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 HEAD_KINDS = ("classification", "regression")  # data.heads values
 # data.source -> the optional data keys it reads (setting one for a source that ignores it is
 # an error: a data.test_path the embedded sets would silently ignore, say), the keys it
@@ -423,6 +446,78 @@ def _validate(config: Config) -> None:
     _validate_features(config)
     _validate_inputs(config)
     _validate_ranges(config)
+    _validate_tune(config)
+
+
+def parse_budget(text) -> float:
+    """A duration such as ``90s``, ``15m``, ``2h`` or ``1h30m`` (or a number of seconds) in
+    seconds.
+
+    Raises:
+        ConfigError: for a duration that is not one, or not above 0.
+
+    Examples:
+        >>> parse_budget("15m"), parse_budget("1h30m"), parse_budget(90)
+        (900.0, 5400.0, 90.0)
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool) or \
+            re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", str(text)):
+        seconds = float(text)
+    else:
+        match = DURATION.fullmatch(str(text).strip().lower())
+        if not match or not any(match.groups()):
+            raise ConfigError(f"tune.budget must be a duration such as 90s, 15m, 2h or 1h30m; "
+                              f"got {excerpt(text)}.")
+        hours, minutes, secs = (float(g or 0) for g in match.groups())
+        seconds = 3600 * hours + 60 * minutes + secs
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"tune.budget must be above 0 seconds; got {excerpt(text)}.")
+    return seconds
+
+
+
+def space_entry(key: str, spec) -> dict:
+    """One ``tune.space`` entry: ``[values]`` -> ``{"values"}``; ``{min, max, sampling}`` ->
+    ``{"low", "high", "log"}``.
+
+    Raises:
+        ConfigError: naming the key and what is allowed.
+
+    Examples:
+        >>> space_entry("train.learning_rate", {"min": 1e-4, "max": 1e-2, "sampling": "log"})
+        {'low': 0.0001, 'high': 0.01, 'log': True}
+    """
+    where = f"tune.space.{key}"
+    if isinstance(spec, list) and spec and all(
+            isinstance(v, (str, int, float, bool)) for v in spec):
+        return {"values": list(spec)}
+    if isinstance(spec, dict) and set(spec) <= {"min", "max", "sampling"} and \
+            {"min", "max"} <= set(spec):
+        low, high, sampling = spec["min"], spec["max"], spec.get("sampling", "linear")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or not low < high or sampling not in ("log", "linear") or (
+                sampling == "log" and low <= 0):
+            raise ConfigError(f"{where}: a range needs numbers min < max (min > 0 for "
+                              f"sampling: log) and sampling log or linear; got {excerpt(spec)}.")
+        return {"low": low, "high": high, "log": sampling == "log"}
+    raise ConfigError(f"{where} must be a list of values ([16, 32]) or a range "
+                      f"({{min: 0.0001, max: 0.01, sampling: log}}); got {excerpt(spec)}.")
+
+
+def _validate_tune(config: Config) -> None:
+    """The ``tune`` section's own values (the search space against the models and the data
+    is checked by ``tfkit tune``, before its first trial)."""
+    t = config.tune
+    if t.algorithm not in ALGORITHMS:
+        raise ConfigError(f"tune.algorithm must be one of {', '.join(ALGORITHMS)}; "
+                          f"got {excerpt(t.algorithm)}.")
+    if t.max_trials < 1:
+        raise ConfigError(f"tune.max_trials must be >= 1, got {t.max_trials!r}.")
+    parse_budget(t.budget)
+    if t.space is not None and not isinstance(t.space, dict):
+        raise ConfigError(f"tune.space must be a mapping {{config key: values}}, got {excerpt(t.space)}.")
+    for key, spec in (t.space or {}).items():
+        space_entry(key, spec)
 
 
 def _validate_ranges(config: Config) -> None:
@@ -437,9 +532,17 @@ def _validate_ranges(config: Config) -> None:
         raise ConfigError(f"data.validation_fraction ({d.validation_fraction}) + "
                           f"data.test_fraction ({d.test_fraction}) must be below 1: no "
                           "training examples would be left.")
-    if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
-        raise ConfigError(f"train.learning_rate must be a finite number > 0, got "
-                          f"{t.learning_rate!r}.")
+    if t.learning_rate == "auto":
+        for key, refused in (("train.strategy", t.strategy in ("multi_worker", "tpu")),
+                             ("train.scale_learning_rate", t.scale_learning_rate)):
+            if refused:
+                raise ConfigError(f"train.learning_rate: auto is not offered with {key} "
+                                  f"{getattr(t, key[6:])!r} (the range test runs on one process "
+                                  "and finds the rate of the global batch); set a number.")
+    elif isinstance(t.learning_rate, str) or not (math.isfinite(t.learning_rate)
+                                                  and t.learning_rate > 0):
+        raise ConfigError(f"train.learning_rate must be a finite number > 0 or auto, got "
+                          f"{excerpt(t.learning_rate)}.")
     if t.monitor != "val_loss" and d.heads:
         raise ConfigError(f"train.monitor '{t.monitor}': a multi-task model has per-head "
                           "metrics; use val_loss (the weighted sum of the heads' losses).")
@@ -453,9 +556,13 @@ def _validate_ranges(config: Config) -> None:
                           f"lose against the served one), got {e.max_regression!r}.")
     if e.max_image_pixels < 1:
         raise ConfigError(f"export.max_image_pixels must be >= 1, got {e.max_image_pixels!r}.")
+    if isinstance(d.max_len, str) and d.max_len != "auto":
+        raise ConfigError(f"data.max_len must be a number of tokens >= 1 or auto, got "
+                          f"{excerpt(d.max_len)}.")
     for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
                        ("train.steps_per_execution", t.steps_per_execution),
-                       ("data.max_tokens", d.max_tokens), ("data.max_len", d.max_len),
+                       ("data.max_tokens", d.max_tokens),
+                       ("data.max_len", 1 if d.max_len == "auto" else d.max_len),
                        ("data.max_sentences", d.max_sentences), ("data.max_words", d.max_words)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value!r}.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -52,6 +54,51 @@ def make_preprocessor(config: Config, data: LabeledData):
         log.info("vocabulary: %d words from the training texts + %d from %s",
                  size, preprocessor.vocab_size - size, config.model.word_vectors)
     return preprocessor
+
+
+LENGTH_PERCENTILE = 95  # data.max_len auto: the training texts' length at this percentile,
+MAX_LEN_LIMITS = (8, 1000)  # rounded up to a multiple of 8 and kept within these
+LENGTH_SAMPLE = 20_000  # training texts measured (the first ones of a larger split)
+WORDS = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # what standardize_text keeps as one word
+
+
+def text_lengths(texts, split: str = "whitespace") -> np.ndarray:
+    """Tokens per text as the text preprocessors count them: words (letters and digits,
+    apostrophes inside; punctuation splits), or non-space characters with ``character``.
+
+    Examples:
+        >>> text_lengths(["Great.Buy it", "don't", ""]).tolist()
+        [3, 1, 0]
+        >>> text_lengths(["美味しい !"], "character").tolist()
+        [5]
+    """
+    if split == "character":
+        return np.array([sum(not c.isspace() for c in str(t)) for t in texts])
+    return np.array([len(WORDS.findall(str(t))) for t in texts])
+
+
+def resolve_max_len(config: Config, data: LabeledData) -> tuple[Config, dict | None]:
+    """``data.max_len: auto`` made a number from the training texts' lengths (the config to
+    train with, and what was chosen, for ``metrics.json``); other configs as they are.
+
+    Data without text (images, sequences) does not use ``data.max_len``: it becomes 200 (the
+    number every earlier version had), recorded as nothing."""
+    if config.data.max_len != "auto":
+        return config, None
+    x = data.train.sample(LENGTH_SAMPLE).x
+    texts = x["text"] if x.dtype.names else x
+    if not (x.dtype.names or (x.dtype == object and len(x) and isinstance(x[0], str))):
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, max_len=200)), None
+    lengths = text_lengths(texts, config.data.split)
+    at = float(np.percentile(lengths, LENGTH_PERCENTILE)) if len(lengths) else 0.0
+    low, high = MAX_LEN_LIMITS
+    value = int(min(high, max(low, 8 * math.ceil(at / 8))))
+    log.info("data.max_len auto: %d tokens (the %dth percentile of %d training texts' lengths "
+             "is %.0f; the longest %d)", value, LENGTH_PERCENTILE, len(lengths), at,
+             int(lengths.max(initial=0)))
+    chosen = {"value": value, "percentile": LENGTH_PERCENTILE, "length_at_percentile": at,
+              "longest": int(lengths.max(initial=0)), "texts_measured": len(lengths)}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, max_len=value)), chosen
 
 
 FEW_EXAMPLES = 5  # per class, in the validation or test split: fewer makes noisy scores

@@ -40,6 +40,7 @@ from tfkit.datasets import (
     class_weights,
     make_dataset,
     make_preprocessor,
+    resolve_max_len,
     shard_policy,
     warn_small_splits,
 )
@@ -55,6 +56,7 @@ from tfkit.distribute import (
 from tfkit.evaluation import label_thresholds, log_test_metrics, score_test_split
 from tfkit.explain import has_attention
 from tfkit.export import check_next_version, export_for_serving, serving_function
+from tfkit.lr_range import find_learning_rate
 from tfkit.models import build_model
 from tfkit.models.pretrained import unfreeze
 from tfkit.monitor import (
@@ -117,6 +119,7 @@ class Prepared:
     test_ds: tf.data.Dataset
     steps_per_epoch: int | None  # train.steps_per_epoch; streamed data: examples / batch
     distillation: dict | None  # train.teacher: what tfkit.distillation.teach reports
+    chosen: dict  # what was chosen from the data (data.max_len: auto...), for metrics.json
 
 
 @dataclass
@@ -258,6 +261,8 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
                           "run the second stage with train.init_from.")
     data = load_data(config.data)
     warn_small_splits(data)
+    config, max_len = resolve_max_len(config, data)  # data.max_len: auto, from the texts
+    chosen = {"max_len": max_len} if max_len else {}
     start = config.train.init_from
     if start and not resume:
         check_start(start, data)
@@ -295,7 +300,8 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     if data.streamed and not steps:  # the training stream repeats: an epoch is a step count
         steps = epoch_steps(config, train_ds, len(data.train), batch_size)
     return Prepared(config, strategy, chief, worker, resume, data, preprocessor, batch_size,
-                    weights, heads, monitor, train_ds, val_ds, test_ds, steps, distillation)
+                    weights, heads, monitor, train_ds, val_ds, test_ds, steps, distillation,
+                    chosen)
 
 
 def exports(config: Config) -> bool:
@@ -366,8 +372,20 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
         log.info("word vectors: %d of %d words found in %s (%.1f%%)%s",
                  vectors["words_found"], vectors["vocabulary"], vectors["path"],
                  100 * vectors["coverage"], ", frozen" if vectors["frozen"] else "")
-    compile_model(model, config, run.heads, run.strategy.num_replicas_in_sync,
-                  epoch_steps(config, run.train_ds, len(run.data.train), run.batch_size))
+    replicas = run.strategy.num_replicas_in_sync
+    steps = epoch_steps(config, run.train_ds, len(run.data.train), run.batch_size)
+    if config.train.learning_rate == "auto":  # a range test on a copy: the rate from the data
+        constant = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, learning_rate=1.0, lr_schedule="constant"))
+        try:
+            found = find_learning_rate(model, lambda copy: compile_model(
+                copy, constant, run.heads, replicas, steps), run.train_ds)
+        except ValueError as exc:
+            raise ConfigError(f"train.learning_rate: auto: {exc}") from None
+        run.chosen["learning_rate"] = found
+        run.config = config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, learning_rate=found["value"]))
+    compile_model(model, config, run.heads, replicas, steps)
     return model, vectors
 
 
@@ -417,8 +435,10 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
         steps_per_epoch=run.steps_per_epoch,
         callbacks=[progress] + tfkit_callbacks + list(callbacks),
         shuffle=False, verbose=fit_verbosity(config.train.verbose))
-    best = next(c for c in tfkit_callbacks if isinstance(c, BestWeights)).restore()
+    keeper = next(c for c in tfkit_callbacks if isinstance(c, BestWeights))
+    best = keeper.restore()
     progress.state["best_epoch"] = best
+    progress.state["best_value"] = float(keeper.best) if best and np.isfinite(keeper.best) else None
     if multi_worker:  # one model everywhere, the chief's: after a repaired restart the
         broadcast(run.strategy, model.variables)  # best-weights files may differ
     return Trained({k: [float(v) for v in values] for k, values in history.history.items()},
@@ -435,6 +455,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
     metrics = {f"test_{k}": float(v) for k, v in test.items()}
     metrics.update({
         "train_seconds": round(seconds, 2), "epochs": epochs, "best_epoch": trained.best_epoch,
+        "best_monitor": {"name": run.monitor, "value": trained.progress.state.get("best_value")},
         "resumes": trained.progress.state["attempts"] - 1,
         "train_examples_per_second": round(len(data.train) * epochs / seconds, 1)
         if epochs and seconds else 0.0,
@@ -443,7 +464,7 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
         "replicas": run.strategy.num_replicas_in_sync, "model": config.model.name,
         "heads": run.heads, "class_weights": None if run.weights is None else
         dict(zip(data.label_names, run.weights.tolist())),
-        "word_vectors": vectors, "distillation": run.distillation,
+        "word_vectors": vectors, "distillation": run.distillation, "chosen": run.chosen,
     })
     if not run.chief:
         shutil.rmtree(run_dir, ignore_errors=True)
