@@ -18,9 +18,10 @@ __version__ = "0.1.0"
 # the public API: module -> the names it gives
 _PUBLIC = {
     "tfkit.config": ["Config", "ConfigError", "DataConfig", "ExportConfig", "ModelConfig",
-                     "TrainConfig", "config_from_dict", "load_config", "save_config"],
+                     "TrainConfig", "TuneConfig", "config_from_dict", "load_config", "save_config"],
     "tfkit.data": ["DataError", "HierarchicalTextPreprocessor", "ImagePreprocessor",
-                   "LabeledData", "SequencePreprocessor", "TextPreprocessor", "array_dataset",
+                   "LabeledData", "SequencePreprocessor", "TextPreprocessor", "TfidfPreprocessor",
+                   "array_dataset",
                    "load_data", "load_preprocessor", "load_word_vectors", "save_word_vectors",
                    "token_dataset"],
     "tfkit.distribute": ["choose_strategy", "resolve_strategy"],
@@ -31,6 +32,7 @@ _PUBLIC = {
     "tfkit.monitor": ["log_embeddings", "log_misclassified"],
     "tfkit.optimizers": ["LazyAdam"],
     "tfkit.sweeps": ["SweepResult", "sweep"],
+    "tfkit.tuning": ["TuneResult", "tune"],
     "tfkit.training": ["RunResult", "train"],
     "tfkit.evaluation": ["evaluate"],
     "tfkit.publishing": ["export_run"],

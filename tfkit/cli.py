@@ -1,4 +1,4 @@
-"""The tfkit command line: train, sweep, convert, config, evaluate, export, label, predict, rest,
+"""The tfkit command line: train, sweep, tune, convert, config, evaluate, export, label, predict, rest,
 explain, models.
 
 The only module that reads ``sys.argv``. Every user error (bad config, data, file or
@@ -151,6 +151,23 @@ def _cmd_sweep(args) -> int:
         if rank == 1 and result.export_path is not None:
             line["export_path"] = str(result.export_path)
         print(json.dumps(line))
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from tfkit.tuning import tune
+
+    if args.resume and (args.config or args.set):
+        raise ValueError("tune --resume continues a search as it was set up: give no CONFIG "
+                         "or --set with it (--budget gives it more time).")
+    with contextlib.redirect_stdout(sys.stderr):  # Keras's progress: see _cmd_train
+        result = tune(args.config, args.set, budget=args.budget, resume=args.resume)
+    # one JSON line per finished trial, best first (ranked on the validation split)
+    for rank, trial in enumerate(result.ranked, 1):
+        line = {"rank": rank, **trial}
+        if rank == 1 and result.export_path is not None:
+            line["export_path"] = str(result.export_path)
+        print(json.dumps(line, default=str))
     return 0
 
 
@@ -316,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values to try, e.g. --grid train.learning_rate=[0.003,0.01] "
                         "(repeatable: every combination is one trial)")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("tune", help="search models and hyperparameters with KerasTuner "
+                                    "(every trial a run), rank them on the validation split, "
+                                    "export the best")
+    config_arguments(p)
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="wall time for the search, e.g. 90s, 15m, 2h (default: tune.budget, 15m)")
+    p.add_argument("--resume", metavar="TUNE_DIR",
+                   help="continue an interrupted search (runs/<name>/<tune folder>)")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("convert", help="write a config's data as sharded TFRecord files of "
                                        "tf.Example (data.source: tfrecord trains from them)")

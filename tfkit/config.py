@@ -103,7 +103,10 @@ class DataConfig:
 class ModelConfig:
     """Which registered builder to call and its keyword arguments."""
 
-    name: str = "text_lstm"
+    # a registered model, or auto: chosen from the data (text_linear for text, image_cnn for
+    # images, sequence_lstm for sequences; multitask with data.heads, text_table with
+    # data.features), recorded in the run's config.yaml
+    name: str = "auto"
     params: dict = field(default_factory=dict)
     # text models: start the word embedding from pre-trained vectors (GloVe .txt, fastText .vec)
     word_vectors: str | None = None
@@ -121,7 +124,7 @@ class TrainConfig:
     batch_size: int = 32  # per replica; the global batch is batch_size * replicas
     # a number, or auto: a learning-rate range test on a copy of the model picks it (a tenth of
     # the rate where the training loss fell lowest; recorded in config.yaml and metrics.json)
-    learning_rate: float | str = 1e-3
+    learning_rate: float | str = "auto"
     # constant | cosine | linear: cosine and linear decay learning_rate to 0 over the run's steps
     lr_schedule: str = "constant"
     optimizer: str = "adam"
@@ -246,6 +249,10 @@ MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 ALGORITHMS = ("bayesian", "random")  # tune.algorithm: KerasTuner's oracles
 DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 HEAD_KINDS = ("classification", "regression")  # data.heads values
+# model.name auto: the model for each kind of data (tfkit.datasets.data_kind)
+AUTO_MODELS = {"text": "text_linear", "image": "image_cnn", "sequence": "sequence_lstm"}
+IMAGE_SOURCES = ("digits", "image_directory")
+WORD_VECTOR_INPUTS = ("tokens", "documents", "text_table")  # inputs of a word embedding
 # data.source -> the optional data keys it reads (setting one for a source that ignores it is
 # an error: a data.test_path the embedded sets would silently ignore, say), the keys it
 # cannot do without, and what it gives the model (text, or arrays: images, sequences)
@@ -341,8 +348,28 @@ def config_from_dict(values: dict) -> Config:
         2
     """
     config = _build(Config, values, "")
+    name = auto_model(config)
+    if name:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=name))
     _validate(config)
     return config
+
+
+def auto_model(config: Config, kind: str | None = None) -> str | None:
+    """The model ``model.name: auto`` stands for: ``multitask`` with ``data.heads``,
+    ``text_table`` with ``data.features``, else :data:`AUTO_MODELS` for the data's ``kind``
+    (known from ``data.source``, or given: ``text``, ``image``, ``sequence``); None when the
+    name is not auto or the kind is not known yet (numpy, tfds, tfrecord: from the data)."""
+    if config.model.name != "auto":
+        return None
+    if config.data.heads:
+        return "multitask"
+    if config.data.features:
+        return "text_table"
+    if kind is None:
+        kind = ("text" if config.data.source in TEXT_SOURCES else
+                "image" if config.data.source in IMAGE_SOURCES else None)
+    return AUTO_MODELS.get(kind)
 
 
 def check_name(key: str, value: str | None) -> None:
@@ -402,32 +429,20 @@ def data_source_problem(d: DataConfig) -> str | None:
 
 
 def _validate(config: Config) -> None:
-    # late: models must not import config
-    from tfkit.data import TEXT_INPUTS
-    from tfkit.models import check_model_params, model_inputs
-
     check_name("name", config.name)
     check_name("train.run_name", config.train.run_name)
     check_name("export.name", config.export.name)
     problem = data_source_problem(config.data)
     if problem:
         raise ConfigError(problem)
-    try:
-        check_model_params(config.model.name, config.model.params)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
     m = config.model
-    if m.word_vectors is not None and model_inputs(m.name, m.params) not in TEXT_INPUTS:
-        raise ConfigError(f"model.word_vectors is for text models; model '{m.name}' reads "
-                          f"{model_inputs(m.name, m.params)}.")
-    for key, value in (("freeze_word_vectors", m.freeze_word_vectors),
-                       ("word_vectors_vocabulary", m.word_vectors_vocabulary)):
-        if value and m.word_vectors is None:
-            raise ConfigError(f"model.{key} is set but model.word_vectors is not: "
-                              "name the vectors file (GloVe .txt, fastText .vec).")
-    if m.word_vectors_vocabulary < 0:
-        raise ConfigError("model.word_vectors_vocabulary must be >= 0 (words to add), "
-                          f"got {m.word_vectors_vocabulary!r}.")
+    if m.name == "auto":  # chosen when the data is read (numpy, tfds, tfrecord)
+        if m.params or m.word_vectors:
+            raise ConfigError("model.params and model.word_vectors need a model.name: with "
+                              f"model.name auto (data.source '{config.data.source}') the model "
+                              "is chosen from the data.")
+    else:
+        _validate_model(config)
     choices = {"data.split": (config.data.split, SPLITS),
                "train.optimizer": (config.train.optimizer, OPTIMIZERS),
                "train.lr_schedule": (config.train.lr_schedule, LR_SCHEDULES),
@@ -441,12 +456,38 @@ def _validate(config: Config) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}.{hint}")
-    _validate_heads(config)
-    _validate_multi_label(config)
-    _validate_features(config)
-    _validate_inputs(config)
+    if m.name != "auto":
+        _validate_heads(config)
+        _validate_multi_label(config)
+        _validate_features(config)
+        _validate_inputs(config)
     _validate_ranges(config)
     _validate_tune(config)
+
+
+def _validate_model(config: Config) -> None:
+    """model.name and model.params against the registry; the word vectors settings."""
+    from tfkit.data import TEXT_INPUTS
+    from tfkit.models import check_model_params, model_inputs  # late: models must not import config
+
+    m = config.model
+    try:
+        check_model_params(m.name, m.params)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    inputs = model_inputs(m.name, m.params)
+    if m.word_vectors is not None and inputs not in WORD_VECTOR_INPUTS:
+        what = "text models" if inputs not in TEXT_INPUTS else "models with a word embedding"
+        raise ConfigError(f"model.word_vectors is for {what}; model '{m.name}' reads "
+                          f"{inputs}.")
+    for key, value in (("freeze_word_vectors", m.freeze_word_vectors),
+                       ("word_vectors_vocabulary", m.word_vectors_vocabulary)):
+        if value and m.word_vectors is None:
+            raise ConfigError(f"model.{key} is set but model.word_vectors is not: "
+                              "name the vectors file (GloVe .txt, fastText .vec).")
+    if m.word_vectors_vocabulary < 0:
+        raise ConfigError("model.word_vectors_vocabulary must be >= 0 (words to add), "
+                          f"got {m.word_vectors_vocabulary!r}.")
 
 
 def parse_budget(text) -> float:

@@ -11,7 +11,13 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import Config, ConfigError, input_kind_problem
+from tfkit.config import (
+    Config,
+    ConfigError,
+    auto_model,
+    config_from_dict,
+    input_kind_problem,
+)
 from tfkit.data import (
     INPUT_KINDS,
     LabeledData,
@@ -56,8 +62,49 @@ def make_preprocessor(config: Config, data: LabeledData):
     return preprocessor
 
 
-LENGTH_PERCENTILE = 95  # data.max_len auto: the training texts' length at this percentile,
-MAX_LEN_LIMITS = (8, 1000)  # rounded up to a multiple of 8 and kept within these
+DOCUMENT_SENTENCES = 2.0  # texts of at least this many sentences on average are documents
+
+
+def data_kind(data: LabeledData) -> tuple[str, bool]:
+    """What the inputs are: ``text``, ``image`` (encoded, or pixel arrays ``[n, h, w(, c)]``
+    of integers) or ``sequence`` (numbers ``[n, steps, features]``); and whether the texts
+    hold several sentences on average (documents, for a hierarchical model)."""
+    x = data.train.sample(500).x
+    if x.dtype.names is not None or (x.dtype == object and len(x) and isinstance(x[0], str)):
+        texts = x["text"] if x.dtype.names else x
+        ends = [len(re.findall(r"[.!?。！？]+(?:\s|$)", str(t))) or 1 for t in texts]
+        return "text", bool(np.mean(ends) >= DOCUMENT_SENTENCES)
+    if x.dtype == object or x.ndim == 4 or (x.ndim == 3 and np.issubdtype(x.dtype, np.integer)):
+        return "image", False
+    return "sequence", False
+
+
+def resolve_model(config: Config, data: LabeledData) -> Config:
+    """``model.name: auto`` that the source could not decide (numpy, tfds, tfrecord), chosen
+    from the data (:func:`tfkit.config.auto_model`) and the whole config checked again.
+
+    Raises:
+        ConfigError: for arrays no model takes.
+    """
+    if config.model.name != "auto":
+        return config
+    kind, _ = data_kind(data)
+    x = data.train.sample(1).x
+    if kind == "sequence" and x.ndim != 3:
+        raise ConfigError(f"model.name auto: no model takes arrays of shape {x.shape[1:]} "
+                          "(images are [height, width(, channels)], sequences [steps, "
+                          "features]); set model.name.")
+    values = config.to_dict()
+    values["model"]["name"] = auto_model(config, kind)
+    log.info("model.name auto: %s for %s data", values["model"]["name"], kind)
+    return config_from_dict(values)
+
+
+# data.max_len auto: the training texts' length at this percentile, rounded up to a multiple
+# of 8 and kept within MAX_LEN_LIMITS, for the model inputs that data.max_len cuts
+LENGTH_PERCENTILE = 95
+MAX_LEN_LIMITS = (8, 1000)
+MAX_LEN_INPUTS = ("tokens", "text_table", "hub_text")
 LENGTH_SAMPLE = 20_000  # training texts measured (the first ones of a larger split)
 WORDS = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # what standardize_text keeps as one word
 
@@ -81,14 +128,14 @@ def resolve_max_len(config: Config, data: LabeledData) -> tuple[Config, dict | N
     """``data.max_len: auto`` made a number from the training texts' lengths (the config to
     train with, and what was chosen, for ``metrics.json``); other configs as they are.
 
-    Data without text (images, sequences) does not use ``data.max_len``: it becomes 200 (the
-    number every earlier version had), recorded as nothing."""
+    Models that do not read ``data.max_len`` (documents, TF-IDF, images, sequences): it becomes
+    200 (the number every earlier version had), recorded as nothing."""
     if config.data.max_len != "auto":
         return config, None
+    if model_inputs(config.model.name, config.model.params) not in MAX_LEN_INPUTS:
+        return dataclasses.replace(config, data=dataclasses.replace(config.data, max_len=200)), None
     x = data.train.sample(LENGTH_SAMPLE).x
     texts = x["text"] if x.dtype.names else x
-    if not (x.dtype.names or (x.dtype == object and len(x) and isinstance(x[0], str))):
-        return dataclasses.replace(config, data=dataclasses.replace(config.data, max_len=200)), None
     lengths = text_lengths(texts, config.data.split)
     at = float(np.percentile(lengths, LENGTH_PERCENTILE)) if len(lengths) else 0.0
     low, high = MAX_LEN_LIMITS

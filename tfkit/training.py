@@ -41,6 +41,7 @@ from tfkit.datasets import (
     make_dataset,
     make_preprocessor,
     resolve_max_len,
+    resolve_model,
     shard_policy,
     warn_small_splits,
 )
@@ -261,6 +262,7 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
                           "run the second stage with train.init_from.")
     data = load_data(config.data)
     warn_small_splits(data)
+    config = resolve_model(config, data)  # model.name: auto, from the data
     config, max_len = resolve_max_len(config, data)  # data.max_len: auto, from the texts
     chosen = {"max_len": max_len} if max_len else {}
     start = config.train.init_from

@@ -23,11 +23,12 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import yaml
 
 from tfkit.config import (
     Config,
@@ -101,8 +102,11 @@ class Dimension:
     def register(self, hp, name: str):
         """The KerasTuner hyperparameter (named ``name``) and its value for this trial."""
         if self.values is not None:
-            return hp.Choice(name, [str(v) if isinstance(v, bool) else v for v in self.values]
-                             if len({type(v) for v in self.values}) > 1 else self.values)
+            if len({type(v) for v in self.values}) == 1:
+                return hp.Choice(name, self.values)
+            # KerasTuner's choices hold one type: mixed values (auto or 512) travel as YAML
+            value = hp.Choice(name, [_yaml(v) for v in self.values])
+            return None if value is None else yaml.safe_load(value)  # None: another family's
         if isinstance(self.low, int) and isinstance(self.high, int):
             return hp.Int(name, self.low, self.high, sampling="log" if self.log else "linear")
         return hp.Float(name, float(self.low), float(self.high),
@@ -132,8 +136,6 @@ class SearchSpace:
 
 
 def _yaml(value) -> str:
-    import yaml
-
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
@@ -238,20 +240,6 @@ class TuneResult:
     tune_dir: Path
 
 
-def data_kind(data) -> tuple[str, bool]:
-    """``text``, ``image`` or ``sequence``, and whether the texts hold several sentences."""
-    import numpy as np
-
-    x = data.train.sample(500).x
-    if x.dtype.names is not None or (x.dtype == object and len(x) and isinstance(x[0], str)):
-        texts = x["text"] if x.dtype.names else x
-        sentences = np.mean([len(re.findall(r"[.!?。！？]+(?:\s|$)", str(t))) or 1 for t in texts])
-        return "text", bool(sentences >= DOCUMENT_SENTENCES)
-    if x.dtype == object or x.ndim >= 3:
-        return "image", False
-    return "sequence", False
-
-
 def tune(config: Config | str | None = None, overrides=(), *, budget=None,
          resume: str | Path | None = None) -> TuneResult:
     """Searches models and hyperparameters for the config's data with KerasTuner, every trial
@@ -281,6 +269,7 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
 
     from tfkit.baseline import linear_baseline
     from tfkit.data import load_data
+    from tfkit.datasets import data_kind, resolve_model
 
     if resume is not None:
         tune_dir = Path(resume).resolve()
@@ -299,6 +288,7 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
                           "train the best config with multi-worker training.")
     data = load_data(config.data)
     kind, documents = data_kind(data)
+    config = resolve_model(config, data)
     space = search_space(config, kind, documents)
     objective, direction = objective_of(config)
     if resume is None:
@@ -317,7 +307,12 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
     log.info("tune: %s search of at most %d trials in %s over %s; ranked by %s; folder %s",
              config.tune.algorithm, config.tune.max_trials, _duration(seconds),
              ", ".join(space.families), objective, tune_dir)
-    tuner.search()
+    import keras_tuner
+
+    try:
+        tuner.search()
+    except keras_tuner.errors.FatalError as exc:
+        raise ConfigError(str(exc)) from None
     return _finish(config, tuner, tune_dir, objective, direction, baseline)
 
 
@@ -347,7 +342,11 @@ def _tuner(config: Config, space: SearchSpace, objective: str, direction: str,
         def run_trial(self, trial, *args, **kwargs):
             begun = time.monotonic()
             sets = space.overrides(trial.hyperparameters)
-            row = run_trial(config, sets, trial.trial_id, tune_dir.name, objective)
+            try:
+                row = run_trial(config, sets, trial.trial_id, tune_dir.name, objective)
+            except (ValueError, FileNotFoundError) as exc:  # a setting that cannot work
+                raise keras_tuner.errors.FatalError(f"trial {int(trial.trial_id) + 1} "
+                                                    f"({' '.join(sets)}): {exc}") from exc
             self._timed.append(time.monotonic() - begun)
             rows[trial.trial_id] = row
             _report(trial.trial_id, row, rows, objective, direction,

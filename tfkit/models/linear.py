@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 
-def build_text_linear(*, vocab_size: int, num_classes: int, ngrams: int = 2, l2: float = 1e-5,
+def build_text_linear(*, vocab_size: int, num_classes: int, ngrams: int = 2, l2: float = 1e-7,
                       dropout: float = 0.0) -> keras.Model:
     """TF-IDF of words and n-grams -> L2-normalised -> ``Dense`` softmax with an L2 penalty:
     logistic regression, the strong baseline of text classification, as a Keras model.
