@@ -134,7 +134,8 @@ def test_set_overrides_are_yaml_typed():
 def test_exponents_are_numbers_in_files_and_overrides(tmp_path):
     """PyYAML (YAML 1.1) reads 1e-4 as a string; learning rates are written that way."""
     file = tmp_path / "mine.yaml"
-    file.write_text("train:\n  learning_rate: 3e-4\nmodel:\n  params: {head_dropout: 5E-1}\n")
+    file.write_text("train:\n  learning_rate: 3e-4\nmodel:\n  name: text_lstm\n"
+                    "  params: {head_dropout: 5E-1}\n")
     config = load_config(file, ["train.class_weight={good: 2e0}"])
     assert config.train.learning_rate == 3e-4 and config.model.params["head_dropout"] == 0.5
     assert config.train.class_weight == {"good": 2.0}

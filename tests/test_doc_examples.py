@@ -105,7 +105,7 @@ def test_readme_config_block_is_the_preset_it_names(tmp_path):
 
 def test_every_readme_config_block_loads(tmp_path):
     blocks = [b for b in readme_blocks("yaml")
-              if set(yaml.safe_load(b)) <= {"name", "data", "model", "train", "export"}]
+              if set(yaml.safe_load(b)) <= {"name", "data", "model", "train", "export", "tune"}]
     assert len(blocks) >= 3  # the full preset, "Your own data", multi-task
     for number, block in enumerate(blocks):
         (tmp_path / f"block{number}.yaml").write_text(block, encoding="utf-8")

@@ -90,8 +90,8 @@ def test_export_name_may_not_climb_out_of_the_base_dir(good_run, tmp_path, capsy
 @pytest.mark.parametrize("override, message", [
     ("data.source=bogus", "Unknown data.source 'bogus'; expected one of fine_foods"),
     ("data.source=csv", "data.path must name the CSV file when data.source is 'csv'"),
-    ("train.learning_rate=-1", "train.learning_rate must be a finite number > 0, got -1.0"),
-    ("train.learning_rate=.nan", "train.learning_rate must be a finite number > 0, got nan"),
+    ("train.learning_rate=-1", "train.learning_rate must be a finite number > 0 or auto, got -1.0"),
+    ("train.learning_rate=.nan", "train.learning_rate must be a finite number > 0 or auto, got nan"),
     ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
     ("train.epochs=0", "train.epochs must be >= 1, got 0"),
     ("data.test_fraction=0", "data.test_fraction must be in (0, 1), got 0.0"),

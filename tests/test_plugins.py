@@ -103,7 +103,7 @@ def builder_no_classes(*, vocab_size, units=4):
 
 
 @pytest.mark.parametrize("builder, inputs, message", [
-    (tiny_builder, "text", "inputs must be one of tokens, documents, image, sequence, text_table, hub_text, encoder"),
+    (tiny_builder, "text", "inputs must be one of tokens, documents, image, sequence, text_table, hub_text, tfidf, encoder"),
     (builder_positional, "tokens", "argument 'units' must be keyword-only with a default"),
     (builder_no_default, "tokens", "argument 'units' must be keyword-only with a default"),
     (builder_no_classes, "tokens", "must take num_classes (or heads)"),

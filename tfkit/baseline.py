@@ -19,7 +19,6 @@ log = logging.getLogger("tfkit")
 
 LIMIT = 100_000  # examples per split the baseline reads (the first ones of a larger stream)
 C_GRID = (1.0, 4.0, 16.0, 64.0)  # inverse L2 strength, chosen on the validation split
-THRESHOLDS = np.round(np.arange(0.1, 0.95, 0.05), 2)  # multi-label: one for every label
 CLOSE = 0.005  # how much worse than the baseline a model may score and still be "on par"
 
 
@@ -72,8 +71,9 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
     """Fits the baseline on ``data``'s training split and scores it on its test split.
 
     Returns:
-        ``{"model", "C", "test_accuracy"`` (single-label) or ``"test_micro_f1"``,
-        ``"test_macro_f1"`` and ``"threshold"`` (multi-label)``, "seconds", "train_examples"}``;
+        ``{"model", "C", "test_accuracy"`` (single-label) or ``"test_micro_f1"`` (multi-label,
+        each label at its threshold chosen on the validation split as tfkit chooses its own),
+        ``"test_macro_f1", "seconds", "train_examples"}``;
         None, with the reason logged, where the data has no baseline
         (:func:`baseline_unavailable`).
 
@@ -88,6 +88,8 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
+    from tfkit.metrics import choose_thresholds, multi_label_report
+
     reason = baseline_unavailable(data)
     if reason:
         log.info("linear baseline: none for %s", reason)
@@ -100,32 +102,24 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
     multi_label = bool(getattr(data, "multi_label", False))
     best = None
     for c in C_GRID:
-        if multi_label:
-            from sklearn.multiclass import OneVsRestClassifier
-
-            # labels absent from the training sample: always 0
-            present = y_train.sum(axis=0) > 0
-            model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000))
-            model.fit(x_train, y_train[:, present])
-            scores = [(f1_score(y_val, _label_sets(model, x_val, present, t), average="micro",
-                                zero_division=0), t) for t in THRESHOLDS]
-            value, threshold = max(scores, key=lambda pair: (pair[0], -abs(pair[1] - 0.5)))
+        if multi_label:  # one model per label, thresholds chosen as tfkit chooses its own
+            model = OneVsRestLabels(c).fit(x_train, y_train)
+            val = model.predict_proba(x_val)
+            thresholds = choose_thresholds(y_val, val)
+            value = multi_label_report(y_val, val, thresholds, data.label_names)["micro_f1"]
         else:
             model = LogisticRegression(C=c, max_iter=1000, random_state=seed)
             model.fit(x_train, y_train.reshape(-1))
-            value, threshold = float((model.predict(x_val) == y_val.reshape(-1)).mean()), None
+            value, thresholds = float((model.predict(x_val) == y_val.reshape(-1)).mean()), None
         if best is None or value > best[0]:
-            best = (value, c, model, threshold)
-    _, c, model, threshold = best
+            best = (value, c, model, thresholds)
+    _, c, model, thresholds = best
     report = {"model": "tfidf_logistic_regression" if hasattr(maker, "vocabulary_")
               else "logistic_regression", "C": c}
     if multi_label:
-        predicted = _label_sets(model, x_test, present, threshold)
-        report.update(test_micro_f1=float(f1_score(y_test, predicted, average="micro",
-                                                   zero_division=0)),
-                      test_macro_f1=float(f1_score(y_test, predicted, average="macro",
-                                                   zero_division=0)),
-                      threshold=float(threshold))
+        scores = multi_label_report(y_test, model.predict_proba(x_test), thresholds,
+                                    data.label_names)
+        report.update(test_micro_f1=scores["micro_f1"], test_macro_f1=scores["macro_f1"])
     else:
         predicted = model.predict(x_test)
         report.update(test_accuracy=float((predicted == y_test.reshape(-1)).mean()),
@@ -135,11 +129,26 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
     return report
 
 
-def _label_sets(model, x, present: np.ndarray, threshold: float) -> np.ndarray:
-    """Multi-hot answers of a one-vs-rest model over the ``present`` labels (others: 0)."""
-    out = np.zeros((x.shape[0], len(present)), np.int64)
-    out[:, present] = model.predict_proba(x) >= threshold
-    return out
+class OneVsRestLabels:
+    """One logistic regression per label of multi-hot targets; a label the training split
+    never has gets probability 0."""
+
+    def __init__(self, c: float):
+        self.c = c
+
+    def fit(self, x, y) -> OneVsRestLabels:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        self.present = np.asarray(y).sum(axis=0) > 0
+        self.model = OneVsRestClassifier(LogisticRegression(C=self.c, max_iter=1000))
+        self.model.fit(x, np.asarray(y)[:, self.present])
+        return self
+
+    def predict_proba(self, x) -> np.ndarray:
+        out = np.zeros((x.shape[0], len(self.present)), np.float32)
+        out[:, self.present] = self.model.predict_proba(x)
+        return out
 
 
 def baseline_key(report: dict) -> str:
@@ -166,6 +175,8 @@ def compare(metrics: dict, report: dict | None) -> str | None:
     if theirs - ours > CLOSE:
         return (f"linear baseline {theirs:.3f} on the same split ({points:.1f} points better): "
                 "try tfkit tune")
+    if abs(points) < 0.05:
+        return f"linear baseline {theirs:.3f} on the same split (the same score)"
     if points > 0:
         return f"linear baseline {theirs:.3f} on the same split (within {points:.1f} points)"
     return (f"linear baseline {theirs:.3f} on the same split (this model "

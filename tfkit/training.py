@@ -491,7 +491,8 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
     step = max(epochs - 1, 0)
     scalars = {**test, **{k[5:]: v for k, v in report.items() if isinstance(v, float)}} \
         if multi_label else dict(test)
-    if config.train.baseline:  # the linear model on the same split, beside this one
+    metrics["baseline"] = None  # the linear model on the same split, beside this one
+    if config.train.baseline:
         metrics["baseline"] = linear_baseline(data, config.data.split, config.train.seed)
         if metrics["baseline"]:
             key = baseline_key(metrics["baseline"])

@@ -310,7 +310,7 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
     import keras_tuner
 
     try:
-        tuner.search()
+        tuner.search(verbose=0)  # tfkit's own line per trial instead of KerasTuner's
     except keras_tuner.errors.FatalError as exc:
         raise ConfigError(str(exc)) from None
     return _finish(config, tuner, tune_dir, objective, direction, baseline)
