@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
+    # one TensorFlow op thread per test worker (and the processes it starts): the workers
+    # share the cores, so each taking them all only adds switching between threads
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -117,17 +117,28 @@ class Backup(keras.callbacks.BackupAndRestore):
     (:class:`BestWeights` writes its file then, so both describe the same moment)."""
 
     def __init__(self, backup_dir: str, every: float = 0.0, before_write=()):
-        super().__init__(backup_dir)
+        # kept when training ends: the run removes it once the trained model is saved, so a
+        # kill in between resumes from the last epoch instead of training again from scratch
+        super().__init__(backup_dir, delete_checkpoint=False)
         self.every, self.before_write = every, list(before_write)
-        self.last = time.monotonic()
+        self.last, self.saved_epoch = time.monotonic(), None
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch, self._last_batch_seen = epoch + 1, 0
         if time.monotonic() - self.last >= self.every:
-            for write in self.before_write:
-                write()
-            self._save_model()
-            self.last = time.monotonic()
+            self.write()
+
+    def on_train_end(self, logs=None):
+        """The last epoch backed up too (when ``every`` skipped it), so a run killed before
+        its trained model is saved resumes with nothing left to train."""
+        if self._current_epoch and self.saved_epoch != self._current_epoch:
+            self.write()
+
+    def write(self) -> None:
+        for write in self.before_write:
+            write()
+        self._save_model()
+        self.last, self.saved_epoch = time.monotonic(), self._current_epoch
 
 
 def backup_callback(run_dir: Path, config: Config, multi_worker: bool = False,

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfkit.owners import owner_alive, write_owner
 from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 
 SERVING_KEY = "serving_default"
@@ -49,7 +49,6 @@ WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving replays it from assets.
 CLASSIFY_KEY, REGRESS_KEY = "classification", "regression"
 API_METHODS = {CLASSIFY_KEY: "tensorflow/serving/classify", REGRESS_KEY: "tensorflow/serving/regress"}
 STAGING_PREFIX = ".export-"  # hidden: TF Serving serves only folders named by an integer
-OWNER_FILE = "owner.json"  # in a staging folder: which process writes it
 STALE_AFTER_SECONDS = 6 * 3600  # a staging folder without a live owner older than this is stale
 # the warmup file: TF Serving replays it at every load, so it is kept small
 WARMUP_TEXT_CHARS = 4000  # each text cut to this many characters
@@ -525,8 +524,7 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         model_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(model_dir)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
-        (staging / OWNER_FILE).write_text(json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+        write_owner(staging)  # which process writes it
     except OSError as exc:
         raise ExportError(f"cannot write a SavedModel into '{model_dir}': {_reason(exc)}; "
                           "nothing was published.") from None
@@ -587,25 +585,6 @@ def without_graph_names(message: str) -> str:
                   r"|\s*name: *$", "", text, flags=re.MULTILINE)
 
 
-def _owner_alive(staging: Path) -> bool | None:
-    """Whether the process that wrote ``staging`` still runs on this machine: True, False, or
-    None when it cannot be told (no owner file, another host)."""
-    try:
-        owner = json.loads((staging / OWNER_FILE).read_text(encoding="utf-8"))
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user
-        return True
-    return True
-
-
 def remove_stale_staging(model_dir: Path) -> list[Path]:
     """Removes the hidden staging folders of exports that did not finish (killed, or the
     machine went down): those whose writing process is gone, or, where that cannot be
@@ -614,7 +593,7 @@ def remove_stale_staging(model_dir: Path) -> list[Path]:
     for staging in sorted(Path(model_dir).glob(f"{STAGING_PREFIX}*")):
         if not staging.is_dir():
             continue
-        alive = _owner_alive(staging)
+        alive = owner_alive(staging)
         if alive or (alive is None and
                      time.time() - staging.stat().st_mtime < STALE_AFTER_SECONDS):
             continue

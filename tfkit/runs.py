@@ -86,6 +86,24 @@ def read_status(run_dir: str | Path) -> dict:
     return json.loads(file.read_text(encoding="utf-8"))
 
 
+def config_differences(given: Config, saved: Config) -> list[str]:
+    """The keys whose value in ``given`` (what a command asks for) differs from ``saved`` (an
+    interrupted run's ``config.yaml``), as ``key: value here, value in the run folder``;
+    ``auto`` values, which the run folder records as what they became, do not count."""
+    def flat(values, prefix=""):
+        out = {}
+        for key, value in values.items():
+            if isinstance(value, dict) and key != "params" and prefix.count(".") < 1:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    mine, theirs = flat(given.to_dict()), flat(saved.to_dict())
+    return [f"{key}: {mine[key]!r} here, {theirs.get(key)!r} in the run folder"
+            for key in mine if mine[key] != theirs.get(key) and mine[key] != "auto"]
+
+
 def export_dir(config: Config) -> Path:
     """``export.base_dir/<export.name or name>``: the folder of the run's SavedModel versions."""
     return Path(config.export.base_dir, config.export.name or config.name)

@@ -69,10 +69,12 @@ from tfkit.monitor import (
     log_misclassified,
 )
 from tfkit.multiworker import broadcast, multi_worker_fixes
+from tfkit.owners import claim, owned_by_another, release
 from tfkit.publishing import EXPORT_SAMPLES, bless, model_to_serve
 from tfkit.quantization import check_quantizable
 from tfkit.runs import (
     RunProgress,
+    config_differences,
     create_run_dir,
     export_dir,
     read_status,
@@ -177,6 +179,9 @@ def train(config: Config | str | None = None, overrides=(), *, callbacks=(),
         ('fine_foods_fasttext', '1')
     """
     if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError("--resume continues a run as it was set up: give no CONFIG or "
+                              "--set with it (its settings are the run folder's config.yaml).")
         config = load_config(Path(resume) / "config.yaml")
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
@@ -215,6 +220,7 @@ def train_run(config: Config, callbacks=(), resume: str | Path | None = None) ->
             write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
         finally:
+            release(run_dir)
             if not run.chief:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -245,7 +251,8 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     strategy = resolve_strategy(settings.strategy, tpu=settings.tpu, devices=settings.devices,
                                 tf_config=settings.tf_config)
     chief, worker = is_chief(strategy), task_id(strategy)
-    if resume is None and config.train.run_name and run_path(config, chief, worker).exists():
+    named = resume is None and config.train.run_name and run_path(config, chief, worker).exists()
+    if named:
         resume = run_path(config, chief, worker)  # a named run that was interrupted: carry on
     if resume is not None:
         resume = Path(resume).resolve()
@@ -254,7 +261,19 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
             raise ConfigError(f"cannot resume '{resume}': its state is '{state}' "
                               "(only an interrupted or failed run can be resumed; "
                               "choose another train.run_name for a new run).")
-        config = load_config(resume / "config.yaml")
+        owner = owned_by_another(resume)
+        if owner is not None:
+            raise ConfigError(f"run folder '{resume}' is in use by process {owner['pid']} on "
+                              f"{owner['host']} (since {owner.get('since', '?')}): wait for it "
+                              "to end, or choose another train.run_name.")
+        saved = load_config(resume / "config.yaml")
+        differences = config_differences(config, saved) if named else []
+        if differences:
+            raise ConfigError(f"train.run_name '{config.train.run_name}' is an interrupted run "
+                              f"with other settings ({'; '.join(differences[:5])}): resume it as "
+                              f"it was (tfkit train --resume {resume}), or choose another "
+                              "train.run_name.")
+        config = saved
     keras.utils.set_random_seed(config.train.seed)
     if config.train.fine_tune_epochs and is_multi_worker(strategy):
         raise ConfigError("train.fine_tune_epochs is not offered under a multi-worker strategy "
@@ -398,8 +417,14 @@ def open_run_dir(run: Prepared) -> tuple[Path, Path]:
     run_dir = run.resume_dir
     if run_dir is None:
         run_dir = create_run_dir(run.config, run.chief, run.worker)
+        claim(run_dir)
         save_config(run.config, run_dir / "config.yaml")
         run.preprocessor.save(run_dir)
+    else:
+        owner = claim(run_dir)  # one live process per run folder
+        if owner is not None:
+            raise ConfigError(f"run folder '{run_dir}' is in use by process {owner['pid']} on "
+                              f"{owner['host']} (since {owner.get('since', '?')}).")
     write_status(run_dir, "running")
     out_dir = run_dir if run.chief else Path(tempfile.mkdtemp(prefix=f"tfkit-worker-{run.worker}-"))
     log.info("run directory: %s%s", run_dir,
@@ -410,8 +435,11 @@ def open_run_dir(run: Prepared) -> tuple[Path, Path]:
 def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbacks=()) -> Trained:
     """``model.fit`` with tfkit's callbacks (:func:`tfkit.callbacks.make_callbacks`, the
     run's progress, the chief's TensorBoard extras), then the best epoch's weights restored
-    (the chief's everywhere under multi-worker training). A resumed run whose training had
-    finished (killed while exporting, say) loads its trained model instead of training again.
+    (the chief's everywhere under multi-worker training), and on the chief, in this order, the
+    trained model saved as ``model.keras``, ``progress.json`` marked trained, the backup
+    removed. A resumed run whose training had finished (killed while scoring or exporting,
+    say) loads its trained model instead of training again; one killed after its last epoch
+    but before ``model.keras`` resumes from the last epoch's backup, with nothing to train.
     """
     config, chief = run.config, run.chief
     progress = RunProgress(run_dir)  # epochs and seconds of every attempt at this run
@@ -420,6 +448,7 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
         with warnings.catch_warnings():  # its optimizer state is not needed
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             model.load_weights(run_dir / "model.keras")
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # killed before it was removed
         return Trained({}, progress.state.get("best_epoch"), progress)
     extra = []  # TensorBoard extras of classifiers with validation: read on every worker
     # (the metric's counts are summed over the workers as they are read), written by each to
@@ -443,6 +472,10 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
     progress.state["best_value"] = float(keeper.best) if best and np.isfinite(keeper.best) else None
     if multi_worker:  # one model everywhere, the chief's: after a repaired restart the
         broadcast(run.strategy, model.variables)  # best-weights files may differ
+    if chief:  # in this order: a kill between any two steps resumes without training again
+        save_trained_model(model, run_dir / "model.keras")
+        progress.finish_training()
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return Trained({k: [float(v) for v in values] for k, values in history.history.items()},
                    best, progress)
 
@@ -474,8 +507,6 @@ def finish(model: keras.Model, run: Prepared, run_dir: Path, trained: Trained, t
             run_dir.parent.rmdir()  # the run folder, when only this worker used it
         return RunResult(None, metrics, trained.history, model, run.preprocessor,
                          data.label_names, None)
-    save_trained_model(model, run_dir / "model.keras")
-    trained.progress.finish_training()
     multi_label = None  # several labels per example: a threshold per label, from validation
     if data.multi_label:
         thresholds = label_thresholds(model, run.val_ds, len(data.label_names))
