@@ -203,3 +203,38 @@ def test_what_text_table_does_not_take_is_refused(table_run, workdir, capsys):
     config = tfkit.load_config(None, table_overrides(path))
     with pytest.raises(ConfigError, match="data.features data is not converted"):
         convert(config, workdir / "records")
+
+
+def test_serving_input_is_held_to_the_rules_of_training(table_run, capsys):
+    """An infinite or out-of-range number is refused in predict and rest (naming the input
+    and the column) and inside the SavedModel, raw rows and tf.Examples alike, as training
+    refuses it; standard output stays JSON a strict parser reads."""
+    result, folder = table_run
+    for bad, message in (({"price": "inf"}, "'price' is 'inf', not a finite number"),
+                         ({"price": 1e400}, "'price' is 'inf', not a finite number"),
+                         ({"units": 2**70}, f"'units' is '{2**70}', not an integer within int64")):
+        rows = folder / "bad.jsonl"
+        good = {"text": "tasty", "price": 9.0, "shop": "north", "units": 2}
+        rows.write_text(json.dumps(good) + "\n" + json.dumps({**good, **bad}) + "\n")
+        for command in ("predict", "rest"):
+            code, out, err = run_cli(capsys, command, str(result.export_path), "--input", str(rows))
+            assert code == 2 and f"input 2: {message}" in err, (command, err)
+            assert "Traceback" not in err and "Infinity" not in out
+    loaded = tf.saved_model.load(str(result.export_path))
+    feeds = {"text": tf.constant(["tasty"]), "price": tf.constant([np.inf]),
+             "shop": tf.constant(["north"]), "units": tf.constant([2], tf.int64)}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="column 'price' holds an infinite"):
+        loaded.signatures["serving_default"](**feeds)
+    examples = make_examples({"text": ["tasty"], "price": [np.inf], "shop": ["north"],
+                              "units": [2]})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="column 'price' holds an infinite"):
+        loaded.signatures["serving_examples"](examples=tf.constant(examples))
+    rows.write_text(json.dumps({"text": "tasty", "price": "", "shop": "north", "units": 2}) + "\n")
+    code, out, err = run_cli(capsys, "predict", str(result.export_path), "--input", str(rows))
+    assert code == 0, err
+
+    def strict(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    for line in out.splitlines():  # a missing number echoed as null, never NaN
+        json.loads(line, parse_constant=strict)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -840,11 +841,17 @@ def _typed(values, dtype: tf.DType, name: str) -> list:
             out.append(float("nan") if dtype.is_floating else -1)
             continue
         try:
-            out.append(float(value) if dtype.is_floating else int(str(value).strip()))
+            parsed = float(value) if dtype.is_floating else int(str(value).strip())
         except (TypeError, ValueError):
-            kind = "a number" if dtype.is_floating else "an integer"
-            raise ValueError(f"input {number}: {name!r} is {str(value)[:40]!r}, not {kind}."
-                             ) from None
+            parsed = None
+        # training's rule (tfkit.data.table): a missing value is empty (or NaN), any other
+        # value a finite number, an integer within int64
+        if parsed is None or (dtype.is_floating and math.isinf(parsed)) or (
+                not dtype.is_floating and not -2**63 <= parsed < 2**63):
+            kind = "a finite number" if dtype.is_floating else "an integer within int64"
+            raise ValueError(f"input {number}: {name!r} is {str(value)[:40]!r}, not {kind} "
+                             "(leave it empty for a missing value).") from None
+        out.append(parsed)
     return out
 
 

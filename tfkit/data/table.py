@@ -195,6 +195,10 @@ class TextTablePreprocessor:
             if kind in FLOAT_KINDS:
                 value = tf.cast(value, tf.float32)
                 value = tf.where(tf.math.is_nan(value), self.means.get(name, 0.0), value)
+                # training's rule, in the SavedModel too: NaN is missing, infinity refused
+                value = tf.debugging.assert_all_finite(
+                    value, f"column '{name}' holds an infinite number; send a finite number, "
+                    "or NaN (or leave the feature out of a tf.Example) for a missing value")
             elif kind in INTEGER_KINDS:
                 value = tf.cast(value, tf.int64)
             out[name] = value
