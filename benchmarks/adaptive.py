@@ -72,16 +72,15 @@ def preset_run(preset: str, data: dict, folder: str, key: str) -> dict:
 
 
 def tune_run(name: str, data: dict, folder: str, key: str, budget: str, quick: bool) -> dict:
+    """``tfkit tune`` from the same data-only config, within ``budget``."""
     import tfkit
 
-    overrides = [f"name={name}", f"train.runs_dir={folder}/runs", "train.verbose=0",
-                 "export.enabled=false", "train.baseline=false"]
-    for field, value in data.items():
-        overrides.append(f"data.{field}={json.dumps(value)}")
-    if quick:
-        overrides += ["tune.max_trials=1", "train.epochs=2"]
+    values = {"name": name, "data": data,
+              "train": {"runs_dir": f"{folder}/runs", "verbose": "0", "baseline": False,
+                        **({"epochs": 2} if quick else {})},
+              "export": {"enabled": False}, "tune": {"max_trials": 1} if quick else {}}
     start = time.monotonic()
-    result = tfkit.tune(None, overrides, budget=budget)
+    result = tfkit.tune(tfkit.config_from_dict(values), budget=budget)
     best = result.best or {}
     return {"score": best.get(f"test_{key}"), "model": best.get("model"),
             "trials": len(result.trials), "wall_seconds": round(time.monotonic() - start, 1)}

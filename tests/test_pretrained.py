@@ -67,6 +67,19 @@ def test_hub_text_loads_like_tf_serving(hub_run):
     np.testing.assert_allclose(probs[:, 0], [d["probabilities"]["bad"] for d in direct], atol=1e-5)
 
 
+def test_a_hub_export_answers_from_the_command_line_in_a_fresh_process(hub_run):
+    """A new process has not imported keras-hub: TensorFlow Text's ops (the tokenizer inside
+    the export) are registered when the export needs them."""
+    result = hub_run[0]
+    for command in ("predict", "explain", "rest"):
+        done = subprocess.run([sys.executable, "-m", "tfkit.cli", command,
+                               str(result.export_path), "delicious and fresh"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "keras_hub" not in done.stderr
+        assert done.stdout.strip() and json.loads(done.stdout.splitlines()[0])
+
+
 def test_hub_run_exports_again_without_its_preset(hub_run, capsys, tmp_path):
     """The run keeps its tokenizer: exporting later needs no preset folder."""
     result, folder, preset = hub_run

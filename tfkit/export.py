@@ -633,14 +633,35 @@ def load_serving(path: str | os.PathLike):
                                 "version folders 1/, 2/, ... inside it).")
     try:
         loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError, tf.errors.OpError) as exc:
-        raise ValueError(f"'{path}' cannot be loaded as a SavedModel: {_reason(exc)}") from None
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
+        if "Op type not registered" not in str(exc):
+            raise ValueError(f"'{path}' cannot be loaded as a SavedModel: {_reason(exc)}") from None
+        loaded = _load_with_text_ops(path, exc)
     if SERVING_KEY not in loaded.signatures:
         raise ValueError(f"'{path}' has no '{SERVING_KEY}' signature (it has: "
                          f"{', '.join(sorted(loaded.signatures)) or 'none'}); tfkit reads that "
                          "one, which every tfkit export has: export the model with tfkit "
                          "(tfkit export RUN_DIR).")
     return loaded, loaded.signatures[SERVING_KEY], path
+
+
+def _load_with_text_ops(path: Path, error: Exception):
+    """A SavedModel whose ops TensorFlow Text registers (a keras-hub tokenizer inside the
+    export: ``RegexSplitWithOffsets``, ``WordpieceTokenizeWithOffsets``...), loaded after
+    importing it, as TF Serving's builds link those ops in.
+
+    Raises:
+        ValueError: naming the op and what to install when TensorFlow Text is missing.
+    """
+    try:
+        import tensorflow_text  # noqa: F401  (registers its ops with TensorFlow)
+    except ImportError:
+        raise ValueError(f"'{path}' needs TensorFlow Text's ops ({_reason(error)[:120]}): "
+                         "pip install 'tfkit[hub]' (or pip install tensorflow-text).") from None
+    try:
+        return tf.saved_model.load(str(path))
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise ValueError(f"'{path}' cannot be loaded as a SavedModel: {_reason(exc)}") from None
 
 
 def predict(path: str | os.PathLike, inputs, batch_size: int = 256) -> list[dict]:
