@@ -20,6 +20,7 @@ trials are not repeated, and an interrupted trial's run resumes from its backup.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -85,6 +86,7 @@ class Dimension:
     low: float | None = None
     high: float | None = None
     log: bool = False
+    default: object = None  # the first trial's value (the model's own default, when searched)
 
     @classmethod
     def parse(cls, key: str, spec) -> Dimension:
@@ -101,16 +103,21 @@ class Dimension:
 
     def register(self, hp, name: str):
         """The KerasTuner hyperparameter (named ``name``) and its value for this trial."""
+        sampling = "log" if self.log else "linear"
         if self.values is not None:
+            default = self.default if self.default in self.values else None
             if len({type(v) for v in self.values}) == 1:
-                return hp.Choice(name, self.values)
+                return hp.Choice(name, self.values, default=default)
             # KerasTuner's choices hold one type: mixed values (auto or 512) travel as YAML
-            value = hp.Choice(name, [_yaml(v) for v in self.values])
+            value = hp.Choice(name, [_yaml(v) for v in self.values],
+                              default=None if default is None else _yaml(default))
             return None if value is None else yaml.safe_load(value)  # None: another family's
+        inside = isinstance(self.default, (int, float)) and self.low <= self.default <= self.high
         if isinstance(self.low, int) and isinstance(self.high, int):
-            return hp.Int(name, self.low, self.high, sampling="log" if self.log else "linear")
-        return hp.Float(name, float(self.low), float(self.high),
-                        sampling="log" if self.log else "linear")
+            return hp.Int(name, self.low, self.high, sampling=sampling,
+                          default=int(self.default) if inside else None)
+        return hp.Float(name, float(self.low), float(self.high), sampling=sampling,
+                        default=float(self.default) if inside else None)
 
 
 @dataclass
@@ -183,10 +190,12 @@ def search_space(config: Config, data_kind: str, documents: bool = False) -> Sea
         own = {} if fixed else FAMILY_SPACE.get(name, {})
         dimensions = {**{k: Dimension.parse(k, v) for k, v in {**COMMON_SPACE, **own}.items()},
                       **extra}
-        takes = model_params(name)
-        space[name] = [d for d in dimensions.values()
-                       if not d.key.startswith("model.params.")
-                       or d.key.split(".", 2)[2] in takes]
+        takes = model_params(name)  # the first trial: the model's own defaults, the config's
+        defaults = {f"model.params.{k}": v for k, v in takes.items()}
+        defaults.update({"data.max_len": "auto", "train.learning_rate": "auto"})
+        space[name] = [dataclasses.replace(d, default=defaults.get(d.key))
+                       for d in dimensions.values()
+                       if not d.key.startswith("model.params.") or d.key.split(".", 2)[2] in takes]
     for key in extra:
         if key.startswith("model.params.") and not any(
                 key.split(".", 2)[2] in model_params(name) for name in families):
