@@ -877,6 +877,22 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         raise ConfigError(f"{file}: {exc}") from None
 
 
+def check_search(config: Config, command: str) -> None:
+    """What ``tfkit sweep`` and ``tfkit tune`` (``command``) need of their config: a validation
+    split to rank trials on, and one process (not a multi-worker cluster).
+
+    Raises:
+        ConfigError: naming what is missing.
+    """
+    if config.data.validation_fraction == 0:
+        raise ConfigError(f"tfkit {command} ranks its trials on the validation split: "
+                          "data.validation_fraction must be > 0.")
+    if config.train.strategy == "multi_worker" or "TF_CONFIG" in os.environ:
+        raise ConfigError(f"tfkit {command} trains its trials one after another in one "
+                          "process, which multi-worker training cannot do (its collectives are "
+                          "set up once per process): run each trial as its own tfkit train.")
+
+
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML (readable back with :func:`load_config`)."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

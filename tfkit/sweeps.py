@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tfkit.config import Config, ConfigError, load_config, parse_override
+from tfkit.config import Config, ConfigError, check_search, load_config, parse_override
 from tfkit.publishing import NotPublished, export_run
 from tfkit.training import RunResult, train
 
@@ -104,16 +104,10 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
     trials = [list(overrides) + sets for sets in trial_overrides(grid)]
     configs = [load_config(config, sets) for sets in trials]  # every error before any run
     first = configs[0]
-    if first.data.validation_fraction == 0:
-        raise ConfigError("a sweep ranks its trials on the validation split: "
-                          "data.validation_fraction must be > 0.")
+    check_search(first, "sweep")
     if "train.monitor" in grid:
         raise ConfigError("--grid train.monitor: the trials are ranked by one train.monitor; "
                           "set it with --set.")
-    if first.train.strategy == "multi_worker" or "TF_CONFIG" in os.environ:
-        raise ConfigError("tfkit sweep trains its trials one after another in one process, "
-                          "which multi-worker training cannot do (its collectives are set up "
-                          "once per process): run each trial as its own tfkit train.")
     export = first.export.enabled
     prefix = first.train.run_name or stamp  # trials <prefix>-1, -2, ...; summary <prefix>.json
     results, rows = [], []

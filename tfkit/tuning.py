@@ -34,6 +34,7 @@ import yaml
 from tfkit.config import (
     Config,
     ConfigError,
+    check_search,
     config_from_dict,
     excerpt,
     load_config,
@@ -274,7 +275,6 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
         >>> len(result.trials), result.best["run_dir"] == result.ranked[0]["run_dir"]
         (2, True)
     """
-    import os
 
     from tfkit.baseline import linear_baseline
     from tfkit.data import load_data
@@ -288,13 +288,7 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
     seconds = parse_budget(budget if budget is not None else config.tune.budget)
-    if config.data.validation_fraction == 0:
-        raise ConfigError("tfkit tune ranks its trials on the validation split: "
-                          "data.validation_fraction must be > 0.")
-    if config.train.strategy == "multi_worker" or "TF_CONFIG" in os.environ:
-        raise ConfigError("tfkit tune trains its trials one after another in one process, "
-                          "which multi-worker training cannot do: tune on one machine, then "
-                          "train the best config with multi-worker training.")
+    check_search(config, "tune")
     data = load_data(config.data)
     kind, documents = data_kind(data)
     config = resolve_model(config, data)

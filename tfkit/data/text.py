@@ -63,6 +63,34 @@ def write_preprocessor_json(directory: str | os.PathLike, payload: dict) -> None
     Path(directory, "preprocessor.json").write_text(json.dumps(payload), encoding="utf-8")
 
 
+def adapt_vectorization(layer, texts, limit: int | None, what: str) -> int:
+    """What ``TextVectorization.adapt`` does, with progress on long data: ``layer``'s
+    vocabulary (and document frequencies) from training texts (a list, array or string
+    dataset), or their first ``limit``, in one pass; then the layer built (an export before
+    any call needs it). Returns how many texts it read.
+
+    Raises:
+        ValueError: when the texts hold no word.
+    """
+    if not isinstance(texts, tf.data.Dataset):
+        texts = list(texts)[:limit] if limit else list(texts)
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+    elif limit:
+        texts = texts.take(limit)
+    progress = Progress(f"adapting {what}", "texts")
+    layer.reset_state()
+    for batch in texts.batch(1024).prefetch(2):
+        layer.update_state(batch)
+        progress.add(int(batch.shape[0]))
+    if int(layer._lookup_layer.token_counts.size()) == 0:  # Keras's tf_idf fails on it
+        raise ValueError("The training texts contain no words: the vocabulary is empty.")
+    layer.finalize_state()
+    if progress.count >= 100_000:
+        progress.done()
+    layer(tf.constant([""]))
+    return progress.count
+
+
 class RawText:
     """The serving side of a preprocessor of raw strings (:class:`TextPreprocessor`,
     :class:`tfkit.data.HubTextPreprocessor`): the ``text`` signature input, what clients send,
@@ -155,23 +183,7 @@ class TextPreprocessor(RawText):
         """Builds the vocabulary from training texts (a list, array or string dataset) in one
         pass, or from the first ``limit`` of them; logs progress on long data and keeps how many
         it read as ``adapt_examples`` (in ``preprocessor.json`` and the export's facts)."""
-        if not isinstance(texts, tf.data.Dataset):
-            texts = list(texts)[:limit] if limit else list(texts)
-            texts = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
-        elif limit:
-            texts = texts.take(limit)
-        progress = Progress("adapting the vocabulary", "texts")
-        self.layer.reset_state()  # what TextVectorization.adapt does, with progress
-        for batch in texts.batch(1024).prefetch(2):
-            self.layer.update_state(batch)
-            progress.add(int(batch.shape[0]))
-        self.layer.finalize_state()
-        self.adapt_examples = progress.count
-        if progress.count >= 100_000:
-            progress.done()
-        if self.vocab_size <= 2:
-            raise ValueError("The training texts contain no words: the vocabulary is empty.")
-        self.layer(tf.constant([""]))  # builds the layer: exporting before any call needs it
+        self.adapt_examples = adapt_vectorization(self.layer, texts, limit, "the vocabulary")
 
     def tokenize(self, texts) -> tf.RaggedTensor:
         """Strings ``[batch]`` -> ragged ids ``[batch, (1..max_len)]`` (what tf.data caches)."""

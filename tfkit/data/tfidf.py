@@ -14,8 +14,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.data.streams import Progress
-from tfkit.data.text import SPLITS, RawText, standardize_text, write_preprocessor_json
+from tfkit.data.text import (
+    SPLITS,
+    RawText,
+    adapt_vectorization,
+    standardize_text,
+    write_preprocessor_json,
+)
 
 
 class TfidfPreprocessor(RawText):
@@ -85,23 +90,8 @@ class TfidfPreprocessor(RawText):
     def adapt(self, texts, limit: int | None = None) -> None:
         """Counts terms and documents over training texts (a list, array or string dataset),
         or over the first ``limit`` of them, in one pass."""
-        if not isinstance(texts, tf.data.Dataset):
-            texts = list(texts)[:limit] if limit else list(texts)
-            texts = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
-        elif limit:
-            texts = texts.take(limit)
-        progress = Progress("adapting the TF-IDF vocabulary", "texts")
-        self.layer.reset_state()
-        for batch in texts.batch(1024).prefetch(2):
-            self.layer.update_state(batch)
-            progress.add(int(batch.shape[0]))
-        if int(self.layer._lookup_layer.token_counts.size()) == 0:  # Keras fails on it
-            raise ValueError("The training texts contain no words: the vocabulary is empty.")
-        self.layer.finalize_state()
-        self.adapt_examples = progress.count
-        if progress.count >= 100_000:
-            progress.done()
-        self.layer(tf.constant([""]))
+        self.adapt_examples = adapt_vectorization(self.layer, texts, limit,
+                                                  "the TF-IDF vocabulary")
 
     def __call__(self, texts) -> tf.Tensor:
         """Strings ``[batch]`` -> TF-IDF weights ``float32 [batch, vocab_size]``."""
