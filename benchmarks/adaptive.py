@@ -63,9 +63,9 @@ def run(values: dict, folder: str, key: str) -> dict:
 def preset_run(preset: str, data: dict, folder: str, key: str) -> dict:
     import yaml
 
-    import tfkit
+    from tfkit.config import resolve_config_path
 
-    values = yaml.safe_load(tfkit.config.resolve_config_path(preset).read_text())
+    values = yaml.safe_load(resolve_config_path(preset).read_text())
     values["data"] = {**values.get("data", {}), **{k: v for k, v in data.items()
                                                    if k == "limit"}}
     return run(values, folder, key)

@@ -120,7 +120,7 @@ class ModelConfig:
 class TrainConfig:
     """How ``model.fit`` runs."""
 
-    epochs: int = 30  # the most epochs: training stops earlier when the monitor stops improving
+    epochs: int = 100  # the most epochs: training stops earlier when the monitor stops improving
     batch_size: int = 32  # per replica; the global batch is batch_size * replicas
     # a number, or auto: a learning-rate range test on a copy of the model picks it (a tenth of
     # the rate where the training loss fell lowest; recorded in config.yaml and metrics.json)
@@ -136,6 +136,7 @@ class TrainConfig:
     mixed_precision: str = "none"  # none | mixed_float16 (GPU) | mixed_bfloat16 (TPU, recent CPUs)
     jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
     # what picks the best checkpoint (and early stopping): val_loss | val_accuracy | val_macro_f1
+    # | val_micro_f1 (several labels per example)
     monitor: str = "val_loss"
     # stop when the monitor has not improved for this many epochs (the best epoch's weights
     # are kept either way; null: train every one of train.epochs)
@@ -245,7 +246,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("none", "int8")  # export.quantize
 JIT_CHOICES = ("auto", "true", "false")
-MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_micro_f1")  # micro: label sets
 ALGORITHMS = ("bayesian", "random")  # tune.algorithm: KerasTuner's oracles
 DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 HEAD_KINDS = ("classification", "regression")  # data.heads values
@@ -781,6 +782,9 @@ def _validate_multi_label(config: Config) -> None:
         raise ConfigError("data.label_separator must be a non-empty string such as '|' or ','; "
                           f"got {d.label_separator!r}.")
     if not d.multi_label:
+        if t.monitor == "val_micro_f1":
+            raise ConfigError("train.monitor 'val_micro_f1' is for several labels per example "
+                              "(data.multi_label); use val_loss, val_accuracy or val_macro_f1.")
         return
     if d.source not in MULTI_LABEL_SOURCES:
         raise ConfigError(f"data.multi_label: data.source '{d.source}' has one label per "
@@ -794,7 +798,7 @@ def _validate_multi_label(config: Config) -> None:
                               "example); drop one of them.")
     if t.monitor == "val_accuracy":
         raise ConfigError("train.monitor 'val_accuracy': a multi-label model has no accuracy "
-                          "per epoch; use val_loss or val_macro_f1.")
+                          "per epoch; use val_loss, val_micro_f1 or val_macro_f1.")
 
 
 def _check_weight(key: str, weight: Any) -> None:

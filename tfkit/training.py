@@ -275,6 +275,10 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
                               "train.run_name.")
         config = saved
     keras.utils.set_random_seed(config.train.seed)
+    if config.train.learning_rate == "auto" and is_multi_worker(strategy):
+        raise ConfigError("train.learning_rate: auto is not offered under a multi-worker "
+                          "strategy (each worker would test its own rate); set a number, e.g. "
+                          "the one a single-machine run chose (its metrics.json, chosen).")
     if config.train.fine_tune_epochs and is_multi_worker(strategy):
         raise ConfigError("train.fine_tune_epochs is not offered under a multi-worker strategy "
                           "(the second stage starts from the first's run folder, on the chief); "

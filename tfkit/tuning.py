@@ -7,7 +7,7 @@ arrays ``image_cnn`` and ``sequence_lstm``), their key parameters, ``data.max_le
 anything ``tune.space`` adds. Each proposal becomes ``--set`` values on the config and trains as
 an ordinary run (``runs/<name>/<tune>-<trial>``: its TensorBoard logs and hyperparameters, so
 TensorBoard's HParams tab lays the trials side by side), ranked by its best epoch's score on the
-validation split (``val_accuracy``; ``val_macro_f1`` for several labels per example;
+validation split (``val_accuracy``; ``val_micro_f1`` for several labels per example;
 ``val_loss`` for multi-task models). Only the best trial is exported, after the search, with the
 usual checks before serving.
 
@@ -151,7 +151,7 @@ def objective_of(config: Config) -> tuple[str, str]:
     """The validation score trials are ranked by, and its direction."""
     if config.data.heads:
         return "val_loss", "min"
-    return ("val_macro_f1", "max") if config.data.multi_label else ("val_accuracy", "max")
+    return ("val_micro_f1", "max") if config.data.multi_label else ("val_accuracy", "max")
 
 
 def search_space(config: Config, data_kind: str, documents: bool = False) -> SearchSpace:
