@@ -66,7 +66,7 @@ def test_bad_choices_and_ranges():
     with pytest.raises(ConfigError, match=r"data\.validation_fraction must be in"):
         config_from_dict({"data": {"validation_fraction": 1.5}})
     with pytest.raises(ConfigError, match=r"train\.monitor must be one of val_loss, val_accuracy, "
-                                          r"val_macro_f1; got 'val_f1'"):
+                                          r"val_macro_f1, val_micro_f1; got 'val_f1'"):
         config_from_dict({"train": {"monitor": "val_f1"}})
     with pytest.raises(ConfigError, match=r"train\.histogram_freq must be >= 0 \(0: no histograms\)"):
         config_from_dict({"train": {"histogram_freq": -1}})
