@@ -216,3 +216,13 @@ def test_serving_root_is_an_absolute_path_or_a_url():
     for root in ("models", "./saved_models", ""):
         with pytest.raises(ConfigError, match=r"export\.serving_root must be the absolute path"):
             config_from_dict({"export": {"serving_root": root}})
+
+
+def test_a_distillation_temperature_that_only_adds_noise_is_refused():
+    """At 1e6 both softened distributions are uniform to float precision, and temperature²
+    (1e12) times their rounding noise trained with a negative loss."""
+    for value in ("1e6", "101", ".inf"):
+        with pytest.raises(ConfigError, match=r"distill_temperature must be a finite number > 0 "
+                                              r"and at most 100"):
+            load_config(None, [f"train.distill_temperature={value}"])
+    assert load_config(None, ["train.distill_temperature=100"]).train.distill_temperature == 100

@@ -245,6 +245,7 @@ SPLITS = ("whitespace", "character")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("none", "int8")  # export.quantize
+MAX_DISTILL_TEMPERATURE = 100.0  # train.distill_temperature: softer than this is only noise
 JIT_CHOICES = ("auto", "true", "false")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_micro_f1")  # micro: label sets
 ALGORITHMS = ("bayesian", "random")  # tune.algorithm: KerasTuner's oracles
@@ -618,9 +619,12 @@ def _validate_ranges(config: Config) -> None:
     if not (math.isfinite(t.backup_seconds) and t.backup_seconds >= 0):
         raise ConfigError("train.backup_seconds must be 0 (a backup every epoch) or more, "
                           f"got {t.backup_seconds!r}.")
-    if not (math.isfinite(t.distill_temperature) and t.distill_temperature > 0):
-        raise ConfigError("train.distill_temperature must be a finite number > 0 (1: the "
-                          "teacher's probabilities as they are; higher: softer), got "
+    if not (math.isfinite(t.distill_temperature)
+            and 0 < t.distill_temperature <= MAX_DISTILL_TEMPERATURE):
+        raise ConfigError("train.distill_temperature must be a finite number > 0 and at most "
+                          f"{MAX_DISTILL_TEMPERATURE:g} (1: the teacher's probabilities as they "
+                          "are; higher: softer; beyond that both are uniform to float precision "
+                          "and temperature² multiplies rounding noise), got "
                           f"{t.distill_temperature!r}.")
     if not (math.isfinite(t.distill_alpha) and 0.0 <= t.distill_alpha <= 1.0):
         raise ConfigError("train.distill_alpha must be in [0, 1] (the teacher's share of the "
