@@ -238,3 +238,21 @@ def test_serving_input_is_held_to_the_rules_of_training(table_run, capsys):
 
     for line in out.splitlines():  # a missing number echoed as null, never NaN
         json.loads(line, parse_constant=strict)
+
+
+def test_request_bodies_and_errors_list_the_inputs_in_the_training_order(table_run, capsys):
+    from tfkit.export import ServedModel
+
+    result, folder = table_run
+    served = ServedModel(result.export_path)
+    assert list(served.input_specs()) == ["text", "price", "shop", "units"]
+    row = {"units": 2, "shop": "north", "price": 9.0, "text": "tasty"}
+    body = served.rest_requests([row])["predict"]["instances"][0]
+    assert list(body) == ["text", "price", "shop", "units"]
+    served.facts["preprocessor"]["features"] = {"units": "integer_categorical",
+                                                "shop": "string_categorical",
+                                                "price": "float_normalized"}
+    assert list(served.input_specs()) == ["text", "units", "shop", "price"]  # its own order
+    with pytest.raises(ValueError, match="takes the inputs text, units, shop, price; 'price' is "
+                                         "missing"):
+        served.columns({"text": ["a"], "units": [1], "shop": ["x"]})

@@ -749,7 +749,7 @@ class ServedModel:
         Raises:
             ValueError: naming an input the rows lack, or one the signature does not take.
         """
-        specs = self.signature.structured_input_signature[1]
+        specs = self.input_specs()
         if not isinstance(inputs, dict):
             rows = list(inputs)
             for number, row in enumerate(rows, 1):
@@ -764,8 +764,18 @@ class ServedModel:
             raise ValueError(f"this model takes the inputs {', '.join(specs)}; "
                              + (f"{missing[0]!r} is missing" if missing else
                                 f"{unknown[0]!r} is not one of them") + ".")
-        return {name: utf8_texts(values) if name == "text" else
-                _typed(values, specs[name].dtype, name) for name, values in inputs.items()}
+        return {name: utf8_texts(inputs[name]) if name == "text" else
+                _typed(inputs[name], spec.dtype, name) for name, spec in specs.items()}
+
+    def input_specs(self) -> dict:
+        """The signature's inputs in the training order (the text, then the table columns as
+        ``data.features`` lists them), whatever order the SavedModel keeps them in: request
+        bodies and error messages come out the same on every run."""
+        specs = self.signature.structured_input_signature[1]
+        features = (self.facts.get("preprocessor") or {}).get("features") or {}
+        order = ["text", *features]
+        return dict(sorted(specs.items(), key=lambda item: (
+            order.index(item[0]) if item[0] in order else len(order), item[0])))
 
     def prepare(self, inputs) -> list:
         """Raw inputs as the signature takes them: texts as UTF-8 (:func:`utf8_texts`);
