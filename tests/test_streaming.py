@@ -111,6 +111,42 @@ def test_an_interrupted_conversion_leaves_no_file_a_glob_matches(workdir, monkey
     assert list(Path("recs").iterdir()) == []  # nor a hidden partial file
 
 
+def test_a_killed_conversions_partial_files_are_removed_and_a_live_one_is_refused(
+        workdir, capsys):
+    """What a killed ``tfkit convert`` leaves (its hidden partial files, its owner gone) is
+    removed by the next conversion into that folder, which says so; a folder another live
+    conversion writes is refused, naming it."""
+    import json
+    import subprocess
+
+    from conftest import run_cli, sets
+
+    from tfkit.owners import OWNER_FILE, process_start, this_process
+
+    write_tiny_csv("reviews.csv", n=60)
+    out = workdir / "recs"
+    out.mkdir()
+    stale = out / ".train-00000-of-00002.tfrecord.gz.partial"
+    stale.write_bytes(b"half a record")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / OWNER_FILE).write_text(json.dumps(
+            {**this_process(), "pid": other.pid, "process_start": process_start(other.pid)}))
+        code, out_text, err = run_cli(capsys, "convert", *sets(tiny_overrides("reviews.csv")),
+                                      "--to", str(out), "--shards", "2")
+        assert code == 2 and f"is being written by tfkit convert (process {other.pid}" in err
+        assert stale.exists()
+    finally:
+        other.kill()
+        other.wait()
+    code, out_text, err = run_cli(capsys, "convert", *sets(tiny_overrides("reviews.csv")),
+                                  "--to", str(out), "--shards", "2")
+    assert code == 0, err
+    assert "removed 1 partial file(s) a conversion that did not finish left" in err
+    assert not stale.exists() and not (out / OWNER_FILE).exists()
+    assert len(list(out.glob("train-*.tfrecord.gz"))) == 2
+
+
 def write_records(path, examples, compression=None):
     with tf.io.TFRecordWriter(str(path), compression) as writer:
         for features in examples:

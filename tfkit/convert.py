@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfkit.config import Config, ConfigError
 from tfkit.data import load_data
 from tfkit.data.streams import Progress
+from tfkit.owners import claim, release
 
 log = logging.getLogger("tfkit")
 
@@ -81,14 +82,35 @@ def convert(config: Config, to: str | os.PathLike, shards: int = 4,
     if compression not in ("GZIP", "none"):
         raise ConfigError(f"--compression must be GZIP or none, got {compression!r}.")
     out = Path(to)
-    suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
-    existing = sorted(p.name for p in out.glob("*.tfrecord*")) if out.is_dir() else []
+    existing = sorted(p.name for p in out.glob("*.tfrecord*")
+                      if not p.name.startswith(".")) if out.is_dir() else []
     if existing:
         raise ConfigError(f"'{out}' already holds TFRecord files ({', '.join(existing[:3])}"
                           f"{', ...' if len(existing) > 3 else ''}); convert into an empty or "
                           "new folder.")
     data = load_data(config.data)
     out.mkdir(parents=True, exist_ok=True)
+    other = claim(out)  # one conversion per folder at a time
+    if other is not None:
+        raise ConfigError(f"'{out}' is being written by tfkit convert (process {other['pid']} "
+                          f"on {other['host']}, since {other.get('since', '?')}): wait for it, "
+                          "or convert into another folder.")
+    try:
+        return _write(config, data, out, shards, compression)
+    finally:
+        release(out)
+
+
+def _write(config: Config, data, out: Path, shards: int, compression: str) -> dict:
+    """:func:`convert` once the folder is this process's: the partial files a killed
+    conversion left removed (said in the log), then each split's shards written."""
+    stale = sorted(out.glob(".*.partial"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("convert: removed %d partial file(s) a conversion that did not finish left in "
+                 "'%s'", len(stale), out)
+    suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
     heads = data.heads or {}
     single = not heads
     names = {"label": data.label_names} if single else data.label_names
