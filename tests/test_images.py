@@ -263,6 +263,12 @@ def test_an_image_model_as_a_litert_file(digits_run, workdir, capsys):
     served = tf.saved_model.load(str(digits_run.export_path)).signatures[SIGNATURE](images=pixels)
     np.testing.assert_allclose(got["probabilities"], served["probabilities"].numpy(), atol=1e-5)
     assert got["label"].tolist() == served["label"].numpy().tolist()
+    # a LiteRT file has no versions: a second export refuses to replace it without --force
+    before = path.read_bytes()
+    code, out, err = run_cli(capsys, "export", str(digits_run.run_dir), "--format", "litert",
+                             "--base-dir", "edge", "--name", "digits")
+    assert code == 2 and "already exists (an earlier LiteRT export)" in err
+    assert path.read_bytes() == before
     # a text model is refused, and says why
     text = tfkit.TextPreprocessor(max_tokens=20, max_len=4)
     text.adapt(["tasty", "stale"])

@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "export.quantize")
     p.add_argument("--force", action="store_true",
                    help="publish even a model that fails the checks before publishing (finite "
-                        "loss, above the majority label, not worse than the served version)")
+                        "loss, above the majority label, not worse than the served version); "
+                        "with --format litert, replace an existing .tflite file")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("label", help="point a TF Serving version label (stable, canary...) at "

@@ -202,8 +202,12 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
                           "against it yet (--quantize none).")
     if format == "saved_model":
         check_quantizable(model, config.export.quantize, config.model.name)
-    data = load_data(config.data)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
+    litert_file = model_dir.with_name(f"{model_dir.name}.tflite")
+    if format == "litert" and litert_file.exists() and not force:  # it has no versions
+        raise ExportError(f"'{litert_file}' already exists (an earlier LiteRT export); "
+                          "tfkit export --force replaces it, --name writes another.")
+    data = load_data(config.data)
     if format == "saved_model":
         check_next_version(model_dir, label_names, preprocessor, multi_label)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
@@ -222,7 +226,7 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         test = data.test.sample(LITERT_CHECKED if config.export.quantize == "int8"
                                 else EXPORT_SAMPLES)
         return export_litert(model, preprocessor, label_names,
-                             model_dir.with_name(f"{model_dir.name}.tflite"), test.x,
+                             litert_file, test.x,
                              quantize=config.export.quantize,
                              calibration=data.train.sample(REPRESENTATIVE).x, labels=test.y,
                              max_regression=config.export.max_regression)
