@@ -61,7 +61,30 @@ def test_label_sets_from_separator_and_json_lists(workdir):
     both = np.concatenate([listed.train.y, listed.validation.y, listed.test.y])
     expected = [[float(name in tags) for name in data.label_names] for _, tags in rows]
     assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, expected))
-    assert label_set(" a | b |", "|") == ["a", "b"] and label_set('["x y"]', "|") == ["x y"]
+    assert label_set(" a | b |", "|") == ["a", "b"]
+    assert label_set('["x", "y"]', ",") == ['["x"', '"y"]']  # a CSV cell: text, split
+
+
+def test_json_lines_label_lists_hold_strings_without_the_separator(workdir):
+    """Elements that are not labels (null, true, numbers, nested lists, objects) or that hold
+    the separator are refused, naming the file, line and element: stringified, 1 and "1"
+    would merge and None would become a label."""
+    from tfkit.data import DataError
+
+    good = [json.dumps({"text": f"text {i}", "tags": ["tea", "gift"] if i % 2 else ["tea"]})
+            for i in range(20)]
+    for bad, message in (([None, "fruit"], "element None is not a label"),
+                         ([True], "element True is not a label"),
+                         ([1, "1"], "element 1 is not a label"),
+                         ([["a"]], r"element \['a'\] is not a label"),
+                         ([{"a": 1}], r"element \{'a': 1\} is not a label"),
+                         (["tea|gift"], "element 'tea|gift' holds '|', the label separator")):
+        path = workdir / "tags.jsonl"
+        path.write_text("\n".join(good[:5] + [json.dumps({"text": "x", "tags": bad})] + good[5:]),
+                        encoding="utf-8")
+        with pytest.raises(DataError, match=rf"'{path}' line 6 column 'tags': the list {message}"):
+            load_data(DataConfig(source="csv", path=str(path), label_column="tags",
+                                 multi_label=True))
 
 
 def test_tate_tags_are_several_per_work():

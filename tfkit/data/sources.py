@@ -362,7 +362,8 @@ def load_csv(config: DataConfig) -> LabeledData:
         return load_table(config, kind)
 
     def reader(files, columns):
-        return TableReader(files, config.text_column, columns, config.encoding)
+        return TableReader(files, config.text_column, columns, config.encoding,
+                           config.label_separator if config.multi_label else None)
 
     return load_files(config, f"{kind} file", f"{kind} '{config.path}'", reader)
 
@@ -746,20 +747,14 @@ def load_data(config: DataConfig) -> LabeledData:
 
 
 def label_set(raw: str, separator: str) -> list[str]:
-    """The labels of one example: a JSON list (JSON Lines), or ``raw`` split on
-    ``separator``, each stripped, empty ones dropped.
+    """The labels of one example: ``raw`` split on ``separator``, each stripped, empty ones
+    dropped. (A JSON Lines list arrives joined by the separator, :func:`label_list`; a CSV
+    cell that looks like a JSON list is text like any other.)
 
     Examples:
-        >>> label_set("poem | love|", "|"), label_set('["a", "b c"]', "|")
-        (['poem', 'love'], ['a', 'b c'])
+        >>> label_set("poem | love|", "|")
+        ['poem', 'love']
     """
-    if raw.startswith("["):
-        try:
-            values = json.loads(raw)
-        except ValueError:
-            values = None
-        if isinstance(values, list):
-            return [str(v).strip() for v in values if str(v).strip()]
     return [part.strip() for part in raw.split(separator) if part.strip()]
 
 
@@ -778,7 +773,7 @@ def multi_hot(data: LabeledData, config: DataConfig) -> LabeledData:
         raise DataError(f"{where}: multi-label data is read into memory; set data.stream: false "
                         "(streaming takes one label per example).")
     sets = [label_set(str(raw), config.label_separator) for raw in data.label_names]
-    if not any(len(s) > 1 or raw.startswith("[") for s, raw in zip(sets, data.label_names)):
+    if not any(len(s) > 1 for s in sets):
         shown = ", ".join(excerpt(n, 30) for n in data.label_names[:5])
         raise DataError(f"{where}: data.label_separator {config.label_separator!r} never occurs "
                         f"in its labels ({shown}, ...): each example has one label. Set the "

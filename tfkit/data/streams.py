@@ -160,6 +160,27 @@ def keyed(inputs, labels, valid):
 # key is what the split hashes: the input itself, or for a folder the file's class/name.
 
 
+def label_list(values: list, separator: str, where: str) -> str:
+    """A JSON Lines list of labels as one label column value joined by ``separator``.
+
+    Raises:
+        StreamError: naming ``where`` and the element, for one that is not a non-empty string,
+            or a string holding the separator.
+
+    Examples:
+        >>> label_list(["poem", "love"], "|", "line 1")
+        'poem|love'
+    """
+    for element in values:
+        if not isinstance(element, str) or not element.strip() or separator in element:
+            what = (f"holds {separator!r}, the label separator" if isinstance(element, str)
+                    and element.strip() else "is not a label (a non-empty string)")
+            raise StreamError(f"{where}: the list element {excerpt(element, 40)} {what}; each "
+                              "label in a list must be a non-empty string without the separator "
+                              "(data.label_separator).")
+    return separator.join(element.strip() for element in values)
+
+
 class TableReader:
     """CSV, TSV (``.tsv``, ``.tab``) or JSON Lines (``.jsonl``, ``.ndjson``) files read in
     chunks of :data:`CHUNK_ROWS` rows (pandas' C parser, every value read as a string)."""
@@ -169,9 +190,11 @@ class TableReader:
     numeric_labels = True  # labels that are all integers sort as numbers
 
     def __init__(self, files: list[str], text_column: str, label_columns: list[str],
-                 encoding: str | None):
+                 encoding: str | None, label_separator: str | None = None):
         self.files, self.text_column, self.label_columns = files, text_column, label_columns
         self.encoding = encoding
+        # several labels per example: a JSON Lines list of strings is joined by it
+        self.label_separator = label_separator
         try:
             "".encode(encoding or "utf-8")
         except LookupError:
@@ -223,20 +246,25 @@ class TableReader:
             rows.append(row)
             numbers.append(number)
             if len(rows) == CHUNK_ROWS:
-                yield self._json_chunk(rows, numbers)
+                yield self._json_chunk(rows, numbers, file)
                 rows, numbers = [], []
         if rows:
-            yield self._json_chunk(rows, numbers)
+            yield self._json_chunk(rows, numbers, file)
 
-    def _json_chunk(self, rows, numbers):
-        def value(v):  # a missing key or null reads as empty: the scan names the row
+    def _json_chunk(self, rows, numbers, file: str = ""):
+        separator = self.label_separator
+
+        def value(v, column, number):  # a missing key or null reads as empty: the scan names it
+            if isinstance(v, list) and separator is not None:
+                return label_list(v, separator, f"JSON Lines file '{file}' line {number} "
+                                                f"column '{column}'")
             return "" if v is None else v if isinstance(v, str) else json.dumps(v)
 
         texts = np.array([row.get(self.text_column) for row in rows], dtype=object)
         valid = np.array([t is None or isinstance(t, str) for t in texts])
         texts = np.array([t if isinstance(t, str) else "" for t in texts], dtype=object)
-        labels = {c: np.array([value(row.get(c)) for row in rows], dtype=object)
-                  for c in self.label_columns}
+        labels = {c: np.array([value(row.get(c), c, n) for row, n in zip(rows, numbers)],
+                              dtype=object) for c in self.label_columns}
         return numbers[0], texts, labels, valid
 
     def scan_batches(self, file: str):
