@@ -188,8 +188,15 @@ def test_bad_records_are_named_by_file_and_record(workdir):
     write_records("whole.tfrecord", good_records(50))
     raw = Path("whole.tfrecord").read_bytes()
     Path("cut.tfrecord").write_bytes(raw[: len(raw) - 20])
-    with pytest.raises(DataError, match=r"'cut.tfrecord' is damaged after record"):
+    with pytest.raises(DataError, match=r"'cut.tfrecord' is damaged within its first "
+                                        r"[\d,]+ records \(truncated or corrupt\)") as caught:
         load("cut.tfrecord")
+    assert "{{" not in str(caught.value) and "[[" not in str(caught.value)
+    write_records("whole.tfrecord.gz", good_records(50), "GZIP")  # cut inside the compression
+    Path("cut.tfrecord.gz").write_bytes(Path("whole.tfrecord.gz").read_bytes()[:600])
+    with pytest.raises(DataError, match=r"'cut.tfrecord.gz' is damaged within its first") as caught:
+        load("cut.tfrecord.gz")
+    assert "function_node" not in str(caught.value) and len(str(caught.value)) < 300
     # a record that is no tf.Example at all
     with tf.io.TFRecordWriter("junk.tfrecord") as writer:
         for i, features in enumerate(good_records(4)):

@@ -488,7 +488,7 @@ def rejection_reason(message: str) -> str:
     """The part of a TensorFlow ``InvalidArgumentError`` a user can act on: a failed check's
     text (``assertion failed: [...]``) or the op's own reason (``Invalid PNG data, size 60``),
     without the graph's node names, the ``Detected at node`` trace, or unprintable bytes."""
-    from tfkit.export import without_graph_names
+    from tfkit.data.streams import without_graph_names
 
     text = without_graph_names(message)
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -39,6 +38,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfkit.data.streams import without_graph_names
 from tfkit.owners import owner_alive, write_owner
 from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 
@@ -575,15 +575,6 @@ def _reason(exc: BaseException) -> str:
         return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
     text = without_graph_names(getattr(exc, "message", None) or str(exc)).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def without_graph_names(message: str) -> str:
-    """A TensorFlow error message without what only TensorFlow's developers read: the
-    ``{{function_node ...}}`` and ``[[{{node ...}}]]`` names, ``[Op:...]``, an empty
-    ``name:``; bytes that are not UTF-8 escaped."""
-    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]"
-                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
 
 
 def remove_stale_staging(model_dir: Path) -> list[Path]:

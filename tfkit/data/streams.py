@@ -399,8 +399,10 @@ class RecordReader:
             except StopIteration:
                 return
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
-                raise StreamError(f"TFRecord file '{file}' is damaged after record "
-                                  f"{record - 1:,} (truncated or corrupt): {_reason(exc)}") from None
+                where = (f"within its first {RECORD_BATCH:,} records" if record == 1 else
+                         f"after record {record - 1:,}")  # records are read in batches
+                raise StreamError(f"TFRecord file '{file}' is damaged {where} (truncated or "
+                                  f"corrupt): {_reason(exc)}") from None
             try:
                 texts, labels, valid = parse(batch)
             except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # the latter: an error
@@ -585,7 +587,16 @@ def _is_image(data: bytes) -> bool:
 
 
 def _reason(exc: tf.errors.OpError) -> str:
-    return exc.message.split("\n")[0].split(" [[")[0][:200]
+    return without_graph_names(exc.message).strip().split("\n")[0].split(" [[")[0][:200]
+
+
+def without_graph_names(message: str) -> str:
+    """A TensorFlow error message without what only TensorFlow's developers read: the
+    ``{{function_node ...}}`` and ``[[{{node ...}}]]`` names, ``[Op:...]``, an empty
+    ``name:``; bytes that are not UTF-8 escaped."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]"
+                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
 
 
 NUMBER = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # a finite number, in Python and in-graph
