@@ -74,7 +74,6 @@ FAMILY_SPACE = {
 # every trial: the learning rate from a range test on its own model (tfkit.lr_range), unless
 # tune.space says otherwise
 COMMON_SPACE = {"train.learning_rate": ["auto"]}
-DOCUMENT_SENTENCES = 2.0  # texts of at least this many sentences on average: HAN is searched
 
 
 @dataclass
