@@ -184,12 +184,14 @@ def default_preset(limit: int | None, preset: str | None = None):
     return make_model, train_ds, test_ds
 
 
-def end_to_end(preset: str, limit: int | None, workdir: Path) -> dict:
+def end_to_end(preset: str, limit: int | None, workdir: Path, epochs: int | None = None) -> dict:
     """``tfkit.train(preset)`` as the CLI runs it (validation, TensorBoard, confusion matrix,
     checkpoints, backups, test, export) against a bare ``fit`` of the same model on the same
-    batches for the same epochs: seconds of each, and the share the extras cost."""
+    batches for the same epochs (the preset's, or ``epochs``): seconds of each, and the share
+    the extras cost."""
     overrides = [f"train.runs_dir={workdir / 'runs'}", f"export.base_dir={workdir / 'export'}",
-                 "train.verbose=0"] + ([f"data.limit={limit}"] if limit else [])
+                 "train.verbose=0"] + ([f"data.limit={limit}"] if limit else []) + (
+                     [f"train.epochs={epochs}"] if epochs else [])
     started = time.perf_counter()
     run = tfkit.train(preset, overrides)
     total = time.perf_counter() - started
@@ -354,12 +356,12 @@ def main(argv=None) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        serve = serving(models["tfkit"][0], pre, test_texts, Path(tmp), 50 if args.quick else 300)
+        serve = serving(models["tfkit"][0], pre, test_texts, Path(tmp), 20 if args.quick else 300)
     presets = {name: [] for name in ("fine_foods_fasttext", "fine_foods_text_lstm")}
     for r in range(1 if args.quick else 2):  # alternating
         for name in (list(presets) if r % 2 == 0 else list(reversed(presets))):
             with tempfile.TemporaryDirectory() as tmp:
-                presets[name].append(end_to_end(name, limit, Path(tmp)))
+                presets[name].append(end_to_end(name, limit, Path(tmp), 1 if args.quick else None))
 
     result = {
         "date": date.today().isoformat(), "machine": machine(), "quick": args.quick,

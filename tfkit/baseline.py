@@ -71,8 +71,9 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
     """Fits the baseline on ``data``'s training split and scores it on its test split.
 
     Returns:
-        ``{"model", "C", "test_accuracy"`` (single-label) or ``"test_micro_f1"`` (multi-label,
-        each label at its threshold chosen on the validation split as tfkit chooses its own),
+        ``{"model", "C", "validation_accuracy", "test_accuracy"`` (single-label) or
+        ``"validation_micro_f1", "test_micro_f1"`` (multi-label, each label at its threshold
+        chosen on the validation split as tfkit chooses its own),
         ``"test_macro_f1", "seconds", "train_examples"}``;
         None, with the reason logged, where the data has no baseline
         (:func:`baseline_unavailable`).
@@ -113,9 +114,10 @@ def linear_baseline(data, split_text: str = "whitespace", seed: int = 0) -> dict
             value, thresholds = float((model.predict(x_val) == y_val.reshape(-1)).mean()), None
         if best is None or value > best[0]:
             best = (value, c, model, thresholds)
-    _, c, model, thresholds = best
+    value, c, model, thresholds = best
     report = {"model": "tfidf_logistic_regression" if hasattr(maker, "vocabulary_")
-              else "logistic_regression", "C": c}
+              else "logistic_regression", "C": c,
+              "validation_micro_f1" if multi_label else "validation_accuracy": round(value, 4)}
     if multi_label:
         scores = multi_label_report(y_test, model.predict_proba(x_test), thresholds,
                                     data.label_names)
