@@ -6,7 +6,8 @@
 Each notebook runs in a fresh kernel in an empty temporary folder (its runs, exports and
 files never land in the checkout), with fixed seeds. What would change from one machine or
 one run to the next is left out of the saved outputs: execution timestamps, the temporary
-folder's path (written as ``.``) and memory addresses. The notebook's metadata keeps a hash
+folder's path (written as ``.``), run folders' time stamps (``YYYYMMDD-HHMMSS``), memory
+addresses and TensorFlow's own log lines. The notebook's metadata keeps a hash
 of its code cells (``tfkit.code_sha256``): the tests fail when a code cell is edited and the
 notebook is not run again, so the outputs a reader sees always come from the code above them.
 """
@@ -30,6 +31,12 @@ FOLDER = Path(__file__).resolve().parent
 KERNEL_CONFIG = ("c.InlineBackend.figure_formats = {'png'}\n"
                  "c.InlineBackend.rc = {'figure.dpi': 72, 'savefig.dpi': 72}\n")
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+RUN_FOLDER = re.compile(r"(?<=/)\d{8}-\d{6}(?=[/\s'\"]|$)")  # a run folder's time stamp
+# TensorFlow's own log lines in a kernel's streams: its C++ start-up lines (time-stamped, the
+# process id) and the SavedModel writer's (the temporary folder of each export)
+TENSORFLOW_LINE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] .*"
+                             r"|WARNING: All log messages before absl::InitializeLog\(\).*"
+                             r"|INFO:tensorflow:.*)\n?", re.MULTILINE)
 RUN_TIME = re.compile(r"\n*\*Run top to bottom in about .*\*$")
 
 
@@ -57,7 +64,7 @@ def code_sha256(notebook) -> str:
 
 def _clean_text(text: str, folder: str) -> str:
     text = text.replace(os.path.realpath(folder), ".").replace(folder, ".")
-    return ADDRESS.sub("", text)
+    return RUN_FOLDER.sub("YYYYMMDD-HHMMSS", ADDRESS.sub("", text))
 
 
 def clean_outputs(notebook, folder: str) -> None:
@@ -67,11 +74,15 @@ def clean_outputs(notebook, folder: str) -> None:
         if cell.cell_type != "code":
             continue
         for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                output["text"] = TENSORFLOW_LINE.sub("", output["text"])
             if "text" in output:
                 output["text"] = _clean_text(output["text"], folder)
             for kind, value in output.get("data", {}).items():
                 if kind.startswith("text/") and isinstance(value, str):
                     output["data"][kind] = _clean_text(value, folder)
+        cell.outputs = [o for o in cell.get("outputs", [])
+                        if o.output_type != "stream" or o["text"].strip()]
 
 
 def say_run_time(notebook, minutes: float) -> None:

@@ -115,6 +115,14 @@ def test_multitask_train_export_predict(multi_csv, workdir):
     assert served["test_sentiment_accuracy"] == pytest.approx(metrics["test_sentiment_accuracy"], abs=1e-6)
     assert served["test_confusion_matrix"] == metrics["test_confusion_matrix"]
     assert served["test_stars_mae"] == pytest.approx(metrics["test_stars_mae"], rel=1e-4)
+    # the finished run exported again as int8, each classification head checked
+    from tfkit.publishing import export_run
+
+    path = export_run(result.run_dir, name="int8", quantize="int8")
+    facts = json.loads((path / "assets.extra" / "tfkit.json").read_text())
+    quantized = facts["metrics"]["quantization"]
+    assert quantized["mode"] == "int8" and 0 <= quantized["sentiment_label_agreement"] <= 1
+    assert set(tfkit.predict(path, ["great taste"])[0]) == {"sentiment", "stars"}
 
 
 def test_multitask_round_trip_every_head(workdir):

@@ -168,6 +168,26 @@ def test_text_table_predict_evaluate_from_the_command_line(table_run, capsys):
                                    "units": 2}
 
 
+def test_a_finished_text_table_run_is_evaluated_and_exported_from_its_folder(table_run, capsys):
+    """The run folder's preprocessor, read back from its JSON (a string and an integer
+    lookup among its columns), scores the test split as the run did and exports; a failed
+    export leaves no folder behind."""
+    result, folder = table_run
+    code, out, err = run_cli(capsys, "evaluate", str(result.run_dir))
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"],
+                                                             abs=1e-6)
+    base = folder / "exported"
+    code, out, err = run_cli(capsys, "export", str(result.run_dir), "--base-dir", str(base),
+                             "--name", "again")
+    assert code == 0, err
+    assert json.loads(out)["export_path"] == str(base / "again" / "1")
+    code, _, err = run_cli(capsys, "export", str(result.run_dir), "--base-dir", str(base),
+                           "--name", "int8", "--quantize", "int8")
+    assert code == 2 and "--quantize none" in err
+    assert not (base / "int8").exists()
+
+
 def test_tate_titles_with_artist_and_year():
     config = tfkit.load_config(None, ["data.source=tate", "data.label_column=medium_family",
                                       "model.name=text_table", "model.params={}",

@@ -17,6 +17,7 @@ next integer version. A failed export leaves no version.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -521,6 +522,8 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         if len(multi_label["thresholds"]) != len(label_names):
             raise ValueError(f"multi_label: {len(multi_label['thresholds'])} thresholds for "
                              f"{len(label_names)} labels.")
+    created = not model_dir.exists()  # removed again if this export publishes nothing
+    published = False
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(model_dir)
@@ -553,12 +556,16 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                 if not target.exists():
                     raise
                 continue
+            published = True
             break
     except (OSError, tf.errors.OpError) as exc:  # a full disk, a folder made read-only...
         raise ExportError(f"exporting the SavedModel into '{model_dir}' failed: {_reason(exc)}; "
                           "nothing was published.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not published:
+            with contextlib.suppress(OSError):  # left as it is if anything else is in it
+                model_dir.rmdir()
     try:
         write_model_config(model_dir.parent, serving_root)
     except (OSError, ValueError) as exc:  # a full disk; a version_labels.json spoilt by hand

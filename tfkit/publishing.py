@@ -21,11 +21,10 @@ import numpy as np
 from tfkit.config import Config, check_name
 from tfkit.data import LabeledData, load_data
 from tfkit.datasets import make_dataset
-from tfkit.evaluation import score_saved_model
+from tfkit.evaluation import score_saved_model, score_test_split
 from tfkit.export import ExportError, check_next_version, export_for_serving
 from tfkit.litert import REPRESENTATIVE, export_litert
 from tfkit.metrics import label_set_baseline
-from tfkit.monitor import predictions, traced_call
 from tfkit.quantization import (
     check_quantizable,
     quantization_reasons,
@@ -216,7 +215,7 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
     if format == "saved_model" and config.export.quantize != "none":
         test_ds = make_dataset(data.test, preprocessor, config, SCORE_BATCH, training=False)
         served, judged, reasons = model_to_serve(
-            model, config, test_ds, predictions(traced_call(model), test_ds), metrics)
+            model, config, test_ds, score_test_split(model, test_ds, label_names)[0], metrics)
     if config.export.blessing and not force:
         blessing = bless(judged, data, model_dir, config.export.max_regression, reasons)
         if not blessing["blessed"]:

@@ -147,6 +147,11 @@ class TextTablePreprocessor:
                 built[name] = kind
         restored = space(built, crosses=crosses, output_mode="concat")
         restored.build_from_config({})  # Keras's own restore step: marks it adapted
+        # then what adapt() finishes with: the one-hot encoders built now, eagerly (built
+        # later, inside a traced dataset map, a vocabulary's size would be a symbolic tensor),
+        # and the layer marked built, as exporting it needs
+        restored.get_inputs()
+        restored.built = True
         return restored
 
     @classmethod
