@@ -65,9 +65,17 @@ def test_bad_choices_and_ranges():
         config_from_dict({"train": {"strategy": "gpu"}})
     with pytest.raises(ConfigError, match=r"data\.validation_fraction must be in"):
         config_from_dict({"data": {"validation_fraction": 1.5}})
-    with pytest.raises(ConfigError, match=r"train\.monitor must be one of val_loss, val_accuracy, "
-                                          r"val_macro_f1, val_micro_f1; got 'val_f1'"):
+    with pytest.raises(ConfigError, match=r"train\.monitor must be one of auto, val_loss, "
+                                          r"val_accuracy, val_macro_f1, val_micro_f1; got 'val_f1'"):
         config_from_dict({"train": {"monitor": "val_f1"}})
+    # auto: the score a user reads, where each epoch has one
+    for data, monitor in (({}, "val_accuracy"), ({"validation_fraction": 0.0}, "val_loss"),
+                          ({"source": "tate", "label_column": "tags", "multi_label": True},
+                           "val_micro_f1"),
+                          ({"source": "tate", "heads": {"medium_family": "classification",
+                                                        "year": "regression"}}, "val_loss")):
+        assert config_from_dict({"data": data}).train.monitor == monitor, data
+    assert load_config(None).train.monitor == "val_loss"  # as the preset was measured
     with pytest.raises(ConfigError, match=r"train\.histogram_freq must be >= 0 \(0: no histograms\)"):
         config_from_dict({"train": {"histogram_freq": -1}})
 
@@ -206,8 +214,9 @@ def test_a_monitor_the_run_cannot_compute_is_refused():
     with pytest.raises(ConfigError, match=r"multi-task model has per-head metrics"):
         monitored(config, True, {"medium_family": {"num_classes": 3}}, False)
     default = config_from_dict({})
-    assert monitored(default, True, None, True) == "val_loss"
-    assert monitored(default, False, None, False) == "loss"  # no validation: training loss
+    assert monitored(default, True, None, True) == "val_accuracy"
+    unsplit = config_from_dict({"data": {"validation_fraction": 0.0}})
+    assert monitored(unsplit, False, None, False) == "loss"  # no validation: training loss
 
 
 def test_serving_root_is_an_absolute_path_or_a_url():

@@ -137,7 +137,9 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto | true | false: XLA-compile the train step
     # what picks the best checkpoint (and early stopping): val_loss | val_accuracy | val_macro_f1
     # | val_micro_f1 (several labels per example)
-    monitor: str = "val_loss"
+    # what picks the best epoch and stops training; auto: val_accuracy (one label per
+    # example), val_micro_f1 (several), val_loss (multi-task heads, or no validation split)
+    monitor: str = "auto"
     # stop when the monitor has not improved for this many epochs (the best epoch's weights
     # are kept either way; null: train every one of train.epochs)
     early_stopping_patience: int | None = 3
@@ -353,8 +355,29 @@ def config_from_dict(values: dict) -> Config:
     name = auto_model(config)
     if name:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=name))
+    monitor = auto_monitor(config)
+    if monitor:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                       monitor=monitor))
     _validate(config)
     return config
+
+
+def auto_monitor(config: Config) -> str | None:
+    """The monitor ``train.monitor: auto`` stands for: the score a user reads, where each
+    epoch has one (``val_accuracy``; ``val_micro_f1`` for several labels per example), else
+    ``val_loss`` (multi-task heads, or no validation split); None when it is not auto.
+
+    Examples:
+        >>> auto_monitor(Config())
+        'val_accuracy'
+    """
+    if config.train.monitor != "auto":
+        return None
+    d = config.data
+    if d.heads or d.validation_fraction == 0:
+        return "val_loss"
+    return "val_micro_f1" if d.multi_label else "val_accuracy"
 
 
 def auto_model(config: Config, kind: str | None = None) -> str | None:
@@ -451,7 +474,7 @@ def _validate(config: Config) -> None:
                "train.strategy": (config.train.strategy, STRATEGIES),
                "train.mixed_precision": (config.train.mixed_precision, PRECISIONS),
                "train.jit_compile": (str(config.train.jit_compile).lower(), JIT_CHOICES),
-               "train.monitor": (config.train.monitor, MONITORS),
+               "train.monitor": (config.train.monitor, ("auto",) + MONITORS),
                "export.quantize": (config.export.quantize, QUANTIZE_MODES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -7,9 +7,14 @@ import keras
 from keras import layers
 
 
+# the fastText encoder's settings when none are given: dropout on its word vectors and fewer
+# hashed bigram rows, as the tate_table preset measured them (short texts beside columns)
+FASTTEXT_ENCODER = {"embedding_dropout": 0.2, "buckets": 16384}
+
+
 def build_text_table(*, vocab_size: int, num_classes: int, input_shape, encoder: str = "text_fasttext",
                      encoder_params: dict | None = None, table_units: int = 32,
-                     hidden_units: int = 64, dropout: float = 0.2,
+                     hidden_units: int = 64, dropout: float = 0.3,
                      name: str = "text_table") -> keras.Model:
     """A text encoder (any registered token model, cut below its softmax) and a ReLU layer
     over the table's features (what ``keras.utils.FeatureSpace`` makes of the other
@@ -21,7 +26,8 @@ def build_text_table(*, vocab_size: int, num_classes: int, input_shape, encoder:
         num_classes: number of labels (>= 2).
         input_shape: ``(features,)``: the width of the encoded table row.
         encoder: the registered text builder that reads the text (``tokens`` input).
-        encoder_params: keyword arguments for that builder (its own defaults otherwise).
+        encoder_params: keyword arguments for that builder (none given: ``FASTTEXT_ENCODER``
+            for ``text_fasttext``, the builder's own defaults for the others).
         table_units: width of the ReLU layer over the table features (0: none).
         hidden_units: width of the ReLU layer over both (0: none).
         dropout: dropout before the softmax.
@@ -47,7 +53,9 @@ def build_text_table(*, vocab_size: int, num_classes: int, input_shape, encoder:
     if get_entry(encoder).inputs != "tokens":
         raise ValueError(f"encoder must be a registered model that reads tokens (text_fasttext, "
                          f"text_cnn, text_bilstm, ...). Received: encoder={encoder!r}")
-    trunk = build_model(encoder, vocab_size=vocab_size, num_classes=2, **(encoder_params or {}))
+    if encoder_params is None:
+        encoder_params = FASTTEXT_ENCODER if encoder == "text_fasttext" else {}
+    trunk = build_model(encoder, vocab_size=vocab_size, num_classes=2, **encoder_params)
     text = trunk.get_layer("probabilities").input  # pooled text features, below the softmax
     table = keras.Input(shape=tuple(input_shape), name="table")
     features = layers.Dense(table_units, activation="relu", name="table_features")(table) \
