@@ -62,7 +62,7 @@ def tiny_csv(workdir):
 def tiny_overrides(csv_path=None, model="text_lstm", extra=()):
     """--set overrides that make any preset train in a few seconds."""
     sets = [f"model.name={model}", "model.params={}", "train.epochs=1", "train.batch_size=8",
-            "train.early_stopping_patience=null",
+            "train.early_stopping_patience=null", "train.monitor=val_loss",
             "data.max_tokens=200", "data.max_len=16", "train.verbose=0"]
     if csv_path is not None:
         sets += ["data.source=csv", f"data.path={csv_path}", "data.text_column=review",

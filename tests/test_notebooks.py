@@ -8,13 +8,33 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from notebooks.run import code_sha256, notebooks
+from notebooks.run import clean_outputs, code_sha256, notebooks
 
 NOTEBOOKS = notebooks()
 
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) == 6
+
+
+def test_what_differs_between_runs_is_left_out_of_the_outputs():
+    from nbformat.v4 import new_code_cell, new_output
+
+    cell = new_code_cell("print(run)", outputs=[
+        new_output("stream", name="stderr", text=(
+            "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "I0000 00:00:1796658565.139385   16955 port.cc:153] oneDNN custom operations are on.\n"
+            "INFO:tensorflow:Assets written to: /tmp/tfkit-notebook-x1/saved_models/a/.export-z/\n")),
+        new_output("stream", name="stdout", text="/tmp/tfkit-notebook-x1/runs/a/20261207-154928 "
+                                                 "<Layer at 0x7f3a2b>\n"),
+        new_output("execute_result", data={"text/plain": "'/tmp/tfkit-notebook-x1/runs/a'"})])
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T15:49:28"}
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    clean_outputs(notebook, "/tmp/tfkit-notebook-x1")
+    (stdout, result), = [cell.outputs]
+    assert stdout.text == "./runs/a/YYYYMMDD-HHMMSS <Layer>\n"
+    assert result.data["text/plain"] == "'./runs/a'"
+    assert "execution" not in cell.metadata
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-
 # the fastText encoder's settings when none are given: dropout on its word vectors and fewer
 # hashed bigram rows, as the tate_table preset measured them (short texts beside columns)
 FASTTEXT_ENCODER = {"embedding_dropout": 0.2, "buckets": 16384}
