@@ -78,7 +78,8 @@ def find_learning_rate(model: keras.Model, compile_copy, dataset, steps: int = S
     copy.set_weights(model.get_weights())
     compile_copy(copy)
     test = RangeTest(steps)
-    copy.fit(dataset.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[test], verbose=0)
+    copy.fit(dataset.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[test], verbose=0,
+             shuffle=False)  # the dataset shuffles itself; Keras would warn
     if len(test.losses) < 10:
         raise ValueError("the loss was not finite from the first steps on, at any rate "
                          f"from {LOWEST:g}; set train.learning_rate to a number.")
