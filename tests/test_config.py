@@ -75,7 +75,8 @@ def test_bad_choices_and_ranges():
                           ({"source": "tate", "heads": {"medium_family": "classification",
                                                         "year": "regression"}}, "val_loss")):
         assert config_from_dict({"data": data}).train.monitor == monitor, data
-    assert load_config(None).train.monitor == "val_loss"  # as the preset was measured
+    assert load_config(None).train.monitor == "val_accuracy"  # the default preset: auto
+    assert load_config("fine_foods_text_lstm").train.monitor == "val_loss"  # as measured
     with pytest.raises(ConfigError, match=r"train\.histogram_freq must be >= 0 \(0: no histograms\)"):
         config_from_dict({"train": {"histogram_freq": -1}})
 
