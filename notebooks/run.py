@@ -31,7 +31,7 @@ FOLDER = Path(__file__).resolve().parent
 KERNEL_CONFIG = ("c.InlineBackend.figure_formats = {'png'}\n"
                  "c.InlineBackend.rc = {'figure.dpi': 72, 'savefig.dpi': 72}\n")
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")
-RUN_FOLDER = re.compile(r"(?<=[/-])\d{8}-\d{6}(?=[-/\s'\"]|$)")  # run folders' time stamps
+RUN_FOLDER = re.compile(r"(?<=[/'\"-])\d{8}-\d{6}(?=[-/\s'\"]|$)")  # run folders' time stamps
 # TensorFlow's own log lines in a kernel's streams: its C++ start-up lines (time-stamped, the
 # process id) and the SavedModel writer's (the temporary folder of each export)
 TENSORFLOW_LINE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] .*"
