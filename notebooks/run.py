@@ -41,16 +41,19 @@ RUN_TIME = re.compile(r"\n*\*Run top to bottom in about .*\*$")
 
 
 def notebooks(names=()) -> list[Path]:
-    """The notebooks in this folder, or those whose file name starts with one of ``names``."""
+    """The notebooks in this folder, or those whose file name starts with one of ``names``.
+
+    Raises:
+        ValueError: naming a name no notebook starts with, and the notebooks there are.
+    """
     found = sorted(FOLDER.glob("*.ipynb"))
     if not names:
         return found
-    chosen = [path for path in found if any(path.name.startswith(name) for name in names)]
     missing = [name for name in names if not any(p.name.startswith(name) for p in found)]
     if missing:
-        raise SystemExit(f"no notebook named {', '.join(missing)}; there are: "
+        raise ValueError(f"no notebook named {', '.join(map(repr, missing))}; there are: "
                          + ", ".join(p.stem for p in found))
-    return chosen
+    return [path for path in found if any(path.name.startswith(name) for name in names)]
 
 
 def code_sha256(notebook) -> str:
@@ -132,7 +135,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook file names (or their starts)")
     args = parser.parse_args(argv)
-    for path in notebooks(args.names):
+    try:
+        chosen = notebooks(args.names)
+    except ValueError as exc:
+        parser.error(str(exc))  # exit 2, nothing run
+    for path in chosen:
         print(f"running {path.name} ...", flush=True)
         minutes = run_notebook(path)
         print(f"  {minutes:.1f} minutes, {path.stat().st_size / 1e6:.2f} MB", flush=True)

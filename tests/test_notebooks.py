@@ -17,6 +17,15 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) == 6
 
 
+def test_a_name_no_notebook_has_is_refused_before_anything_runs(capsys):
+    from notebooks.run import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["01_text_end_to_end", "no_such"])
+    assert stopped.value.code == 2
+    assert "no notebook named 'no_such'; there are: 01_text_end_to_end" in capsys.readouterr().err
+
+
 def test_what_differs_between_runs_is_left_out_of_the_outputs():
     from nbformat.v4 import new_code_cell, new_output
 

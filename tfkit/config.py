@@ -374,10 +374,17 @@ def auto_monitor(config: Config) -> str | None:
     """
     if config.train.monitor != "auto":
         return None
-    d = config.data
-    if d.heads or d.validation_fraction == 0:
+    return score_monitor(config.data)
+
+
+def score_monitor(data: DataConfig) -> str:
+    """The validation score of ``data``'s targets a user reads: ``val_accuracy`` (one label per
+    example), ``val_micro_f1`` (several), ``val_loss`` (multi-task heads; or no validation
+    split, where Keras falls back to the training loss). What ``train.monitor: auto`` stands
+    for, and what ``tfkit tune`` ranks trials by."""
+    if data.heads or data.validation_fraction == 0:
         return "val_loss"
-    return "val_micro_f1" if d.multi_label else "val_accuracy"
+    return "val_micro_f1" if data.multi_label else "val_accuracy"
 
 
 def auto_model(config: Config, kind: str | None = None) -> str | None:

@@ -40,6 +40,7 @@ from tfkit.config import (
     load_config,
     parse_budget,
     save_config,
+    score_monitor,
     space_entry,
 )
 
@@ -147,10 +148,10 @@ def _yaml(value) -> str:
 
 
 def objective_of(config: Config) -> tuple[str, str]:
-    """The validation score trials are ranked by, and its direction."""
-    if config.data.heads:
-        return "val_loss", "min"
-    return ("val_micro_f1", "max") if config.data.multi_label else ("val_accuracy", "max")
+    """The validation score trials are ranked by (:func:`tfkit.config.score_monitor`), and
+    its direction."""
+    monitor = score_monitor(config.data)
+    return monitor, "min" if monitor == "val_loss" else "max"
 
 
 def search_space(config: Config, data_kind: str, documents: bool = False) -> SearchSpace:
