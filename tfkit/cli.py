@@ -27,7 +27,7 @@ BANNER = ("All log messages before absl::InitializeLog()", "oneDNN custom operat
           "To enable the following instructions:", "failed call to cuInit",
           "Unable to register cuDNN factory", "Unable to register cuFFT factory",
           "Unable to register cuBLAS factory", "TF-TRT Warning: Could not find TensorRT",
-          "computation placer already registered")
+          "computation placer already registered", "oneDNN supports DT_")
 PREDICT_BATCH = 1024  # tfkit predict: inputs read, answered and printed at a time
 
 
@@ -471,6 +471,10 @@ def import_tensorflow() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
+            # oneDNN's graph rewrite logs one error line per process ("oneDNN supports DT_BOOL
+            # only on platforms with AVX-512...") the first time a graph transposes a boolean
+            # or int64 tensor, as every masked Keras RNN does: that first time is here
+            tf.function(tf.transpose)(tf.constant([[True, False]]))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
