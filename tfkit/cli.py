@@ -473,8 +473,11 @@ def import_tensorflow() -> None:
             tf.config.list_physical_devices()
             # oneDNN's graph rewrite logs one error line per process ("oneDNN supports DT_BOOL
             # only on platforms with AVX-512...") the first time a graph transposes a boolean
-            # or int64 tensor, as every masked Keras RNN does: that first time is here
-            tf.function(tf.transpose)(tf.constant([[True, False]]))
+            # or int64 tensor, as every masked Keras RNN does: that first time is here. Not in
+            # a cluster's process (TF_CONFIG, a TPU): its runtime must be set up by the
+            # strategy before any op runs
+            if not (os.environ.get("TF_CONFIG") or os.environ.get("TPU_NAME")):
+                tf.function(tf.transpose)(tf.constant([[True, False]]))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
