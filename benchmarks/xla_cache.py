@@ -1,7 +1,7 @@
 """XLA on the CPU, and TensorFlow's persistent XLA cache: does ``jit_compile`` pay off?
 
     python -m benchmarks.xla_cache [--rounds 2]
-    python -m benchmarks.xla_cache --quick   # smoke test: 256 reviews, one round
+    python -m benchmarks.xla_cache --quick   # smoke test: 64 reviews, one round
 
 XLA compiles one program per batch shape, and a process's compiled programs die with it,
 so the compile cost is paid again by every run. TensorFlow can keep them on disk:
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI)")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    limit = 256 if args.quick else None
+    limit = 64 if args.quick else None  # a few batch shapes: a few programs to compile
     epochs = 2 if args.quick else args.epochs
     if args.child:
         print(json.dumps(child(args.child != "no_xla", epochs, limit)))

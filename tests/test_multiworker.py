@@ -77,29 +77,13 @@ def train_argv(csv_path, *extra):
     return [sys.executable, "-m", "tfkit.cli", "train"] + [a for s in sets for a in ("--set", s)]
 
 
-def test_two_workers_train_through_the_cli_with_identical_losses(tiny_csv, tmp_path):
-    processes = start_workers(lambda i: train_argv(tiny_csv, "train.epochs=2",  # the tiny model
-                                                   "export.blessing=false"), tmp_path)  # may not
-    outputs = finish(processes)  # beat the majority label: the export is what this checks
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    chief_losses, worker_losses = epoch_losses(outputs[0]), epoch_losses(outputs[1])
-    assert len(chief_losses) == 2 and chief_losses == worker_losses
-    assert "2 replica(s)" in outputs[0] and "= 16 global" in outputs[0]
-    # the chief (worker 0) wrote the run, the TensorBoard logs and the export ...
-    chief_run = next((tmp_path / "host0" / "runs").glob("*/*"))
-    assert json.loads((chief_run / "status.json").read_text())["state"] == "finished"
-    assert (chief_run / "logs" / "train").is_dir() and (chief_run / "model.keras").is_file()
-    assert next((tmp_path / "host0" / "saved_models").glob("*/1/saved_model.pb"))
-    metrics = json.loads((chief_run / "metrics.json").read_text())
-    assert metrics["replicas"] == 2
-    # ... the other worker left nothing behind
-    assert not list((tmp_path / "host1").rglob("*.keras"))
-    assert not (tmp_path / "host1" / "saved_models").exists()
-    assert not [p for p in (tmp_path / "host1" / "runs").rglob("*") if p.is_file()]
-
-
 def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
-    argv = lambda i: train_argv(tiny_csv, "train.epochs=6", "train.run_name=job")  # noqa: E731
+    """Two workers trained through the CLI, one killed mid-training, the job restarted:
+    identical losses on both workers, finished epochs not redone, only the chief's run and
+    export on disk; then a restart from backups an epoch apart."""
+    argv = lambda i: train_argv(tiny_csv, "train.epochs=6", "train.run_name=job",  # noqa: E731
+                                "export.blessing=false")  # the tiny model may not beat the
+    # majority label: the export is what this checks
     processes = start_workers(argv, tmp_path)
     name = DEFAULT_PRESET  # tiny_overrides keep the default preset's name
     backups = [tmp_path / "host0" / "runs" / name / "job" / "backup",
@@ -139,16 +123,28 @@ def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
             shutil.rmtree(tmp_path / host / "runs")
             shutil.copytree(snapshot / host, tmp_path / host / "runs")
 
-    outputs = finish(start_workers(argv, tmp_path))
+    restarted = start_workers(argv, tmp_path)
+    outputs = finish(restarted)
     assert [p.returncode for p in processes] != [0, 0]
+    assert [p.returncode for p in restarted] == [0, 0], outputs
     assert f"Epoch {done + 1}/6" in outputs[0] and "Epoch 1/6" not in outputs[0], outputs[0]
     assert epoch_losses(outputs[0]) == epoch_losses(outputs[1])
     resumed = epoch_losses(outputs[0])
     assert len(resumed) == 6 - done  # finished epochs were not redone
+    assert "2 replica(s)" in outputs[0] and "= 16 global" in outputs[0]
+    # the chief (worker 0) wrote the run, the TensorBoard logs and the export ...
     run = tmp_path / "host0" / "runs" / name / "job"
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
-    clean_test_loss = json.loads((run / "metrics.json").read_text())["test_loss"]
+    assert (run / "logs" / "train").is_dir() and (run / "model.keras").is_file()
+    assert next((tmp_path / "host0" / "saved_models").glob("*/1/saved_model.pb"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    clean_test_loss = metrics["test_loss"]
+    # ... the other worker left nothing behind
     assert not (tmp_path / "host1" / "runs" / name / "job").exists()
+    assert not list((tmp_path / "host1").rglob("*.keras"))
+    assert not (tmp_path / "host1" / "saved_models").exists()
+    assert not [p for p in (tmp_path / "host1" / "runs").rglob("*") if p.is_file()]
 
     # the same restart, but worker 1 was killed between the two workers' writes: its backup
     # is an epoch behind, with other weights. The workers take worker 0's state and go on
