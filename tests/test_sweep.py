@@ -73,6 +73,7 @@ def test_accuracy_monitors_rank_highest_first(tiny_csv):
     (["train.epochs=[1]"], ["data.validation_fraction=0"], "data.validation_fraction must be > 0"),
     ([], [], "a sweep needs at least one --grid"),
     (["train.epochs=[1]", "train.epochs=[2]"], [], "'train.epochs' is already in the grid"),
+    (["train.epochs=[1, 2, 1]"], [], "--grid train.epochs: a value is listed twice in [1, 2, 1]"),
 ])
 def test_bad_sweeps_exit_2_before_any_run(tiny_csv, capsys, grid, extra, message):
     args = [arg for value in grid for arg in ("--grid", value)]
@@ -80,3 +81,51 @@ def test_bad_sweeps_exit_2_before_any_run(tiny_csv, capsys, grid, extra, message
     assert code == 2 and out == ""
     assert message in err.strip().splitlines()[-1]
     assert not Path("runs").exists() and not Path("saved_models").exists()
+
+
+def grid_oracle(grid, dimensions):
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    for dimension in dimensions:
+        dimension.register(hp, dimension.key)
+    return keras_tuner.oracles.GridSearchOracle(
+        objective=keras_tuner.Objective("val_loss", "min"), hyperparameters=hp)
+
+
+def test_the_grid_is_keras_tuners_grid_search_in_the_grids_order(tmp_path):
+    """A sweep is the grid case of tfkit tune's search loop: KerasTuner's GridSearchOracle
+    proposes every combination once, in the order of the grid (the last key fastest), with
+    lists, mixed values and booleans as --set values; a trial's bad setting stops the search
+    as a ConfigError, any other error as it came. No training: the trial is a function."""
+    from tfkit.config import ConfigError
+    from tfkit.sweeps import trial_overrides
+    from tfkit.tuning import Dimension, as_yaml, search
+
+    grid = {"model.params.units": [[64, 64], [32]], "train.learning_rate": [0.01, "auto"],
+            "data.lower": [True, False]}
+    dimensions = [Dimension(key, values=values, default=values[0]) for key, values in grid.items()]
+    seen = []
+
+    def trial(hp, trial_id):
+        seen.append((int(trial_id), [f"{d.key}={as_yaml(d.register(hp, d.key))}"
+                                     for d in dimensions]))
+        return 1.0 / len(seen)
+
+    tuner = search(grid_oracle(grid, dimensions), tmp_path / "grid", trial)
+    assert [sets for _, sets in seen] == trial_overrides(grid)
+    assert seen[0][1] == ["model.params.units=[64, 64]", "train.learning_rate=0.01",
+                          "data.lower=true"]
+    assert [number for number, _ in seen] == list(range(8))
+    assert tuner.oracle.get_best_trials(1)[0].score == 1.0 / 8  # val_loss: lowest first
+
+    def bad_setting(hp, trial_id):
+        raise ValueError("data.path: file 'x.csv' does not exist")
+
+    def broken(hp, trial_id):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(ConfigError, match="file 'x.csv' does not exist"):
+        search(grid_oracle(grid, dimensions), tmp_path / "bad", bad_setting)
+    with pytest.raises(RuntimeError, match="disk full"):
+        search(grid_oracle(grid, dimensions), tmp_path / "broken", broken)

@@ -5,6 +5,9 @@ hparams, so the HParams tab compares the trials side by side). Trials are ranked
 validation split by ``train.monitor`` at their best epoch, never on the test split: picking
 on the test split would make its score an optimistic guess. Only the best trial is exported,
 so TF Serving never picks up a trial that lost.
+
+A sweep is the grid case of ``tfkit tune``'s search loop (:func:`tfkit.tuning.search`):
+KerasTuner's ``GridSearchOracle`` proposes every combination once, in the grid's order.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 from tfkit.config import Config, ConfigError, check_search, load_config, parse_override
 from tfkit.publishing import NotPublished, export_run
 from tfkit.training import RunResult, train
+from tfkit.tuning import Dimension, as_yaml, search
 
 log = logging.getLogger("tfkit")
 
@@ -64,14 +69,8 @@ def parse_grid(texts) -> dict[str, list]:
 
 def trial_overrides(grid: dict[str, list]) -> list[list[str]]:
     """The grid's combinations as ``--set`` strings, the last key varying fastest."""
-    return [[f"{key}={_yaml(value)}" for key, value in zip(grid, combination)]
+    return [[f"{key}={as_yaml(value)}" for key, value in zip(grid, combination)]
             for combination in itertools.product(*grid.values())]
-
-
-def _yaml(value) -> str:
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
 def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResult:
@@ -105,20 +104,42 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
     configs = [load_config(config, sets) for sets in trials]  # every error before any run
     first = configs[0]
     check_search(first, "sweep")
+    for key, values in grid.items():
+        if len({as_yaml(v) for v in values}) < len(values):
+            raise ConfigError(f"--grid {key}: a value is listed twice in {as_yaml(values)}.")
     if "train.monitor" in grid:
         raise ConfigError("--grid train.monitor: the trials are ranked by one train.monitor; "
                           "set it with --set.")
     export = first.export.enabled
     prefix = first.train.run_name or stamp  # trials <prefix>-1, -2, ...; summary <prefix>.json
-    results, rows = [], []
-    for number, (sets, trial) in enumerate(zip(trials, configs), 1):
+    monitor = first.train.monitor
+    by_sets = {tuple(sets[len(overrides):]): trial for sets, trial in zip(trials, configs)}
+    dimensions = [Dimension(key, values=list(values), default=values[0])
+                  for key, values in grid.items()]
+    results, rows = {}, {}
+
+    def run(hp, trial_id: str):
+        sets = tuple(f"{d.key}={as_yaml(d.register(hp, d.key))}" for d in dimensions)
+        trial, number = by_sets[sets], int(trial_id) + 1
         trial.export.enabled = False  # only the winner is exported
         trial.train.run_name = f"{prefix}-{number}"
-        log.info("sweep: trial %d of %d: %s", number, len(trials), " ".join(sets[len(overrides):]))
-        result = train(trial)
-        results.append(result)
-        rows.append(_row(sets[len(overrides):], trial, result))
-    monitor = first.train.monitor
+        log.info("sweep: trial %d of %d: %s", number, len(trials), " ".join(sets))
+        results[sets] = train(trial)
+        rows[sets] = _row(list(sets), trial, results[sets])
+        return rows[sets]["value"]
+
+    import keras_tuner
+
+    hyperparameters = keras_tuner.HyperParameters()
+    for dimension in dimensions:  # the whole grid known before the first trial
+        dimension.register(hyperparameters, dimension.key)
+    oracle = keras_tuner.oracles.GridSearchOracle(
+        objective=keras_tuner.Objective(monitor, "min" if monitor == "val_loss" else "max"),
+        hyperparameters=hyperparameters, seed=first.train.seed)
+    with tempfile.TemporaryDirectory() as state:  # a sweep does not resume: no state kept
+        search(oracle, Path(state, "grid"), run, overwrite=True)
+    order = [sets for sets in map(tuple, (t[len(overrides):] for t in trials)) if sets in rows]
+    results, rows = [results[sets] for sets in order], [rows[sets] for sets in order]
     sign = 1 if monitor == "val_loss" else -1  # lower loss, higher accuracy / F1 wins
     ranked = sorted(range(len(rows)), key=lambda i: _key(rows[i]["value"], sign))
     best = results[ranked[0]]

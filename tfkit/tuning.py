@@ -107,11 +107,13 @@ class Dimension:
         sampling = "log" if self.log else "linear"
         if self.values is not None:
             default = self.default if self.default in self.values else None
-            if len({type(v) for v in self.values}) == 1:
+            if len({type(v) for v in self.values}) == 1 and type(self.values[0]) in (
+                    int, float, str):
                 return hp.Choice(name, self.values, default=default)
-            # KerasTuner's choices hold one type: mixed values (auto or 512) travel as YAML
-            value = hp.Choice(name, [_yaml(v) for v in self.values],
-                              default=None if default is None else _yaml(default))
+            # KerasTuner's choices hold one type of int, float or str (booleans come back as
+            # 0 and 1): mixed values (auto or 512), booleans, lists and mappings travel as YAML
+            value = hp.Choice(name, [as_yaml(v) for v in self.values],
+                              default=None if default is None else as_yaml(default))
             return None if value is None else yaml.safe_load(value)  # None: another family's
         inside = isinstance(self.default, (int, float)) and self.low <= self.default <= self.high
         if isinstance(self.low, int) and isinstance(self.high, int):
@@ -139,11 +141,12 @@ class SearchSpace:
                 for dimension in dimensions:
                     value = dimension.register(hp, f"{name}:{dimension.key}")
                     if name == family:
-                        sets.append(f"{dimension.key}={_yaml(value)}")
+                        sets.append(f"{dimension.key}={as_yaml(value)}")
         return sets
 
 
-def _yaml(value) -> str:
+def as_yaml(value) -> str:
+    """``value`` as a ``--set`` value writes it (flow-style YAML, one line)."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
 
 
@@ -306,55 +309,76 @@ def tune(config: Config | str | None = None, overrides=(), *, budget=None,
     baseline = linear_baseline(data, config.data.split, config.train.seed) \
         if config.train.baseline else None
     del data  # every trial reads its data itself
-    tuner = _tuner(config, space, objective, direction, tune_dir, seconds)
     log.info("tune: %s search of at most %d trials in %s over %s; ranked by %s; folder %s",
              config.tune.algorithm, config.tune.max_trials, _duration(seconds),
              ", ".join(space.families), objective, tune_dir)
-    import keras_tuner
+    started, rows = time.monotonic(), {}
 
-    try:
-        tuner.search(verbose=0)  # tfkit's own line per trial instead of KerasTuner's
-    except keras_tuner.errors.FatalError as exc:
-        raise ConfigError(str(exc)) from None
+    def trial(hp, trial_id: str):
+        sets = space.overrides(hp)
+        try:
+            row = run_trial(config, sets, trial_id, tune_dir.name, objective)
+        except (ValueError, FileNotFoundError) as exc:  # a setting that cannot work
+            raise ValueError(f"trial {int(trial_id) + 1} ({' '.join(sets)}): {exc}") from exc
+        rows[trial_id] = row
+        _report(trial_id, row, rows, objective, direction,
+                seconds - (time.monotonic() - started), config.tune.max_trials)
+        return row["value"]
+
+    tuner = search(_oracle(config, objective, direction), tune_dir, trial, seconds)
     return _finish(config, tuner, tune_dir, objective, direction, baseline)
 
 
-def _tuner(config: Config, space: SearchSpace, objective: str, direction: str,
-           tune_dir: Path, seconds: float):
+def _oracle(config: Config, objective: str, direction: str):
     import keras_tuner
 
     oracles = {"bayesian": keras_tuner.oracles.BayesianOptimizationOracle,
                "random": keras_tuner.oracles.RandomSearchOracle}
-    oracle = oracles[config.tune.algorithm](
+    return oracles[config.tune.algorithm](
         objective=keras_tuner.Objective(objective, direction),
         max_trials=config.tune.max_trials, seed=config.train.seed)
+
+
+def search(oracle, folder: Path, trial, seconds: float = math.inf, overwrite: bool = False):
+    """KerasTuner's search loop, every trial a tfkit run: ``oracle`` proposes each trial's
+    hyperparameters, ``trial(hp, trial_id)`` trains it and returns the objective's value
+    (None: no value, ranked last). The oracle keeps its state in ``folder`` (a search killed
+    at any moment continues from it, unless ``overwrite``); no trial starts once ``seconds``
+    cannot fit another of the mean length so far. What ``tfkit tune`` (Bayesian or random
+    search) and ``tfkit sweep`` (a grid) both run.
+
+    Raises:
+        ConfigError: a trial's ``ValueError`` or ``FileNotFoundError`` (a setting that cannot
+            work), with its message; any other error of a trial as it came. The search stops
+            at the first.
+    """
+    import keras_tuner
+
+    name, direction = oracle.objective.name, oracle.objective.direction
+    started, timed, failed = time.monotonic(), [], []
 
     class TrialRuns(keras_tuner.Tuner):
         """KerasTuner's tuner whose trial is a tfkit run (``run_trial`` overridden: no
         hypermodel), stopping when the budget cannot fit another trial."""
 
         def pre_create_trial(self):
-            finished = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
             spent = time.monotonic() - started
-            mean = spent / max(len(self._timed), 1) if self._timed else 0.0
+            mean = spent / len(timed) if timed else 0.0
             if spent + mean > seconds and not self.oracle.ongoing_trials:
                 self.oracle.max_trials = len(self.oracle.trials)  # the oracle stops here
+                finished = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
                 log.info("tune: stopping: %s of the budget used, %d trials finished",
                          _duration(spent), len(finished))
 
-        def run_trial(self, trial, *args, **kwargs):
+        def run_trial(self, one, *args, **kwargs):
             begun = time.monotonic()
-            sets = space.overrides(trial.hyperparameters)
             try:
-                row = run_trial(config, sets, trial.trial_id, tune_dir.name, objective)
-            except (ValueError, FileNotFoundError) as exc:  # a setting that cannot work
-                raise keras_tuner.errors.FatalError(f"trial {int(trial.trial_id) + 1} "
-                                                    f"({' '.join(sets)}): {exc}") from exc
-            self._timed.append(time.monotonic() - begun)
-            rows[trial.trial_id] = row
-            _report(trial.trial_id, row, rows, objective, direction,
-                    seconds - (time.monotonic() - started), config.tune.max_trials)
-            return {objective: row["value"] if row["value"] is not None else
+                value = trial(one.hyperparameters, one.trial_id)
+            except Exception as exc:  # stops the search (KerasTuner would log and go on)
+                failed.append(exc)
+                raise keras_tuner.errors.FatalError(str(exc)) from exc
+            timed.append(time.monotonic() - begun)
+            return {name: value if value is not None else
                     (math.inf if direction == "min" else -math.inf)}
 
         def save_model(self, trial_id, model, step=0):
@@ -363,10 +387,14 @@ def _tuner(config: Config, space: SearchSpace, objective: str, direction: str,
         def load_model(self, trial):
             raise NotImplementedError("a trial's model is its run folder's model.keras")
 
-    started, rows = time.monotonic(), {}
-    tuner = TrialRuns(oracle=oracle, directory=str(tune_dir.parent), project_name=tune_dir.name,
-                      overwrite=False)
-    tuner._timed = []
+    tuner = TrialRuns(oracle=oracle, directory=str(folder.parent), project_name=folder.name,
+                      overwrite=overwrite)
+    try:
+        tuner.search(verbose=0)  # tfkit's own line per trial instead of KerasTuner's
+    except keras_tuner.errors.FatalError as exc:
+        if failed and not isinstance(failed[0], (ValueError, FileNotFoundError)):
+            raise failed[0] from None  # not a setting: the error as it came
+        raise ConfigError(str(exc)) from None
     return tuner
 
 
