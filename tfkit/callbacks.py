@@ -11,7 +11,7 @@ import h5py
 import keras
 import numpy as np
 
-from tfkit.config import Config, ConfigError
+from tfkit.config import Config, ConfigError, monitor_direction
 from tfkit.monitor import Throughput
 from tfkit.multiworker import BackupsAgree
 
@@ -190,7 +190,7 @@ def make_callbacks(out_dir: Path, run_dir: Path, config: Config, monitor: str,
     they add ``val_macro_f1`` to the epoch's logs, which the checkpoint, early stopping and
     the history then see (TensorBoard already got its own copy from them).
     """
-    mode = "min" if monitor.endswith("loss") else "max"
+    mode = monitor_direction(monitor)
     best = BestWeights(best_weights_path(run_dir), monitor, mode)
     callbacks = [
         Throughput(batch_size or config.train.batch_size),

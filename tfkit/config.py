@@ -387,6 +387,18 @@ def score_monitor(data: DataConfig) -> str:
     return "val_micro_f1" if data.multi_label else "val_accuracy"
 
 
+def monitor_direction(monitor: str) -> str:
+    """``"min"`` for a loss (``val_loss``, a head's loss: lower is better), ``"max"`` for a
+    score (accuracy, F1): how the best epoch, early stopping and a sweep's or tune's ranking
+    read ``monitor``.
+
+    Examples:
+        >>> monitor_direction("val_loss"), monitor_direction("val_micro_f1")
+        ('min', 'max')
+    """
+    return "min" if monitor.endswith("loss") else "max"
+
+
 def auto_model(config: Config, kind: str | None = None) -> str | None:
     """The model ``model.name: auto`` stands for: ``multitask`` with ``data.heads``,
     ``text_table`` with ``data.features``, else :data:`AUTO_MODELS` for the data's ``kind``

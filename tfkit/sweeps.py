@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tfkit.config import Config, ConfigError, check_search, load_config, parse_override
+from tfkit.config import (
+    Config,
+    ConfigError,
+    check_search,
+    load_config,
+    monitor_direction,
+    parse_override,
+)
 from tfkit.publishing import NotPublished, export_run
 from tfkit.training import RunResult, train
 from tfkit.tuning import Dimension, as_yaml, search
@@ -134,13 +141,13 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
     for dimension in dimensions:  # the whole grid known before the first trial
         dimension.register(hyperparameters, dimension.key)
     oracle = keras_tuner.oracles.GridSearchOracle(
-        objective=keras_tuner.Objective(monitor, "min" if monitor == "val_loss" else "max"),
+        objective=keras_tuner.Objective(monitor, monitor_direction(monitor)),
         hyperparameters=hyperparameters, seed=first.train.seed)
     with tempfile.TemporaryDirectory() as state:  # a sweep does not resume: no state kept
         search(oracle, Path(state, "grid"), run, overwrite=True)
     order = [sets for sets in map(tuple, (t[len(overrides):] for t in trials)) if sets in rows]
     results, rows = [results[sets] for sets in order], [rows[sets] for sets in order]
-    sign = 1 if monitor == "val_loss" else -1  # lower loss, higher accuracy / F1 wins
+    sign = 1 if monitor_direction(monitor) == "min" else -1  # lower loss, higher F1 first
     ranked = sorted(range(len(rows)), key=lambda i: _key(rows[i]["value"], sign))
     best = results[ranked[0]]
     export_path = None

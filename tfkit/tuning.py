@@ -38,6 +38,7 @@ from tfkit.config import (
     config_from_dict,
     excerpt,
     load_config,
+    monitor_direction,
     parse_budget,
     save_config,
     score_monitor,
@@ -154,7 +155,7 @@ def objective_of(config: Config) -> tuple[str, str]:
     """The validation score trials are ranked by (:func:`tfkit.config.score_monitor`), and
     its direction."""
     monitor = score_monitor(config.data)
-    return monitor, "min" if monitor == "val_loss" else "max"
+    return monitor, monitor_direction(monitor)
 
 
 def search_space(config: Config, data_kind: str, documents: bool = False) -> SearchSpace:
