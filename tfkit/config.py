@@ -511,7 +511,7 @@ def _validate(config: Config) -> None:
 
 def _validate_model(config: Config) -> None:
     """model.name and model.params against the registry; the word vectors settings."""
-    from tfkit.data import TEXT_INPUTS
+    from tfkit.data.kinds import TEXT_INPUTS
     from tfkit.models import check_model_params, model_inputs  # late: models must not import config
 
     m = config.model
@@ -715,7 +715,7 @@ def input_kind_problem(name: str, params: dict, source: str, gives_text: bool,
                        given: str | None = None) -> str | None:
     """What is wrong when model ``name`` reads text and the source gives arrays (``given``
     describes them) or the reverse; None when they fit."""
-    from tfkit.data import TEXT_INPUTS
+    from tfkit.data.kinds import TEXT_INPUTS
     from tfkit.models import MODELS, model_inputs
 
     inputs = model_inputs(name, params)

@@ -1,51 +1,18 @@
 """Data sources, preprocessors and tf.data pipelines.
 
-Importing this package does not import TensorFlow: the table of input kinds below is plain
+Importing this package does not import TensorFlow: the table of input kinds (tfkit.data.kinds) is plain
 data, and the other names load their module on first use (PEP 562), so the config checks,
 ``tfkit config`` and ``tfkit models`` answer without waiting for TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from tfkit.data.kinds import INPUT_KINDS, TEXT_INPUTS, InputKind  # noqa: F401
 from tfkit.lazy import lazy_getattr
-
-
-@dataclass(frozen=True)
-class InputKind:
-    """One input kind: the preprocessor class that feeds it (``"module:Class"``, imported by
-    :meth:`load`) and whether it reads raw text (a text source feeds it)."""
-
-    preprocessor: str
-    text: bool
-
-    def load(self) -> type:
-        module, name = self.preprocessor.split(":")
-        return getattr(importlib.import_module(module), name)
-
-
-# One table of input kinds: what a model builder's ``inputs`` names -> the preprocessor that
-# feeds it. A preprocessor class is the whole input kind (the protocol, see TextPreprocessor):
-# ``for_data(config, x)`` and ``adapt(x)`` on the training split, ``dataset(...)`` per split,
-# ``serving_endpoints()`` and ``client_inputs(x)`` for the export, ``tensorboard_extras``,
-# ``get_config()`` / ``from_config()`` / ``save()`` as plain JSON. Adding an input kind is
-# one such class and one line here; the registry's input names and the types below derive
-# from this table.
-INPUT_KINDS = {
-    "tokens": InputKind("tfkit.data.text:TextPreprocessor", text=True),
-    "documents": InputKind("tfkit.data.text:HierarchicalTextPreprocessor", text=True),
-    "image": InputKind("tfkit.data.arrays:ImagePreprocessor", text=False),
-    "sequence": InputKind("tfkit.data.arrays:SequencePreprocessor", text=False),
-    "text_table": InputKind("tfkit.data.table:TextTablePreprocessor", text=True),
-    "hub_text": InputKind("tfkit.data.hub:HubTextPreprocessor", text=True),
-    "tfidf": InputKind("tfkit.data.tfidf:TfidfPreprocessor", text=True),
-}
-TEXT_INPUTS = tuple(name for name, kind in INPUT_KINDS.items() if kind.text)
 
 # the other names: module -> the names it gives, imported on first use
 _LAZY = {

@@ -40,6 +40,7 @@ from tfkit.data.streams import (
     TABLE_KINDS,
     FolderReader,
     RecordReader,
+    Split,
     StreamError,
     StreamSplit,
     TableReader,
@@ -57,38 +58,6 @@ log = logging.getLogger("tfkit")
 class DataError(ValueError):
     """The data cannot be used; the message names the file, column, row or value."""
 
-
-
-@dataclass
-class Split:
-    """One split: inputs ``x`` (texts or arrays) and targets ``y``.
-
-    ``y`` holds int label ids, or for multi-task data a dict ``{head: array}`` (int ids
-    for classification heads, float32 values for regression heads).
-    """
-
-    x: np.ndarray
-    y: np.ndarray | dict
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    streamed = False  # in memory (a StreamSplit reads its files on every pass)
-
-    def take(self, index) -> Split:
-        if isinstance(self.y, dict):
-            return Split(self.x[index], {k: v[index] for k, v in self.y.items()})
-        return Split(self.x[index], self.y[index])
-
-    def sample(self, n: int) -> Split:
-        """The first ``n`` examples (all when there are fewer)."""
-        return self.take(slice(0, n))
-
-    def batches(self, size: int):
-        """``(inputs, label ids)``, ``size`` examples at a time."""
-        for start in range(0, len(self), size):
-            part = self.take(slice(start, start + size))
-            yield part.x, part.y
 
 
 @dataclass

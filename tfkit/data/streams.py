@@ -630,6 +630,38 @@ class Labels:
 
 
 @dataclass
+class Split:
+    """One split: inputs ``x`` (texts or arrays) and targets ``y``.
+
+    ``y`` holds int label ids, or for multi-task data a dict ``{head: array}`` (int ids
+    for classification heads, float32 values for regression heads).
+    """
+
+    x: np.ndarray
+    y: np.ndarray | dict
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    streamed = False  # in memory (a StreamSplit reads its files on every pass)
+
+    def take(self, index) -> Split:
+        if isinstance(self.y, dict):
+            return Split(self.x[index], {k: v[index] for k, v in self.y.items()})
+        return Split(self.x[index], self.y[index])
+
+    def sample(self, n: int) -> Split:
+        """The first ``n`` examples (all when there are fewer)."""
+        return self.take(slice(0, n))
+
+    def batches(self, size: int):
+        """``(inputs, label ids)``, ``size`` examples at a time."""
+        for start in range(0, len(self), size):
+            part = self.take(slice(start, start + size))
+            yield part.x, part.y
+
+
+@dataclass
 class StreamSplit:
     """One split read from its files on every pass: ``len()`` and the label ids ``y`` come
     from the scan (label ids only: 4 bytes per example); the inputs are never held."""
@@ -728,9 +760,7 @@ class StreamSplit:
         return x
 
     def sample(self, n: int):
-        """The first ``n`` examples, in memory, as a :class:`tfkit.data.Split`."""
-        from tfkit.data.sources import Split
-
+        """The first ``n`` examples, in memory, as a :class:`Split`."""
         xs, ys = [], []
         for x, y in self.batches(min(n, 1024)):
             xs.append(x)

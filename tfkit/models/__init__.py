@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tfkit.data import INPUT_KINDS
+from tfkit.data.kinds import INPUT_KINDS
 
 # the input kinds: tfkit.data.INPUT_KINDS (kind -> preprocessor), plus "encoder" for wrappers
 INPUTS = (*INPUT_KINDS, "encoder")

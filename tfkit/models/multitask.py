@@ -43,7 +43,7 @@ def build_multitask(*, vocab_size: int, heads: dict, encoder: str = "text_bilstm
         >>> sorted(model(np.array([[4, 5, 0]])))
         ['topic', 'year']
     """
-    from tfkit.data import TEXT_INPUTS
+    from tfkit.data.kinds import TEXT_INPUTS
     from tfkit.models import build_model, get_entry  # the registry imports this
 
     if not heads:
