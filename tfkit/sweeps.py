@@ -121,32 +121,7 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
     prefix = first.train.run_name or stamp  # trials <prefix>-1, -2, ...; summary <prefix>.json
     monitor = first.train.monitor
     by_sets = {tuple(sets[len(overrides):]): trial for sets, trial in zip(trials, configs)}
-    dimensions = [Dimension(key, values=list(values), default=values[0])
-                  for key, values in grid.items()]
-    results, rows = {}, {}
-
-    def run(hp, trial_id: str):
-        sets = tuple(f"{d.key}={as_yaml(d.register(hp, d.key))}" for d in dimensions)
-        trial, number = by_sets[sets], int(trial_id) + 1
-        trial.export.enabled = False  # only the winner is exported
-        trial.train.run_name = f"{prefix}-{number}"
-        log.info("sweep: trial %d of %d: %s", number, len(trials), " ".join(sets))
-        results[sets] = train(trial)
-        rows[sets] = _row(list(sets), trial, results[sets])
-        return rows[sets]["value"]
-
-    import keras_tuner
-
-    hyperparameters = keras_tuner.HyperParameters()
-    for dimension in dimensions:  # the whole grid known before the first trial
-        dimension.register(hyperparameters, dimension.key)
-    oracle = keras_tuner.oracles.GridSearchOracle(
-        objective=keras_tuner.Objective(monitor, monitor_direction(monitor)),
-        hyperparameters=hyperparameters, seed=first.train.seed)
-    with tempfile.TemporaryDirectory() as state:  # a sweep does not resume: no state kept
-        search(oracle, Path(state, "grid"), run, overwrite=True)
-    order = [sets for sets in map(tuple, (t[len(overrides):] for t in trials)) if sets in rows]
-    results, rows = [results[sets] for sets in order], [rows[sets] for sets in order]
+    results, rows = run_grid(grid, by_sets, prefix, monitor, first.train.seed)
     sign = 1 if monitor_direction(monitor) == "min" else -1  # lower loss, higher F1 first
     ranked = sorted(range(len(rows)), key=lambda i: _key(rows[i]["value"], sign))
     best = results[ranked[0]]
@@ -168,6 +143,40 @@ def sweep(config: str | None, grid: dict[str, list], overrides=()) -> SweepResul
         "export_path": None if export_path is None else str(export_path)})
     log.info("sweep: summary %s", summary)
     return SweepResult(rows, [rows[i] for i in ranked], best, export_path, summary)
+
+
+def run_grid(grid: dict[str, list], configs: dict[tuple, Config], prefix: str, monitor: str,
+             seed: int) -> tuple[list[RunResult], list[dict]]:
+    """Trains ``configs`` (``{grid --set values: trial config}``) as KerasTuner's
+    ``GridSearchOracle`` proposes them, through :func:`tfkit.tuning.search`: runs
+    ``<prefix>-1``, ``-2``, ... in the grid's order. Returns their results and rows, in that
+    order."""
+    import keras_tuner
+
+    dimensions = [Dimension(key, values=list(values), default=values[0])
+                  for key, values in grid.items()]
+    results, rows = {}, {}
+
+    def run(hp, trial_id: str):
+        sets = tuple(f"{d.key}={as_yaml(d.register(hp, d.key))}" for d in dimensions)
+        trial, number = configs[sets], int(trial_id) + 1
+        trial.export.enabled = False  # only the winner is exported
+        trial.train.run_name = f"{prefix}-{number}"
+        log.info("sweep: trial %d of %d: %s", number, len(configs), " ".join(sets))
+        results[sets] = train(trial)
+        rows[sets] = _row(list(sets), trial, results[sets])
+        return rows[sets]["value"]
+
+    hyperparameters = keras_tuner.HyperParameters()
+    for dimension in dimensions:  # the whole grid known before the first trial
+        dimension.register(hyperparameters, dimension.key)
+    oracle = keras_tuner.oracles.GridSearchOracle(
+        objective=keras_tuner.Objective(monitor, monitor_direction(monitor)),
+        hyperparameters=hyperparameters, seed=seed)
+    with tempfile.TemporaryDirectory() as state:  # a sweep does not resume: no state kept
+        search(oracle, Path(state, "grid"), run, overwrite=True)
+    order = [sets for sets in configs if sets in rows]  # the grid's order
+    return [results[sets] for sets in order], [rows[sets] for sets in order]
 
 
 def write_summary(path: Path, summary: dict) -> Path:
