@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tfkit.errors import rejection_reason
+
 # commands that do not need TensorFlow (they answer in a fraction of a second)
 LIGHT_COMMANDS = ("config", "models")
 # TensorFlow's start-up lines, printed by every process that imports it (C++ log lines from
@@ -489,22 +491,6 @@ def without_banner(text: str) -> str:
     """``text`` without the lines of TensorFlow's start-up banner (:data:`BANNER`)."""
     return "".join(line for line in text.splitlines(keepends=True)
                    if not any(b in line for b in BANNER))
-
-
-def rejection_reason(message: str) -> str:
-    """The part of a TensorFlow ``InvalidArgumentError`` a user can act on: a failed check's
-    text (``assertion failed: [...]``) or the op's own reason (``Invalid PNG data, size 60``),
-    without the graph's node names, the ``Detected at node`` trace, or unprintable bytes."""
-    from tfkit.data.streams import without_graph_names
-
-    text = without_graph_names(message)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    assertion = next((line for line in lines if "assertion failed" in line), None)
-    if assertion:
-        return assertion[:500]
-    noise = ("execution error", "Detected at node", "File ", "in user code", "Traceback")
-    useful = [line for line in lines if not line.startswith(noise) and not line.endswith(":")]
-    return (useful[-1] if useful else text.strip() or "InvalidArgumentError")[:500]
 
 
 if __name__ == "__main__":

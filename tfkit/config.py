@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from tfkit.errors import excerpt
+
 
 class ConfigError(ValueError):
     """A config file, key or value is not valid. The message says which and why."""
@@ -428,13 +430,6 @@ def check_name(key: str, value: str | None) -> None:
     if not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
         raise ConfigError(f"{key} must be one folder name: letters, digits, '.', '_' and '-', "
                           f"not '.' or '..'; got {excerpt(value)}.")
-
-
-def excerpt(value, limit: int = 60) -> str:
-    """A short, printable quote of a user's value for an error message: ``repr`` (control
-    characters and undecodable bytes escaped), cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}...' ({len(str(value))} characters)"
 
 
 def data_source_problem(d: DataConfig) -> str | None:

@@ -39,7 +39,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfkit.data.streams import without_graph_names
+from tfkit.errors import without_graph_names
 from tfkit.owners import owner_alive, write_owner
 from tfkit.serving_config import MODEL_CONFIG, published_versions, write_model_config
 

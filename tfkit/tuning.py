@@ -36,7 +36,6 @@ from tfkit.config import (
     ConfigError,
     check_search,
     config_from_dict,
-    excerpt,
     load_config,
     monitor_direction,
     parse_budget,
@@ -44,6 +43,7 @@ from tfkit.config import (
     score_monitor,
     space_entry,
 )
+from tfkit.errors import excerpt
 
 log = logging.getLogger("tfkit")
 

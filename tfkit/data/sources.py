@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem, excerpt
+from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem
 from tfkit.data.streams import (
     STREAM_ABOVE_BYTES,
     TABLE_KINDS,
@@ -51,6 +51,7 @@ from tfkit.data.streams import (
     scan,
     should_stream,
 )
+from tfkit.errors import excerpt
 
 log = logging.getLogger("tfkit")
 

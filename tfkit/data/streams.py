@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import DataConfig, excerpt
+from tfkit.config import DataConfig
+from tfkit.errors import excerpt, without_graph_names
 
 log = logging.getLogger("tfkit")
 
@@ -588,15 +589,6 @@ def _is_image(data: bytes) -> bool:
 
 def _reason(exc: tf.errors.OpError) -> str:
     return without_graph_names(exc.message).strip().split("\n")[0].split(" [[")[0][:200]
-
-
-def without_graph_names(message: str) -> str:
-    """A TensorFlow error message without what only TensorFlow's developers read: the
-    ``{{function_node ...}}`` and ``[[{{node ...}}]]`` names, ``[Op:...]``, an empty
-    ``name:``; bytes that are not UTF-8 escaped."""
-    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]"
-                  r"|\s*name: *$", "", text, flags=re.MULTILINE)
 
 
 NUMBER = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # a finite number, in Python and in-graph

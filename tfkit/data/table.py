@@ -18,9 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import FEATURE_KINDS, excerpt
+from tfkit.config import FEATURE_KINDS
 from tfkit.data.pipeline import array_dataset
 from tfkit.data.text import TextPreprocessor, write_preprocessor_json
+from tfkit.errors import excerpt
 
 FLOAT_KINDS = ("float", "float_normalized", "float_discretized")
 INTEGER_KINDS = ("integer_categorical", "integer_hashed")

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkit.config import excerpt
 from tfkit.data.sources import DataError
 from tfkit.data.text import standardize_text
+from tfkit.errors import excerpt
 
 
 def read_word_vectors(path: str | os.PathLike, vocabulary: list[str]
