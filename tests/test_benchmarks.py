@@ -146,3 +146,31 @@ def test_quick_columns_benchmark_scores_tfkit_and_baselines(tmp_path):
                   table["logistic_regression_all_columns"]["accuracy"],
                   table["majority_label"]["accuracy"]):
         assert 0 < score <= 1
+
+
+@pytest.mark.slow
+def test_quick_fasttext_benchmark_measures_tfkit_beside_fasttext(tmp_path, capsys):
+    from benchmarks.fasttext import main
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    (file,) = tmp_path.glob("fasttext-*-quick.json")
+    assert json.loads(file.read_text()) == result
+    (row,) = result["sizes"]
+    assert row["reviews"] == 3000 and row["tfkit"]["train_examples"] > 0
+    assert 0.5 < row["tfkit"]["test_accuracy"] <= 1 and row["tfkit"]["peak_rss_mb"] > 0
+    if result["fasttext_installed"]:
+        assert row["fasttext"]["train_examples"] == 2700
+        assert set(row["ratios"]) == {"train_examples_per_second", "command_seconds",
+                                      "peak_rss", "test_accuracy_points"}
+    else:  # not a tfkit dependency: said, and tfkit measured alone
+        assert "fastText is not installed" in capsys.readouterr().err and "fasttext" not in row
+
+
+def test_the_fasttext_benchmark_refuses_a_size_it_cannot_generate(tmp_path, capsys):
+    from benchmarks.fasttext import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--sizes", "200000", "50", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--sizes 50: this benchmark generates 1,000 to 5,000,000" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
