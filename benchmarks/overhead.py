@@ -120,7 +120,7 @@ HOOK_SECONDS: list[dict] = []  # one {callback: seconds in its hooks} per timed 
 def measure(preset: str, rounds: int, work: Path) -> dict:
     import keras
 
-    from tfkit.training import build, prepare
+    from tfkit.preparing import build, prepare
 
     # a fixed number of epochs (the default preset's is a maximum that early stopping ends)
     run = prepare(preset, ["train.verbose=0", "export.enabled=false"] + (

@@ -11,8 +11,9 @@ from conftest import tiny_overrides
 import tfkit
 from tfkit.data import LabeledData, Split, TextPreprocessor
 from tfkit.datasets import warn_small_splits
+from tfkit.preparing import build, prepare
 from tfkit.runs import RunProgress, create_run_dir, read_status, run_summary
-from tfkit.training import build, finish, fit, open_run_dir, prepare
+from tfkit.training import finish, fit, open_run_dir
 
 
 def test_prepare_and_build_write_nothing(tiny_csv, workdir):
