@@ -312,25 +312,31 @@ class StderrHandler(logging.StreamHandler):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfkit.config import QUANTIZE_MODES  # no TensorFlow
-
     parser = argparse.ArgumentParser(prog="tfkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _training_commands(sub)
+    _run_commands(sub)
+    _input_commands(sub)
+    return parser
 
-    def config_arguments(p):
-        p.add_argument("config", nargs="?", default=None,
-                       help="YAML config file or preset name (default: fine_foods_fasttext)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=2 (repeatable)")
 
+def _config_arguments(p) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config file or preset name (default: fine_foods_fasttext)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def _training_commands(sub) -> None:
+    """``train``, ``sweep``, ``tune``, ``convert``, ``config``: a config and ``--set``."""
     p = sub.add_parser("train", help="train, evaluate and export a model")
-    config_arguments(p)
+    _config_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="train one run per combination of --grid values, rank "
                                      "them on the validation split, export the best")
-    config_arguments(p)
+    _config_arguments(p)
     p.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=[V1,V2,...]",
                    help="values to try, e.g. --grid train.learning_rate=[0.003,0.01] "
                         "(repeatable: every combination is one trial)")
@@ -339,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="search models and hyperparameters with KerasTuner "
                                     "(every trial a run), rank them on the validation split, "
                                     "export the best")
-    config_arguments(p)
+    _config_arguments(p)
     p.add_argument("--budget", default=None, metavar="DURATION",
                    help="wall time for the search, e.g. 90s, 15m, 2h (default: tune.budget, 15m)")
     p.add_argument("--resume", metavar="TUNE_DIR",
@@ -348,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="write a config's data as sharded TFRecord files of "
                                        "tf.Example (data.source: tfrecord trains from them)")
-    config_arguments(p)
+    _config_arguments(p)
     p.add_argument("--to", required=True, help="the folder to write (new or empty)")
     p.add_argument("--shards", type=int, default=4,
                    help="files per split (default 4; at least one per worker that will read them)")
@@ -358,8 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print a config with every key resolved (YAML), "
                                       "e.g. to start your own: tfkit config > mine.yaml")
-    config_arguments(p)
+    _config_arguments(p)
     p.set_defaults(func=_cmd_config)
+
+
+def _run_commands(sub) -> None:
+    """``evaluate``, ``export``, ``label``: a finished run or a published model."""
+    from tfkit.config import QUANTIZE_MODES  # no TensorFlow
 
     p = sub.add_parser("evaluate", help="evaluate a finished run (or the SavedModel it "
                                         "exported, as served) on its test split")
@@ -397,28 +408,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", metavar="LABEL", help="remove this label instead")
     p.set_defaults(func=_cmd_label)
 
-    def input_arguments(p):
-        p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
-        p.add_argument("texts", nargs="*", help="raw texts")
-        p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
-                                       "- reads one text per line from standard input")
-        p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
-        p.add_argument("--encoding", help="the --input file's text encoding, e.g. cp1252 (default: UTF-8)")
 
+def _input_arguments(p) -> None:
+    p.add_argument("saved_model", help="saved_models/<name> (latest version) or a version folder")
+    p.add_argument("texts", nargs="*", help="raw texts")
+    p.add_argument("--input", help="a .txt (one per line), .csv or .jsonl file of inputs; "
+                                   "- reads one text per line from standard input")
+    p.add_argument("--column", help="the .csv column / .jsonl key holding the text (default: text)")
+    p.add_argument("--encoding", help="the --input file's text encoding, e.g. cp1252 (default: UTF-8)")
+
+
+def _input_commands(sub) -> None:
+    """``predict``, ``explain``, ``rest`` (an export and inputs), and ``models``."""
     p = sub.add_parser("predict", help="run an exported SavedModel on raw inputs, JSON lines out")
-    input_arguments(p)
+    _input_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("explain", help="which words decided an exported text model's answers "
                                        "(leave-one-out), JSON lines out")
-    input_arguments(p)
+    _input_arguments(p)
     p.add_argument("--top", type=int, default=3, help="most important words listed apart (default 3)")
     p.add_argument("--head", help="multi-task models: the classification head to explain")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("rest", help="the JSON body TF Serving's REST API takes for these "
                                     "inputs (predict, classify, regress)")
-    input_arguments(p)
+    _input_arguments(p)
     p.add_argument("--api", default="predict",
                    help="predict (default), classify, or for multi-task models "
                         "classify_<head> / regress_<head>")
@@ -426,7 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the registered model builders")
     p.set_defaults(func=_cmd_models)
-    return parser
 
 
 def main(argv=None) -> int:
