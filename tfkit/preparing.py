@@ -89,29 +89,8 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     strategy = resolve_strategy(settings.strategy, tpu=settings.tpu, devices=settings.devices,
                                 tf_config=settings.tf_config)
     chief, worker = is_chief(strategy), task_id(strategy)
-    named = resume is None and config.train.run_name and run_path(config, chief, worker).exists()
-    if named:
-        resume = run_path(config, chief, worker)  # a named run that was interrupted: carry on
-    if resume is not None:
-        resume = Path(resume).resolve()
-        state = read_status(resume)["state"]
-        if state not in ("running", "failed"):
-            raise ConfigError(f"cannot resume '{resume}': its state is '{state}' "
-                              "(only an interrupted or failed run can be resumed; "
-                              "choose another train.run_name for a new run).")
-        owner = owned_by_another(resume)
-        if owner is not None:
-            raise ConfigError(f"run folder '{resume}' is in use by process {owner['pid']} on "
-                              f"{owner['host']} (since {owner.get('since', '?')}): wait for it "
-                              "to end, or choose another train.run_name.")
-        saved = load_config(resume / "config.yaml")
-        differences = config_differences(config, saved) if named else []
-        if differences:
-            raise ConfigError(f"train.run_name '{config.train.run_name}' is an interrupted run "
-                              f"with other settings ({'; '.join(differences[:5])}): resume it as "
-                              f"it was (tfkit train --resume {resume}), or choose another "
-                              "train.run_name.")
-        config = saved
+    config, resume = run_to_resume(config, resume, run_path(config, chief, worker)
+                                   if resume is None and config.train.run_name else None)
     keras.utils.set_random_seed(config.train.seed)
     if config.train.learning_rate == "auto" and is_multi_worker(strategy):
         raise ConfigError("train.learning_rate: auto is not offered under a multi-worker "
@@ -165,6 +144,43 @@ def prepare(config: Config | str | None, overrides=(), resume: str | Path | None
     return Prepared(config, strategy, chief, worker, resume, data, preprocessor, batch_size,
                     weights, heads, monitor, train_ds, val_ds, test_ds, steps, distillation,
                     chosen)
+
+
+def run_to_resume(config: Config, resume: str | Path | None, named: Path | None
+                  ) -> tuple[Config, Path | None]:
+    """The config and folder of the run to continue: ``resume``, or the folder of
+    ``train.run_name`` (``named``) when it exists (an interrupted run: carry on); else
+    ``(config, None)``.
+
+    Raises:
+        ConfigError: for a run that is finished, owned by a live process, or (named) set up
+            with other settings.
+    """
+    if resume is None and named is not None and named.exists():
+        resume = named
+    else:
+        named = None
+    if resume is None:
+        return config, None
+    resume = Path(resume).resolve()
+    state = read_status(resume)["state"]
+    if state not in ("running", "failed"):
+        raise ConfigError(f"cannot resume '{resume}': its state is '{state}' "
+                          "(only an interrupted or failed run can be resumed; "
+                          "choose another train.run_name for a new run).")
+    owner = owned_by_another(resume)
+    if owner is not None:
+        raise ConfigError(f"run folder '{resume}' is in use by process {owner['pid']} on "
+                          f"{owner['host']} (since {owner.get('since', '?')}): wait for it "
+                          "to end, or choose another train.run_name.")
+    saved = load_config(resume / "config.yaml")
+    differences = config_differences(config, saved) if named is not None else []
+    if differences:
+        raise ConfigError(f"train.run_name '{config.train.run_name}' is an interrupted run "
+                          f"with other settings ({'; '.join(differences[:5])}): resume it as "
+                          f"it was (tfkit train --resume {resume}), or choose another "
+                          "train.run_name.")
+    return saved, resume
 
 
 def exports(config: Config) -> bool:
