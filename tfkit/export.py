@@ -533,31 +533,10 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
         raise ExportError(f"cannot write a SavedModel into '{model_dir}': {_reason(exc)}; "
                           "nothing was published.") from None
     try:
-        archive = build_archive(model, preprocessor, label_names, multi_label)
-        archive.write_out(str(staging / "model"), verbose=False)
-        extra = staging / "model" / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        facts = {"label_names": _plain_names(label_names),
-                 "serving_input": preprocessor.serving_input,
-                 "preprocessor": preprocessor.get_config(),
-                 "signature": SERVING_KEY, "multi_label": multi_label, **(metadata or {})}
-        (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
-        set_api_method_names(staging / "model", api_endpoints(_plain_names(label_names)))
-        inputs, model_inputs = endpoint_inputs(preprocessor, samples, label_names)
-        write_warmup_requests(staging / "model", model_dir.name, endpoint_inputs(
-            preprocessor, warmup_samples(samples), label_names)[0])
-        _check_export(staging / "model", model, label_names, inputs, model_inputs, atol,
-                      multi_label)
-        while True:  # another exporter may take a version number between our check and rename
-            target = model_dir / str(next_version(model_dir))
-            try:
-                os.rename(staging / "model", target)
-            except OSError:
-                if not target.exists():
-                    raise
-                continue
-            published = True
-            break
+        _write_checked(staging / "model", model, preprocessor, label_names, samples,
+                       model_dir.name, atol, metadata, multi_label)
+        target = _rename_to_next_version(staging / "model", model_dir)
+        published = True
     except (OSError, tf.errors.OpError) as exc:  # a full disk, a folder made read-only...
         raise ExportError(f"exporting the SavedModel into '{model_dir}' failed: {_reason(exc)}; "
                           "nothing was published.") from None
@@ -574,6 +553,42 @@ def export_for_serving(model: keras.Model, preprocessor, label_names: list[str],
                           f"'{model_dir.parent / MODEL_CONFIG}' failed: {_reason(exc)}. Fix "
                           "that, then run any export again to rewrite it.") from None
     return target
+
+
+def _write_checked(path: Path, model: keras.Model, preprocessor, label_names, samples,
+                   model_name: str, atol: float, metadata: dict | None,
+                   multi_label: dict | None) -> None:
+    """Writes the SavedModel at ``path`` (the archive, ``assets.extra/tfkit.json``, the API
+    method names, the warmup requests), then loads it back and checks its answers
+    (:func:`_check_export`)."""
+    archive = build_archive(model, preprocessor, label_names, multi_label)
+    archive.write_out(str(path), verbose=False)
+    extra = path / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    facts = {"label_names": _plain_names(label_names),
+             "serving_input": preprocessor.serving_input,
+             "preprocessor": preprocessor.get_config(),
+             "signature": SERVING_KEY, "multi_label": multi_label, **(metadata or {})}
+    (extra / "tfkit.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+    set_api_method_names(path, api_endpoints(_plain_names(label_names)))
+    inputs, model_inputs = endpoint_inputs(preprocessor, samples, label_names)
+    write_warmup_requests(path, model_name, endpoint_inputs(
+        preprocessor, warmup_samples(samples), label_names)[0])
+    _check_export(path, model, label_names, inputs, model_inputs, atol, multi_label)
+
+
+def _rename_to_next_version(path: Path, model_dir: Path) -> Path:
+    """Renames the checked SavedModel at ``path`` to ``model_dir``'s next version number
+    (another exporter may take a number between the check and the rename: then the next)."""
+    while True:
+        target = model_dir / str(next_version(model_dir))
+        try:
+            os.rename(path, target)
+        except OSError:
+            if not target.exists():
+                raise
+            continue
+        return target
 
 
 def _reason(exc: BaseException) -> str:
