@@ -653,6 +653,12 @@ def _validate_ranges(config: Config) -> None:
         raise ConfigError(f"data.channels must be 1, 3 or null, got {d.channels!r}.")
     if d.limit is not None and d.limit < 1:
         raise ConfigError(f"data.limit must be >= 1 or null, got {d.limit!r}.")
+    _validate_train_ranges(config)
+
+
+def _validate_train_ranges(config: Config) -> None:
+    """``train`` numbers that cannot work: backups, distillation, fine-tuning, logging."""
+    t = config.train
     if not (math.isfinite(t.backup_seconds) and t.backup_seconds >= 0):
         raise ConfigError("train.backup_seconds must be 0 (a backup every epoch) or more, "
                           f"got {t.backup_seconds!r}.")
