@@ -150,6 +150,27 @@ class NotPublished(ExportError):
 EXPORT_FORMATS = ("saved_model", "litert")
 
 
+def _check_run_export(run_dir, config, model, multi_label: dict | None, format: str) -> None:
+    """What a finished run cannot be exported as, refused before its data is read.
+
+    Raises:
+        ExportError: naming the run and what to choose instead.
+    """
+    if multi_label and format != "saved_model":
+        raise ExportError(f"export --format {format}: '{run_dir}' answers several labels per "
+                          "example, which only the SavedModel serves (--format saved_model).")
+    if config.data.features and config.export.quantize != "none":
+        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' reads text "
+                          "with table columns, which int8 export does not take yet "
+                          "(--quantize none).")
+    if multi_label and config.export.quantize != "none":
+        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' answers "
+                          "several labels per example; its int8 copy cannot be checked "
+                          "against it yet (--quantize none).")
+    if format == "saved_model":
+        check_quantizable(model, config.export.quantize, config.model.name)
+
+
 def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | None = None,
                force: bool = False, label: str | None = None,
                format: str = "saved_model", quantize: str | None = None) -> Path:
@@ -186,21 +207,9 @@ def export_run(run_dir: str | Path, base_dir: str | None = None, name: str | Non
         check_label(label, "export --label")
     config, model, preprocessor, label_names = load_run(run_dir)
     multi_label = run_multi_label(run_dir)
-    if multi_label and format != "saved_model":
-        raise ExportError(f"export --format {format}: '{run_dir}' answers several labels per "
-                          "example, which only the SavedModel serves (--format saved_model).")
     if quantize is not None:
         config.export.quantize = quantize
-    if config.data.features and config.export.quantize != "none":
-        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' reads text "
-                          "with table columns, which int8 export does not take yet "
-                          "(--quantize none).")
-    if multi_label and config.export.quantize != "none":
-        raise ExportError(f"export --quantize {config.export.quantize}: '{run_dir}' answers "
-                          "several labels per example; its int8 copy cannot be checked "
-                          "against it yet (--quantize none).")
-    if format == "saved_model":
-        check_quantizable(model, config.export.quantize, config.model.name)
+    _check_run_export(run_dir, config, model, multi_label, format)
     model_dir = Path(base_dir or config.export.base_dir, name or config.export.name or config.name)
     litert_file = model_dir.with_name(f"{model_dir.name}.tflite")
     if format == "litert" and litert_file.exists() and not force:  # it has no versions
