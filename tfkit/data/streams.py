@@ -831,15 +831,7 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
     if bad["count"]:
         log.warning("skipped %d bad record(s) (data.skip_bad_records: %d); the first: %s",
                     bad["count"], config.skip_bad_records, bad["first"])
-    names, remap = {}, {}
-    for column, table in vocab.items():
-        raw_names = list(table)
-        integers = train[0].numeric_labels and all(v.strip().lstrip("-").isdigit()
-                                                   for v in raw_names)
-        given = getattr(train[0], "label_order", {}).get(column)  # a tfds ClassLabel's names
-        names[column] = list(given) if given else sorted(
-            raw_names, key=(lambda v: int(v)) if integers else None)
-        remap[column] = np.array([names[column].index(v) for v in raw_names] or [0], np.int32)
+    names, remap = _label_names(vocab, train[0])
 
     def joined(parts, column):
         values = np.concatenate(parts) if parts else np.array([], np.float32)
@@ -863,6 +855,22 @@ def scan(train: tuple, test: tuple | None, config: DataConfig, kinds: dict) -> t
         if kinds[column] == "regression":
             names[column] = []
     return Labels(columns, kinds, names), y, cuts
+
+
+def _label_names(vocab: dict, reader) -> tuple[dict, dict]:
+    """Each label column's names in their final order (numerically when every label is an
+    integer and the reader reads labels as text; a tfds ClassLabel's own order), and the
+    array mapping the scan's temporary ids to their index in that order."""
+    names, remap = {}, {}
+    for column, table in vocab.items():
+        raw_names = list(table)
+        integers = reader.numeric_labels and all(v.strip().lstrip("-").isdigit()
+                                                 for v in raw_names)
+        given = getattr(reader, "label_order", {}).get(column)  # a tfds ClassLabel's names
+        names[column] = list(given) if given else sorted(
+            raw_names, key=(lambda v: int(v)) if integers else None)
+        remap[column] = np.array([names[column].index(v) for v in raw_names] or [0], np.int32)
+    return names, remap
 
 
 def _check_batch(raw, valid, problem, columns, kinds, vocab, is_test, number):
