@@ -100,7 +100,7 @@ def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     # a long input is read, answered and printed a batch at a time, with progress lines
     from tfkit import cli
     from tfkit.data import streams
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     calls = []
     answer = ServedModel.predict

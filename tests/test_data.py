@@ -238,7 +238,7 @@ def test_character_split_trains_and_serves_japanese(workdir):
 
     from conftest import tiny_overrides
 
-    from tfkit.export import predict
+    from tfkit.served import predict
 
     rng = np.random.default_rng(0)
     with open("train.csv", "w", newline="", encoding="utf-8") as handle:

@@ -87,7 +87,7 @@ def test_mixed_precision_run_trains_exports_and_restores_the_policy(tiny_csv):
     from conftest import tiny_overrides
 
     import tfkit
-    from tfkit.export import load_serving
+    from tfkit.served import load_serving
 
     result = tfkit.train(None, tiny_overrides(tiny_csv, extra=["train.mixed_precision=mixed_bfloat16"]))
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards

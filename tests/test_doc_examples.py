@@ -55,7 +55,7 @@ EXAMPLES = docstring_examples()
 
 def test_the_public_builders_and_entry_points_have_examples():
     names = {param.id for param in EXAMPLES}
-    expected = {"tfkit.training.train", "tfkit.export.export_for_serving", "tfkit.export.predict",
+    expected = {"tfkit.training.train", "tfkit.export.export_for_serving", "tfkit.served.predict",
                 "tfkit.data.sources.load_data", "tfkit.data.text.TextPreprocessor",
                 "tfkit.models.build_model", "tfkit.models.text.build_text_lstm",
                 "tfkit.models.hierarchical.build_han", "tfkit.models.vision.build_image_cnn"}

@@ -9,8 +9,9 @@ from conftest import tiny_texts
 import tfkit
 from tfkit.config import DataConfig
 from tfkit.data import Split
-from tfkit.export import export_for_serving, load_serving
+from tfkit.export import export_for_serving
 from tfkit.models import MODELS, build_model
+from tfkit.served import load_serving
 
 TINY_PARAMS = {
     "text_lstm": {"embedding_dim": 8, "units": 4},

@@ -15,8 +15,9 @@ import tfkit
 from tfkit.config import ConfigError, DataConfig
 from tfkit.data import load_data
 from tfkit.data.sources import medium_family
-from tfkit.export import export_for_serving, load_serving
+from tfkit.export import export_for_serving
 from tfkit.models import build_model
+from tfkit.served import load_serving
 
 
 @pytest.fixture

@@ -204,7 +204,7 @@ def test_readme_rest_bodies_are_what_the_exports_take(tmp_path):
     import re
     from pathlib import Path
 
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
@@ -230,7 +230,7 @@ def test_readme_rest_bodies_are_what_the_exports_take(tmp_path):
 
 
 def test_tfkit_rest_prints_the_body_and_refuses_an_api_the_export_lacks(three_versions, capsys):
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     code, out, err = run_cli(capsys, "rest", str(three_versions), "tasty", "--api", "classify")
     assert code == 0, err

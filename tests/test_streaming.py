@@ -347,7 +347,7 @@ def test_image_and_text_folders_stream_by_path(workdir):
                                         "data.stream=true", "train.epochs=2", "train.verbose=0",
                                         "name=folder", "export.blessing=false"])
     assert result.preprocessor.input_shape == (32, 32, 3)  # the first image's own format
-    from tfkit.export import predict
+    from tfkit.served import predict
 
     answers = predict(result.export_path, [Path("images/dark/000001.jpg").read_bytes()])
     assert answers[0]["label"] in ("dark", "light")

@@ -261,7 +261,7 @@ def test_serving_input_is_held_to_the_rules_of_training(table_run, capsys):
 
 
 def test_request_bodies_and_errors_list_the_inputs_in_the_training_order(table_run, capsys):
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     result, folder = table_run
     served = ServedModel(result.export_path)

@@ -209,7 +209,7 @@ def _cmd_predict(args) -> int:
     import itertools
 
     from tfkit.data.streams import Progress
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     total = len(args.texts) + (sum(1 for _ in _read_inputs(args.input, args.column, args.encoding))
                                if args.input and args.input != "-" else 0)
@@ -229,7 +229,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_rest(args) -> int:
-    from tfkit.export import ServedModel
+    from tfkit.served import ServedModel
 
     served = ServedModel(args.saved_model)
     if served.several_inputs:  # rows of --input: a text and table columns

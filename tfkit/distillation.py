@@ -30,9 +30,10 @@ import tensorflow as tf
 
 from tfkit.config import Config, ConfigError
 from tfkit.data import LabeledData, Split
-from tfkit.export import ServedModel, serving_function
+from tfkit.export import serving_function
 from tfkit.monitor import hard_labels
 from tfkit.runs import load_run
+from tfkit.served import ServedModel
 
 log = logging.getLogger("tfkit")
 

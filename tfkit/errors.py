@@ -35,3 +35,11 @@ def rejection_reason(message: str) -> str:
     noise = ("execution error", "Detected at node", "File ", "in user code", "Traceback")
     useful = [line for line in lines if not line.startswith(noise) and not line.endswith(":")]
     return (useful[-1] if useful else text.strip() or "InvalidArgumentError")[:500]
+
+
+def short_reason(exc: BaseException) -> str:
+    """The short cause of an OS or TensorFlow error (no traceback, no op names)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    text = without_graph_names(getattr(exc, "message", None) or str(exc)).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

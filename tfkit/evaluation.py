@@ -13,7 +13,7 @@ from tfkit.compiling import compile_model, head_specs
 from tfkit.config import ConfigError, load_config
 from tfkit.data import LabeledData, load_data, preprocessor_from_config
 from tfkit.datasets import make_dataset
-from tfkit.export import ServedModel, export_facts, is_saved_model, version_folder
+from tfkit.export import export_facts
 from tfkit.metrics import (
     DEFAULT_THRESHOLD,
     choose_thresholds,
@@ -23,6 +23,7 @@ from tfkit.metrics import (
 )
 from tfkit.monitor import predictions, traced_call, write_classification, write_label_sets
 from tfkit.runs import load_run, run_multi_label
+from tfkit.served import ServedModel, is_saved_model, version_folder
 
 BATCH = 256  # inputs per call of the signature
 

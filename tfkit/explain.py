@@ -198,7 +198,7 @@ def explain_predictions(path: str | os.PathLike, texts, top: int = 3,
         >>> [word for word, _ in answer["words"]], len(answer["top"])
         (['tasty', 'and', 'fresh'], 3)
     """
-    from tfkit.export import ServedModel, utf8_texts
+    from tfkit.served import ServedModel, utf8_texts
 
     served = ServedModel(path)
     version = served.version
