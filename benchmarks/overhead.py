@@ -120,12 +120,14 @@ HOOK_SECONDS: list[dict] = []  # one {callback: seconds in its hooks} per timed 
 def measure(preset: str, rounds: int, work: Path) -> dict:
     import keras
 
+    from tfkit.config import load_config
     from tfkit.preparing import build, prepare
 
-    # a fixed number of epochs (the default preset's is a maximum that early stopping ends)
+    # a fixed number of epochs for every setting: a preset that stops early (its epochs a
+    # maximum) trains 3
+    stops_early = load_config(preset).train.early_stopping_patience is not None
     run = prepare(preset, ["train.verbose=0", "export.enabled=false"] + (
-        ["train.epochs=3", "train.early_stopping_patience=null"]
-        if preset == "fine_foods_fasttext" else []))
+        ["train.epochs=3", "train.early_stopping_patience=null"] if stops_early else []))
     seconds: dict[str, list[float]] = {}
     for round_ in range(rounds):
         order = list(settings(run, work).items())
