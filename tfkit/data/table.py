@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import FEATURE_KINDS
-from tfkit.data.pipeline import array_dataset
+from tfkit.data.pipeline import array_dataset, text_array
 from tfkit.data.text import TextPreprocessor, write_preprocessor_json
 from tfkit.errors import excerpt
 
@@ -284,7 +284,7 @@ class TextTablePreprocessor:
 
 def _tensor_values(values: np.ndarray):
     """A column as ``from_tensor_slices`` takes it (texts and categories as strings)."""
-    return values.astype(str) if values.dtype == object else values
+    return text_array(values) if values.dtype == object else values
 
 
 assert set(FLOAT_KINDS + INTEGER_KINDS) <= set(FEATURE_KINDS)
