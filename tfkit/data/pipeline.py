@@ -7,6 +7,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfkit.data.streams import text_array
+
 AUTOTUNE = tf.data.AUTOTUNE
 # a streamed split whose token ids take at most this much is kept in memory after one read
 IDS_IN_MEMORY_BYTES = 64 * 2**20
@@ -47,15 +49,6 @@ def array_dataset(x, y, preprocessor, batch_size: int, *, shuffle: bool = False,
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda a, b: (preprocessor(a), b), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
-
-
-def text_array(values) -> np.ndarray:
-    """``values`` as an object array of Python strings, as ``tf.constant`` and
-    ``from_tensor_slices`` take texts. (NumPy's ``astype(str)`` would make a fixed-width
-    array, every text padded to the longest one in four bytes a character: 200,000 reviews
-    took 1.9 GB for a moment that way.)"""
-    return np.array([v if isinstance(v, str) else str(v) for v in np.asarray(values, dtype=object)],
-                    dtype=object)
 
 
 def token_dataset(texts, labels, preprocessor, batch_size: int, *, shuffle: bool = False,

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfkit.config import FEATURE_KINDS
-from tfkit.data.pipeline import array_dataset, text_array
+from tfkit.data.pipeline import array_dataset
+from tfkit.data.streams import text_array
 from tfkit.data.text import TextPreprocessor, write_preprocessor_json
 from tfkit.errors import excerpt
 
