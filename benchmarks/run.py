@@ -267,7 +267,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
 
-    limit = 256 if args.quick else None
+    limit = 64 if args.quick else None
     data = tfkit.load_data(tfkit.DataConfig(source="fine_foods", limit=limit))
     texts, y = [str(t) for t in data.train.x], data.train.y
     test_texts, test_y = [str(t) for t in data.test.x], data.test.y

@@ -3,6 +3,7 @@ requests in a TF1 session, and models.config's version labels (canary, rollback)
 TF Serving's own proto (what the server parses)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -23,17 +24,25 @@ def served_config(base):
                      dict(c.version_labels)) for c in config.model_config_list.config}
 
 
-@pytest.fixture
-def three_versions(tmp_path):
-    """``saved_models/reviews`` with versions 1, 2 and 3 of a tiny untrained model."""
+@pytest.fixture(scope="module")
+def exported_three_times(tmp_path_factory):
+    """``saved_models/`` holding ``reviews`` versions 1, 2 and 3 of a tiny untrained model,
+    exported once for the module (each test changes a copy)."""
     pre = tfkit.TextPreprocessor(max_tokens=50, max_len=4)
     pre.adapt(["tasty", "stale"])
     model = tfkit.build_model("text_fasttext", vocab_size=pre.vocab_size, num_classes=2,
                               buckets=16)
-    model_dir = tmp_path / "saved_models" / "reviews"
+    base = tmp_path_factory.mktemp("three_versions") / "saved_models"
     for _ in range(3):
-        tfkit.export_for_serving(model, pre, ["good", "bad"], model_dir, samples=["tasty"])
-    return model_dir
+        tfkit.export_for_serving(model, pre, ["good", "bad"], base / "reviews", samples=["tasty"])
+    return base
+
+
+@pytest.fixture
+def three_versions(exported_three_times, tmp_path):
+    """This test's own copy of ``saved_models/reviews`` with versions 1, 2 and 3."""
+    shutil.copytree(exported_three_times, tmp_path / "saved_models")
+    return tmp_path / "saved_models" / "reviews"
 
 
 def test_canary_then_rollback_keeps_every_version(three_versions, capsys):
