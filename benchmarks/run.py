@@ -1,7 +1,7 @@
 """Training throughput, side by side in one process: reference pipeline vs plain Keras vs tfkit.
 
     python -m benchmarks.run            # full: fine-food reviews, 5 alternating rounds
-    python -m benchmarks.run --quick    # smoke test: 256 reviews, 1 round (CI runs this)
+    python -m benchmarks.run --quick    # smoke test: 64 reviews per split, 1 round (CI runs this)
 
 Workloads (same model size: Embedding(10000, 128) -> LSTM(64), batch 32, max 100 tokens):
 

@@ -26,7 +26,8 @@ def finished_runs(root="runs"):
 
 def test_train_export_predict_evaluate(tiny_csv, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "train",
-                             *sets(tiny_overrides(tiny_csv, extra=["train.verbose=auto"])))
+                             *sets(tiny_overrides(tiny_csv, extra=["train.verbose=auto",
+                                                                  "export.enabled=true"])))
     assert code == 0, err
     (line,) = out.strip().splitlines()  # stdout: the result alone; Keras's progress: stderr
     summary = json.loads(line)
@@ -156,15 +157,17 @@ def test_verbose_auto_is_the_live_bar_only_where_someone_watches(monkeypatch):
 
 
 def test_other_labels_under_an_existing_export_name_stop_before_training(tiny_csv, capsys):
-    assert run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv)))[0] == 0
+    exported = ["export.enabled=true"]
+    assert run_cli(capsys, "train", *sets(tiny_overrides(tiny_csv, extra=exported)))[0] == 0
     other = tiny_csv.with_name("stars.csv")  # other data, other labels, the same preset name
     other.write_text(tiny_csv.read_text().replace(",good", ",5 stars").replace(",bad", ",1 star"))
-    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(other)))
+    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(other, extra=exported)))
     assert code == 2 and out == ""
     assert "serves labels ['bad', 'good']" in err and "labels ['1 star', '5 stars']" in err, err
     assert "config 'name'" in err
     assert len(finished_runs()) == 1 and len(list(Path("runs").glob("*/*"))) == 1  # no new run
-    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(other)), "--set", "name=stars")
+    code, out, err = run_cli(capsys, "train", *sets(tiny_overrides(other, extra=exported)),
+                             "--set", "name=stars")
     assert code == 0, err
     assert Path(json.loads(out)["export_path"]).parts[-2:] == ("stars", "1")
 

@@ -57,7 +57,8 @@ def inverted_teacher(tmp_path_factory):
     data = write_inverted_csv(root / "inverted.csv")
     return tfkit.train(None, tiny_overrides(data, model="text_fasttext", extra=[
         "train.epochs=4", f"train.runs_dir={root / 'runs'}",
-        f"export.base_dir={root / 'saved_models'}", "name=teacher", "train.learning_rate=0.05"]))
+        f"export.base_dir={root / 'saved_models'}", "name=teacher", "train.learning_rate=0.05",
+        "export.enabled=true"]))
 
 
 def test_the_student_learns_the_teachers_answers(inverted_teacher, tiny_csv):

@@ -89,7 +89,8 @@ def test_mixed_precision_run_trains_exports_and_restores_the_policy(tiny_csv):
     import tfkit
     from tfkit.served import load_serving
 
-    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=["train.mixed_precision=mixed_bfloat16"]))
+    result = tfkit.train(None, tiny_overrides(tiny_csv, extra=["train.mixed_precision=mixed_bfloat16",
+                                                            "export.enabled=true"]))
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     assert result.model.get_layer("lstm_1").dtype_policy.name == "mixed_bfloat16"
     _, signature, _ = load_serving(result.export_path)

@@ -31,7 +31,7 @@ def sentiment_export(workdir):
         csv.writer(handle).writerows([("review", "sentiment"), *rows])
     result = tfkit.train(None, tiny_overrides(Path("reviews.csv"), extra=[
         "train.epochs=6", "train.learning_rate=0.01", "model.params={embedding_dim: 8, units: 8}",
-        "name=sentiment"]))
+        "name=sentiment", "export.enabled=true"]))
     assert result.metrics["test_accuracy"] == 1.0
     return result.export_path
 

@@ -30,7 +30,7 @@ def trained(tmp_path_factory, request):
     try:
         write_tiny_csv("reviews.csv")
         result = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
-            "train.epochs=2", "train.histogram_freq=1"]))
+            "train.epochs=2", "train.histogram_freq=1", "export.enabled=true"]))
     finally:
         os.chdir(old)
     return result

@@ -50,7 +50,7 @@ def good_run(tmp_path_factory):
     os.chdir(root)
     try:
         result = tfkit.train(None, tiny_overrides(write_tiny_csv(root / "reviews.csv"),
-                                                  extra=GOOD))
+                                                  extra=GOOD + ["export.enabled=true"]))
     finally:
         os.chdir(old)
     assert result.metrics["test_accuracy"] == 1.0 and result.export_path.name == "1"
@@ -318,7 +318,8 @@ def test_a_run_killed_during_its_export_resumes_into_the_export(tiny_csv, monkey
 
     monkeypatch.setattr(tfkit.training, "export_for_serving", killed)
     overrides = tiny_overrides(tiny_csv, extra=GOOD[:2] + ["train.epochs=3",
-                                                          "export.blessing=false"])
+                                                          "export.blessing=false",
+                                                          "export.enabled=true"])
     with pytest.raises(KeyboardInterrupt):
         tfkit.train(None, overrides)
     run_dir = next(Path("runs").glob("*/*")).resolve()
@@ -385,7 +386,7 @@ class Spoil(keras.callbacks.Callback):
 
 def test_a_model_no_better_than_the_majority_label_is_not_published(workdir, capsys):
     write_tiny_csv("reviews.csv")
-    overrides = tiny_overrides("reviews.csv", extra=GOOD)
+    overrides = tiny_overrides("reviews.csv", extra=GOOD + ["export.enabled=true"])
     result = tfkit.train(None, overrides, callbacks=[Spoil()])
     assert result.export_path is None and not Path("saved_models/fine_foods_fasttext").exists()
     status = json.loads((result.run_dir / "status.json").read_text())
@@ -407,7 +408,7 @@ def test_a_diverged_model_is_not_published_and_the_closing_line_says_so(workdir,
     write_tiny_csv("reviews.csv")
     from tfkit.runs import run_summary
 
-    result = tfkit.train(None, tiny_overrides("reviews.csv", extra=GOOD),
+    result = tfkit.train(None, tiny_overrides("reviews.csv", extra=GOOD + ["export.enabled=true"]),
                          callbacks=[Spoil(nan=True)])
     assert result.export_path is None
     reasons = result.metrics["blessing"]["reasons"]

@@ -120,7 +120,7 @@ TWO_RUNS = textwrap.dedent("""
     import tfkit
 
     settings = ["train.strategy=mirrored", "train.batch_size=16", "train.epochs=2",
-                "train.verbose=0", "export.enabled=false", "data.limit=256"]
+                "train.verbose=0", "export.enabled=false", "data.limit=64"]
     first = tfkit.train("fine_foods_text_lstm", settings + ["name=first"])
     second = tfkit.train("fine_foods_text_lstm", settings + ["name=second", "train.seed=43",
                                                              f"train.teacher={first.run_dir}"])

@@ -57,7 +57,8 @@ def test_csv_with_several_label_columns(multi_csv):
 def test_multitask_train_export_predict(multi_csv, workdir):
     result = tfkit.train(None, multi_overrides(multi_csv, "train.epochs=3",  # the export is what
                                                "train.loss_weights={stars: 0.5}",  # this checks,
-                                               "export.blessing=false"))  # not the tiny model
+                                               "export.blessing=false",  # not the tiny model
+                                               "export.enabled=true"))
     metrics = result.metrics
     for key in ("test_sentiment_accuracy", "test_stars_mae", "test_loss"):
         assert np.isfinite(metrics[key]), key

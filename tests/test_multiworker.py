@@ -82,7 +82,7 @@ def test_killed_worker_resumes_from_its_backup(tiny_csv, tmp_path):
     identical losses on both workers, finished epochs not redone, only the chief's run and
     export on disk; then a restart from backups an epoch apart."""
     argv = lambda i: train_argv(tiny_csv, "train.epochs=6", "train.run_name=job",  # noqa: E731
-                                "export.blessing=false")  # the tiny model may not beat the
+                                "export.blessing=false", "export.enabled=true")  # the tiny model may not beat the
     # majority label: the export is what this checks
     processes = start_workers(argv, tmp_path)
     name = DEFAULT_PRESET  # tiny_overrides keep the default preset's name

@@ -82,7 +82,7 @@ def test_a_model_registered_in_python_trains_evaluates_and_exports(tiny_csv, cap
     assert main(["models"]) == 0  # a builder without a docstring is listed too
     assert "tiny_mean      [tokens] \n" in capsys.readouterr().out
     code = main(["train", *sets(tiny_overrides(tiny_csv, model="tiny_mean", extra=[
-        "model.params={units: 3}", "export.blessing=false"]))])  # the export, not the model's score
+        "model.params={units: 3}", "export.blessing=false", "export.enabled=true"]))])  # the export, not the model's score
     out, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(out)

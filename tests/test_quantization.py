@@ -39,7 +39,7 @@ def quantized_run(tmp_path_factory):
     try:
         write_tiny_csv("reviews.csv")
         result = tfkit.train(None, tiny_overrides("reviews.csv", model="text_fasttext", extra=[
-            "train.epochs=3", "export.quantize=int8"]))
+            "train.epochs=3", "export.quantize=int8", "export.enabled=true"]))
     finally:
         os.chdir(old)
     return result
@@ -120,7 +120,7 @@ def test_a_quantized_model_that_loses_too_much_is_not_published(tiny_csv, monkey
 
     monkeypatch.setattr(tfkit.publishing, "quantize_for_serving", worse)
     result = tfkit.train(None, tiny_overrides(tiny_csv, model="text_fasttext", extra=[
-        "train.epochs=2", "export.quantize=int8"]))
+        "train.epochs=2", "export.quantize=int8", "export.enabled=true"]))
     assert result.export_path is None and not (tiny_csv.parent / "saved_models").exists()
     status = json.loads((result.run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["published"] is False

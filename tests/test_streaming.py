@@ -46,7 +46,7 @@ def test_streamed_and_in_memory_reading_give_the_same_splits_vocabulary_and_mode
     for stream in ("false", "true"):
         results[stream] = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
             f"data.stream={stream}", "train.epochs=1", f"name=s_{stream}", "data.shuffle_buffer=500",
-            "data.bucket_by_length=false"]))
+            "data.bucket_by_length=false", "export.enabled=false"]))
     a, b = results["false"], results["true"]
     assert a.preprocessor.vocabulary() == b.preprocessor.vocabulary()
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
@@ -82,7 +82,7 @@ def test_convert_writes_records_that_train_and_serve(workdir, capsys):
     # train from the records; the export's serving_examples takes the same records
     data_sets = [f"data.{k}={v}" for k, v in summary["data"].items()] + ["data.stream=true"]
     base = [s for s in tiny_overrides() if not s.startswith("data.limit")]
-    result = tfkit.train(None, base + data_sets + ["name=recs"])
+    result = tfkit.train(None, base + data_sets + ["name=recs", "export.enabled=true"])
     loaded = tf.saved_model.load(str(result.export_path))
     records = [r.numpy() for r in tf.data.TFRecordDataset(
         [str(Path("recs") / f) for f in files[:3]], "GZIP")]
@@ -239,14 +239,16 @@ def test_streaming_settings_are_checked_with_the_config():
 def test_adapt_limit_cache_and_the_record_of_both(workdir):
     write_tiny_csv("reviews.csv", n=120)
     result = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
-        "data.stream=true", "data.adapt_limit=20", "data.cache_dir=cache", "train.epochs=2"]))
+        "data.stream=true", "data.adapt_limit=20", "data.cache_dir=cache", "train.epochs=2",
+        "export.enabled=true"]))
     saved = json.loads((result.run_dir / "preprocessor.json").read_text())
     assert saved["adapt_examples"] == 20
     facts = json.loads((result.export_path / "assets.extra" / "tfkit.json").read_text())
     assert facts["preprocessor"]["adapt_examples"] == 20
     # the token ids of the training split were cached in files, not in memory
     assert any(p.suffix == ".index" for p in Path("cache").iterdir())
-    unlimited = tfkit.train(None, tiny_overrides("reviews.csv", extra=["name=all"]))
+    unlimited = tfkit.train(None, tiny_overrides("reviews.csv", extra=[
+        "name=all", "export.enabled=false"]))
     assert json.loads((unlimited.run_dir / "preprocessor.json").read_text())["adapt_examples"] == \
         unlimited.metrics["train_examples"]
 
@@ -291,7 +293,8 @@ def test_two_workers_each_read_only_their_shards(workdir):
     recs = Path("recs").resolve()
     sets = ["data.source=tfrecord", f"data.path={recs}/train-*", f"data.test_path={recs}/test-*",
             "data.stream=true", "train.verbose=2", "train.epochs=3", "train.batch_size=8",
-            "data.max_len=16", "data.max_tokens=200", "train.learning_rate=0.05"]
+            "data.max_len=16", "data.max_tokens=200", "train.learning_rate=0.05",
+            "export.enabled=false"]  # reading the shards is what this checks
 
     def argv(*extra):
         return [sys.executable, "-m", "tfkit.cli", "train"] + [

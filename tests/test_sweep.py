@@ -20,7 +20,8 @@ def grid_lines(out: str) -> list[dict]:
 
 def test_sweep_ranks_on_validation_and_exports_only_the_best(tiny_csv, capsys):
     code, out, err = run_cli(capsys, "sweep", *sets(tiny_overrides(tiny_csv) + [
-        "train.epochs=2", "name=reviews"]), "--grid", "train.learning_rate=[0.0001, 0.03]")
+        "train.epochs=2", "name=reviews", "export.enabled=true"]),
+        "--grid", "train.learning_rate=[0.0001, 0.03]")
     assert code == 0, err
     lines = grid_lines(out)
     assert [line["rank"] for line in lines] == [1, 2]

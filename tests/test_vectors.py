@@ -169,6 +169,7 @@ def write_synonym_data(rng):
 
 
 def test_vectors_carry_what_the_labels_never_taught(workdir):
+    """Frozen, tuned and added vectors on reviews whose synonyms the labels never teach."""
     write_synonym_data(np.random.default_rng(0))
     base = tiny_overrides(Path("train.csv"), extra=[
         "data.test_path=test.csv", "model.params={embedding_dim: 8, units: 8}",
@@ -200,6 +201,23 @@ def test_vectors_carry_what_the_labels_never_taught(workdir):
                   - np.array(file["good"].split(), np.float32)).max() > 1e-3  # it trained
     assert without.metrics["word_vectors"] is None
 
+    # words training never saw get their vectors, in the run and in serving: the file's
+    # words that training lacks, in file order, and only those it would produce
+    added = tfkit.train(None, base + ["name=added", "model.word_vectors=vectors.txt",
+                                      "model.freeze_word_vectors=true",
+                                      "model.word_vectors_vocabulary=100", "export.enabled=true"])
+    plain = frozen  # the same run without the added words
+    vocabulary = added.preprocessor.vocabulary()
+    assert vocabulary[len(plain.preprocessor.vocabulary()):] == UNSEEN_POSITIVE + UNSEEN_NEGATIVE
+    assert added.metrics["word_vectors"]["words_found"] == 36
+    saved = json.loads((added.run_dir / "preprocessor.json").read_text())
+    assert saved["vocabulary"] == vocabulary and saved["max_tokens"] == len(vocabulary)
+    unseen = ["data.test_path=unseen.csv"]
+    assert tfkit.evaluate(plain.run_dir, unseen)["test_accuracy"] <= 0.6  # 0.41: OOV + filler
+    assert tfkit.evaluate(added.run_dir, unseen)["test_accuracy"] >= 0.95
+    answers = tfkit.predict(added.export_path, ["this snack was so scrumptious", "the tea was really horrid"])
+    assert [answer["label"] for answer in answers] == ["pos", "neg"]
+
 
 @pytest.mark.parametrize("override, message", [
     ("model.word_vectors=missing.txt", "word vectors file 'missing.txt' does not exist"),
@@ -219,27 +237,6 @@ def test_image_models_refuse_word_vectors(workdir):
     with pytest.raises(tfkit.ConfigError, match="model.word_vectors is for text models; "
                                                 "model 'image_cnn' reads image"):
         tfkit.load_config("digits_cnn", ["model.word_vectors=v.txt"])
-
-
-def test_words_training_never_saw_get_their_vectors_in_serving(workdir):
-    write_synonym_data(np.random.default_rng(0))
-    base = tiny_overrides(Path("train.csv"), extra=[
-        "data.test_path=test.csv", "model.params={embedding_dim: 8, units: 8}",
-        "train.epochs=8", "train.learning_rate=0.01", "model.word_vectors=vectors.txt",
-        "model.freeze_word_vectors=true"])
-    plain = tfkit.train(None, base + ["name=plain"])
-    added = tfkit.train(None, base + ["name=added", "model.word_vectors_vocabulary=100"])
-    # the file's words that training lacks, in file order, and only those it would produce
-    vocabulary = added.preprocessor.vocabulary()
-    assert vocabulary[len(plain.preprocessor.vocabulary()):] == UNSEEN_POSITIVE + UNSEEN_NEGATIVE
-    assert added.metrics["word_vectors"]["words_found"] == 36
-    saved = json.loads((added.run_dir / "preprocessor.json").read_text())
-    assert saved["vocabulary"] == vocabulary and saved["max_tokens"] == len(vocabulary)
-    unseen = ["data.test_path=unseen.csv"]
-    assert tfkit.evaluate(plain.run_dir, unseen)["test_accuracy"] <= 0.6  # 0.41: OOV + filler
-    assert tfkit.evaluate(added.run_dir, unseen)["test_accuracy"] >= 0.95
-    answers = tfkit.predict(added.export_path, ["this snack was so scrumptious", "the tea was really horrid"])
-    assert [answer["label"] for answer in answers] == ["pos", "neg"]
 
 
 def test_added_words_need_whitespace_splitting(workdir):

@@ -21,6 +21,8 @@ from tfkit.errors import rejection_reason
 
 # commands that do not need TensorFlow (they answer in a fraction of a second)
 LIGHT_COMMANDS = ("config", "models")
+# commands that start from a config (and --set): checked before TensorFlow is imported
+CONFIG_COMMANDS = ("train", "sweep", "tune", "convert")
 # TensorFlow's start-up lines, printed by every process that imports it (C++ log lines from
 # before logging is set up, the CPU and CUDA probes of a machine without a GPU): nothing a
 # user can act on, and they bury tfkit's own first lines
@@ -452,9 +454,13 @@ def main(argv=None) -> int:
     log = logging.getLogger("tfkit")
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
-    if args.command not in LIGHT_COMMANDS:
-        import_tensorflow()
     try:
+        if args.command in CONFIG_COMMANDS and not getattr(args, "resume", None):
+            from tfkit.config import load_config
+
+            load_config(args.config, args.set)  # a bad config: refused before TensorFlow (~5 s)
+        if args.command not in LIGHT_COMMANDS:
+            import_tensorflow()
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # ConfigError, DataError, StrategyError and ExportError are ValueError/RuntimeError
