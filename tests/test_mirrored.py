@@ -135,7 +135,8 @@ def test_two_mirrored_runs_in_one_process(tmp_path):
     MirroredStrategy (a new one over the same devices restarts TensorFlow's collective
     numbering, and the embedding's sparse all-gather then fails on a shape mismatch). The
     second is distilled from the first: the teacher's targets go through the mirrored
-    pipeline."""
+    pipeline. 64 reviews per split: the validation split's first batch divides unequally
+    over the two replicas, where Keras's own build of the model failed."""
     script = tmp_path / "two_runs.py"
     script.write_text(TWO_RUNS)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,

@@ -8,7 +8,11 @@ As of Keras 3.15 / TensorFlow 2.21, ``fit``/``evaluate`` under a multi-worker
    The collective strategy cannot convert the ``PerReplica`` batch ("Attempt to
    convert a value (PerReplica:...) with an unsupported type"), and averaging token
    ids would be meaningless anyway. Building needs only the shapes and dtypes of one
-   replica's batch, so the fix builds from the first local replica's value.
+   replica's batch, so the fix builds from the first local replica's value. The same
+   mean fails under ``MirroredStrategy`` when the first batch divides unequally over the
+   replicas (a validation split smaller than the batch: 9 examples on two replicas are 5
+   and 4, "Inputs to operation AddN must have the same size"): fix 1 applies under any
+   strategy of several replicas.
 2. ``reduce_per_replica(..., "auto")`` reduces the per-replica logs with
    ``strategy.reduce("MEAN", v, axis=0)``; the logs are scalars, so TensorFlow fails
    with "Invalid reduction dimension 0 for input with 0 dimensions"
@@ -16,8 +20,9 @@ As of Keras 3.15 / TensorFlow 2.21, ``fit``/``evaluate`` under a multi-worker
    element-wise mean over all replicas of all workers, which is what the
    single-worker path (``tf.reduce_mean`` over local results, ``axis=0``) computes.
 
-:func:`multi_worker_fixes` applies both only while a multi-worker collective strategy
-trains and restores Keras afterwards; nothing changes for any other strategy.
+:func:`multi_worker_fixes` applies them only while a strategy of several replicas trains
+(fix 2 only for a multi-worker one) and restores Keras afterwards; nothing changes on one
+device.
 ``tests/test_multiworker.py`` checks, against the installed Keras, that unpatched
 ``fit`` still fails (when a Keras release fixes it, that test fails: drop this
 module) and that patched ``fit`` gives identical losses on two real workers.
@@ -117,19 +122,20 @@ def broadcast(strategy, variables, source: int = 0) -> None:
 
 @contextlib.contextmanager
 def multi_worker_fixes(strategy):
-    """Applies the two fixes while the block runs, only under a multi-worker strategy.
+    """Applies the fixes while the block runs: fix 1 under any strategy of several replicas,
+    fix 2 under a multi-worker one.
 
     Examples:
         >>> strategy = tf.distribute.get_strategy()  # MultiWorkerMirroredStrategy in a cluster
         >>> with strategy.scope():
         ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
         ...     model.compile("adam", "mse")
-        >>> with multi_worker_fixes(strategy):  # does nothing outside a multi-worker strategy
+        >>> with multi_worker_fixes(strategy):  # does nothing on one device
         ...     history = model.fit(np.zeros((8, 3)), np.zeros((8, 2)), epochs=2, verbose=0)
         >>> len(history.history["loss"])
         2
     """
-    if not is_multi_worker(strategy):
+    if not is_multi_worker(strategy) and strategy.num_replicas_in_sync == 1:
         yield
         return
     version = ".".join(keras.__version__.split(".")[:2])
