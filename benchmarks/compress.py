@@ -2,7 +2,7 @@
 student trained alone and against its teacher; int8 exports against float ones.
 
     python -m benchmarks.compress            # fine-food reviews, 3 seeds
-    python -m benchmarks.compress --quick    # 150 reviews, 1 seed, tiny epochs (smoke test)
+    python -m benchmarks.compress --quick    # 64 reviews per split, 1 seed, 1 epoch (smoke test)
 
 - **Distillation**: each teacher (``fine_foods_transformer`` and ``fine_foods_han``, trained
   once, exported) teaches the default preset (``fine_foods_fasttext``), which is also trained
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import tfkit
 
-    quick = ["data.limit=150", "train.epochs=1", "export.blessing=false"] if args.quick else []
+    quick = ["data.limit=64", "train.epochs=1", "export.blessing=false"] if args.quick else []
     seeds = args.seeds[:1] if args.quick else args.seeds
     rounds, calls = (1, 20) if args.quick else (args.rounds, 200)
     started = time.perf_counter()
