@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def code_sha256(notebook) -> str:
 
 def _clean_text(text: str, folder: str) -> str:
     text = text.replace(os.path.realpath(folder), ".").replace(folder, ".")
+    # a library's warning names its file: this machine's Python environment, left out
+    text = text.replace(sysconfig.get_paths()["purelib"], "<site-packages>")
     return RUN_FOLDER.sub("YYYYMMDD-HHMMSS", ADDRESS.sub("", text))
 
 

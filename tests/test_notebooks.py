@@ -2,6 +2,7 @@
 and every committed notebook carries the outputs of the code it shows."""
 
 import json
+import sysconfig
 from pathlib import Path
 
 import nbformat
@@ -34,13 +35,16 @@ def test_what_differs_between_runs_is_left_out_of_the_outputs():
             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
             "I0000 00:00:1796658565.139385   16955 port.cc:153] oneDNN custom operations are on.\n"
             "INFO:tensorflow:Assets written to: /tmp/tfkit-notebook-x1/saved_models/a/.export-z/\n")),
+        new_output("stream", name="stderr", text=(
+            f"{sysconfig.get_paths()['purelib']}/tqdm/auto.py:21: TqdmWarning: IProgress\n")),
         new_output("stream", name="stdout", text="/tmp/tfkit-notebook-x1/runs/a/20261207-154928 "
                                                  "<Layer at 0x7f3a2b>\n"),
         new_output("execute_result", data={"text/plain": "'/tmp/tfkit-notebook-x1/runs/a'"})])
     cell.metadata["execution"] = {"iopub.execute_input": "2026-12-07T15:49:28"}
     notebook = nbformat.v4.new_notebook(cells=[cell])
     clean_outputs(notebook, "/tmp/tfkit-notebook-x1")
-    (stdout, result), = [cell.outputs]
+    (warning, stdout, result), = [cell.outputs]
+    assert warning.text == "<site-packages>/tqdm/auto.py:21: TqdmWarning: IProgress\n"
     assert stdout.text == "./runs/a/YYYYMMDD-HHMMSS <Layer>\n"
     assert result.data["text/plain"] == "'./runs/a'"
     assert "execution" not in cell.metadata
@@ -63,6 +67,7 @@ def test_committed_outputs_come_from_the_code_above_them(path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps(notebook)
     assert "/tmp/" not in text and " at 0x" not in text and "tfkit-notebook-" not in text
+    assert "/site-packages/" not in text  # a warning's file in this machine's environment
     source = "".join(cell.source for cell in code)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= source.count("plt.show()")
