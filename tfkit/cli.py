@@ -23,6 +23,7 @@ from tfkit.errors import rejection_reason
 LIGHT_COMMANDS = ("config", "models")
 # commands that start from a config (and --set): checked before TensorFlow is imported
 CONFIG_COMMANDS = ("train", "sweep", "tune", "convert")
+RUN_COMMANDS = ("evaluate", "export")  # a run folder's config.yaml, checked the same way
 # TensorFlow's start-up lines, printed by every process that imports it (C++ log lines from
 # before logging is set up, the CPU and CUDA probes of a machine without a GPU): nothing a
 # user can act on, and they bury tfkit's own first lines
@@ -455,10 +456,7 @@ def main(argv=None) -> int:
     log.handlers, log.propagate = [handler], False
     log.setLevel(logging.INFO)
     try:
-        if args.command in CONFIG_COMMANDS and not getattr(args, "resume", None):
-            from tfkit.config import load_config
-
-            load_config(args.config, args.set)  # a bad config: refused before TensorFlow (~5 s)
+        check_config(args)
         if args.command not in LIGHT_COMMANDS:
             import_tensorflow()
         return args.func(args)
@@ -474,6 +472,18 @@ def main(argv=None) -> int:
         print(f"tfkit: error: the model rejected the input: {rejection_reason(exc.message)}",
               file=sys.stderr)
         return 2
+
+
+def check_config(args) -> None:
+    """Refuses a bad config before TensorFlow is imported (~5 s): the config and ``--set``
+    of ``train``, ``sweep``, ``tune`` and ``convert``; the ``config.yaml`` of a run folder
+    given to ``evaluate`` or ``export`` (a model whose package is not installed, say)."""
+    from tfkit.config import load_config
+
+    if args.command in CONFIG_COMMANDS and not getattr(args, "resume", None):
+        load_config(args.config, args.set)
+    elif args.command in RUN_COMMANDS and Path(args.run_dir, "config.yaml").is_file():
+        load_config(Path(args.run_dir, "config.yaml"))
 
 
 def import_tensorflow() -> None:
