@@ -452,3 +452,18 @@ def test_evaluating_the_saved_model_scores_what_is_served(trained, monkeypatch, 
     code, _, err = run_cli(capsys, "evaluate", str(trained.export_path), "--set",
                            "data.path=other.csv", "--set", "data.test_path=other.csv")
     assert code == 2 and "the data's label 'so-so' is not one the SavedModel" in err
+
+
+def test_endpoints_that_disagree_on_the_model_input_are_refused():
+    """Every endpoint calls one traced model: preprocessing that gives it integers in one
+    endpoint and floats in another cannot share it, and the export says so."""
+    from tfkit.export import ExportError, shared_model_function
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    spec = [tf.TensorSpec([None, 2], tf.float32)]
+    endpoints = {"as_floats": (lambda x: x, spec),
+                 "as_integers": (lambda x: tf.cast(x, tf.int64), spec)}
+    with pytest.raises(ExportError, match="give the model inputs of different types"):
+        shared_model_function(model, endpoints)
+    call = shared_model_function(model, {"as_floats": endpoints["as_floats"]})
+    np.testing.assert_allclose(call(tf.ones((3, 2))).numpy(), model(tf.ones((3, 2))).numpy())

@@ -196,7 +196,7 @@ FIT_SCRIPT = textwrap.dedent("""
         trainer._maybe_symbolic_build = multiworker._maybe_symbolic_build
     try:
         if mode == "fixed":
-            with multiworker.multi_worker_fixes(strategy):
+            with multiworker.distributed_fit_fixes(strategy):
                 print("LOSS", model.fit(ds, epochs=1, verbose=0).history["loss"])
         else:
             model.fit(ds, epochs=1, verbose=0)

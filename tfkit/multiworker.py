@@ -20,7 +20,7 @@ As of Keras 3.15 / TensorFlow 2.21, ``fit``/``evaluate`` under a multi-worker
    element-wise mean over all replicas of all workers, which is what the
    single-worker path (``tf.reduce_mean`` over local results, ``axis=0``) computes.
 
-:func:`multi_worker_fixes` applies them only while a strategy of several replicas trains
+:func:`distributed_fit_fixes` applies them only while a strategy of several replicas trains
 (fix 2 only for a multi-worker one) and restores Keras afterwards; nothing changes on one
 device.
 ``tests/test_multiworker.py`` checks, against the installed Keras, that unpatched
@@ -121,7 +121,7 @@ def broadcast(strategy, variables, source: int = 0) -> None:
 
 
 @contextlib.contextmanager
-def multi_worker_fixes(strategy):
+def distributed_fit_fixes(strategy):
     """Applies the fixes while the block runs: fix 1 under any strategy of several replicas,
     fix 2 under a multi-worker one.
 
@@ -130,7 +130,7 @@ def multi_worker_fixes(strategy):
         >>> with strategy.scope():
         ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
         ...     model.compile("adam", "mse")
-        >>> with multi_worker_fixes(strategy):  # does nothing on one device
+        >>> with distributed_fit_fixes(strategy):  # does nothing on one device
         ...     history = model.fit(np.zeros((8, 3)), np.zeros((8, 2)), epochs=2, verbose=0)
         >>> len(history.history["loss"])
         2

@@ -48,7 +48,7 @@ from tfkit.monitor import (
     log_hparams,
     log_misclassified,
 )
-from tfkit.multiworker import broadcast, multi_worker_fixes
+from tfkit.multiworker import broadcast, distributed_fit_fixes
 from tfkit.owners import claim, release
 from tfkit.preparing import Prepared, build, exports, prepare
 from tfkit.publishing import EXPORT_SAMPLES, bless, model_to_serve
@@ -166,7 +166,7 @@ def train_run(config: Config, callbacks=(), resume: str | Path | None = None) ->
             model, vectors = build(run)
         run_dir, out_dir = open_run_dir(run)
         try:
-            with multi_worker_fixes(run.strategy), finite_streams(run.data.streamed):
+            with distributed_fit_fixes(run.strategy), finite_streams(run.data.streamed):
                 trained = fit(model, run, run_dir, out_dir, callbacks)
                 test = model.evaluate(run.test_ds, return_dict=True, verbose=0)
             return finish(model, run, run_dir, trained, test, vectors)
