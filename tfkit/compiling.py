@@ -101,26 +101,35 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
     """
     rate = learning_rate(config, replicas, steps_per_epoch)
     optimizer = OPTIMIZERS[config.train.optimizer](learning_rate=rate)
-    jit = jit_setting(config, replicas)
+    loss, loss_weights, metrics = losses_and_metrics(model, config, heads)
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
+                  weighted_metrics=metrics, jit_compile=jit_setting(config, replicas),
+                  steps_per_execution=config.train.steps_per_execution)
+
+
+def build_state(model: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Makes a compiled model's optimizer, loss and metric variables from ``dataset``'s
+    element spec, before ``fit``. Keras does this itself under a distribution strategy; on
+    one device it leaves them to the first train step, and a ``tf.function`` that makes
+    variables is traced twice (~1 s more before the first batch of a small model)."""
+    if model._distribute_strategy is None:  # Keras's own build, as under a strategy
+        model._symbolic_build(data_batch=dataset.element_spec)
+
+
+def losses_and_metrics(model: keras.Model, config: Config, heads: dict | None):
+    """``(loss, loss_weights, weighted_metrics)`` for :func:`compile_model`."""
     if config.data.multi_label:
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.BinaryCrossentropy(reduction=WEIGHTED_MEAN),
-                      weighted_metrics=multi_label_metrics(), jit_compile=jit,
-                      steps_per_execution=config.train.steps_per_execution)
-        return
+        return (keras.losses.BinaryCrossentropy(reduction=WEIGHTED_MEAN), None,
+                multi_label_metrics())
     if not heads:
         classes = model.output_shape[-1]
         counts = ClassCounts(classes)
         if config.train.teacher:  # targets: [label id, the teacher's probabilities...]
             loss = DistillationLoss(classes, config.train.distill_alpha,
                                     config.train.distill_temperature, reduction=WEIGHTED_MEAN)
-            metrics = [LabelAccuracy(classes), counts]
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN)
-            metrics = ["accuracy", counts]
-        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics,
-                      jit_compile=jit, steps_per_execution=config.train.steps_per_execution)
-        return
+            return loss, None, [LabelAccuracy(classes), counts]
+        return (keras.losses.SparseCategoricalCrossentropy(reduction=WEIGHTED_MEAN), None,
+                ["accuracy", counts])
     weights = config.train.loss_weights or {}
     losses, loss_weights, metrics = {}, {}, {}
     for head, spec in heads.items():
@@ -132,9 +141,7 @@ def compile_model(model: keras.Model, config: Config, heads: dict | None = None,
             losses[head], metrics[head] = keras.losses.MeanSquaredError(reduction=WEIGHTED_MEAN), ["mae"]
             weight /= spec["std"] ** 2
         loss_weights[head] = weight
-    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
-                  weighted_metrics=metrics, jit_compile=jit,
-                  steps_per_execution=config.train.steps_per_execution)
+    return losses, loss_weights, metrics
 
 
 def multi_label_metrics() -> list:

@@ -16,6 +16,8 @@ import math
 import keras
 import numpy as np
 
+from tfkit.compiling import build_state
+
 log = logging.getLogger("tfkit")
 
 STEPS = 100  # batches the test trains (the training data repeated when it has fewer)
@@ -77,6 +79,7 @@ def find_learning_rate(model: keras.Model, compile_copy, dataset, steps: int = S
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     compile_copy(copy)
+    build_state(copy, dataset)
     test = RangeTest(steps)
     copy.fit(dataset.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[test], verbose=0,
              shuffle=False)  # the dataset shuffles itself; Keras would warn

@@ -32,7 +32,7 @@ from tfkit.callbacks import (
     best_weights_path,
     make_callbacks,
 )
-from tfkit.compiling import precision_policy
+from tfkit.compiling import build_state, precision_policy
 from tfkit.config import Config, ConfigError, load_config, save_config
 from tfkit.distribute import (
     is_multi_worker,
@@ -241,6 +241,7 @@ def fit(model: keras.Model, run: Prepared, run_dir: Path, out_dir: Path, callbac
     multi_worker = is_multi_worker(run.strategy)
     tfkit_callbacks = make_callbacks(out_dir, run_dir, config, run.monitor, multi_worker, extra,
                                      run.batch_size)
+    build_state(model, run.train_ds)
     history = model.fit(
         run.train_ds, validation_data=run.val_ds, epochs=config.train.epochs,
         steps_per_epoch=run.steps_per_epoch,
