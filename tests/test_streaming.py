@@ -364,6 +364,37 @@ def test_image_and_text_folders_stream_by_path(workdir):
         split_texts(texts.test)
 
 
+def test_auto_streams_by_the_memory_the_data_would_take(workdir, monkeypatch, caplog):
+    """data.stream: auto decides by an estimate of the data read into memory, not by its
+    files' size: a CSV by ~8x its bytes, images by their decoded pixels (a folder of small,
+    well-compressed PNGs can take hundreds of times its files' size once decoded)."""
+    import logging
+
+    from tfkit.data import streams
+
+    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", 400_000)
+    for label, value in (("dark", 0), ("light", 255)):
+        Path("images", label).mkdir(parents=True)
+        for i in range(4):  # 8 flat 128 x 128 RGB images: ~400 bytes each as PNG files
+            Path("images", label, f"{i}.png").write_bytes(
+                tf.io.encode_png(np.full([128, 128, 3], value, np.uint8)).numpy())
+    files = sum(f.stat().st_size for f in Path("images").rglob("*.png"))
+    assert files < 10_000  # under the limit by file size: read into memory before
+    with caplog.at_level(logging.INFO, logger="tfkit"):
+        images = load_data(DataConfig(source="image_directory", path="images"))
+    assert images.streamed  # 8 x 128 x 128 x 3 x 2 bytes = 786,432 in memory
+    assert "read into memory would take ~1 MB, over 0 MB: streamed" in caplog.text
+    small = load_data(DataConfig(source="image_directory", path="images", image_size=[32, 32]))
+    assert not small.streamed and small.train.x.dtype == np.uint8  # 49,152 bytes: in memory
+    write_tiny_csv("reviews.csv", n=60)
+    csv_bytes = Path("reviews.csv").stat().st_size
+    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", 4 * csv_bytes)  # 8x the file is over
+    assert load_data(csv_config("reviews.csv")).streamed
+    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", 8 * csv_bytes)
+    assert not load_data(csv_config("reviews.csv")).streamed
+    assert not load_data(csv_config("reviews.csv", stream="false")).streamed
+
+
 def test_tfds_streams_through_as_dataset():
     import tensorflow_datasets as tfds
 

@@ -88,8 +88,9 @@ class DataConfig:
     max_sentences: int = 16
     max_words: int = 40
     bucket_by_length: bool = True
-    # reading: auto streams files over 256 MB through tf.data (memory stays flat), true always
-    # streams, false reads the data into memory (csv, tfrecord, directory, image_directory, tfds)
+    # reading: auto streams data that would take over 256 MB in memory through tf.data
+    # (memory stays flat; ~8x a text file's bytes, images decoded), true always streams,
+    # false reads the data into memory (csv, tfrecord, directory, image_directory, tfds)
     stream: str = "auto"
     compression: str | None = None  # tfrecord: GZIP | ZLIB | none (default: GZIP for *.gz)
     adapt_limit: int | None = None  # adapt the vocabulary on the first N training examples

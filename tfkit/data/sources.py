@@ -36,7 +36,6 @@ import numpy as np
 
 from tfkit.config import SOURCE_KEYS, DataConfig, data_source_problem
 from tfkit.data.streams import (
-    STREAM_ABOVE_BYTES,
     TABLE_KINDS,
     FolderReader,
     RecordReader,
@@ -46,8 +45,10 @@ from tfkit.data.streams import (
     TableReader,
     TfdsReader,
     file_list,
+    files_bytes,
     folder_files,
     json_objects,
+    memory_estimate,
     scan,
     should_stream,
 )
@@ -380,7 +381,7 @@ def load_tfrecord(config: DataConfig) -> LabeledData:
     the input in the ``text_column`` feature (text, or encoded image bytes), the label(s) in
     ``label_column`` (or the ``heads`` features), as the ``serving_examples`` signature
     takes them; ``tfkit convert`` writes any source so. Streamed unless ``data.stream`` is
-    false or they hold under 256 MB."""
+    false or auto and they would take at most 256 MB in memory."""
     regression = tuple(c for c, k in (config.heads or {}).items() if k == "regression")
 
     def reader(files, columns):
@@ -429,7 +430,8 @@ def load_files(config: DataConfig, what: str, description: str, make_reader,
         if not len(splits[name]) and not (name == "validation" and not config.validation_fraction):
             raise DataError(f"{description}: the {name} split is empty.")
     label_names = labels.names[single] if single else labels.names
-    streamed = should_stream(config, files + (test_files or [])) if stream is None else stream
+    streamed = stream if stream is not None else should_stream(
+        config, memory_estimate(files_bytes(files + (test_files or []))), description)
     log.info("data: %s, %s (%s train, %s validation, %s test examples)", description,
              "streamed from its files on every pass" if streamed else "read into memory",
              *(f"{len(splits[s]):,}" for s in ("train", "validation", "test")))
@@ -463,9 +465,12 @@ def load_tfds(config: DataConfig) -> LabeledData:
         text_key = inputs[0]
     is_image = isinstance(features[text_key], tfds.features.Image)
     names = list(getattr(features[label_columns[0]], "names", []) or [])
-    setting = str(config.stream).lower()
-    size = getattr(builder.info, "dataset_size", 0) or 0
-    if setting == "true" or (setting == "auto" and size > STREAM_ABOVE_BYTES):
+    shape = getattr(features[text_key], "shape", None) if is_image else None
+    pixels = int(np.prod(shape)) if shape and all(shape) else 0
+    estimate = memory_estimate(getattr(builder.info, "dataset_size", 0) or 0,
+                               images=sum(s.num_examples for s in builder.info.splits.values()),
+                               pixels=pixels)
+    if should_stream(config, estimate, f"tfds '{config.name}'"):
         def reader(splits, columns):
             return TfdsReader(builder, splits[0], text_key, columns, is_image)
 
@@ -536,10 +541,11 @@ def _read_text_directory(path: str, class_names=None):
     return _texts(texts, f"directory '{path}'"), np.array(labels, np.int32), names
 
 
-def stream_folder(config: DataConfig, suffixes: tuple, kind: str) -> LabeledData | None:
+def stream_folder(config: DataConfig, suffixes: tuple, kind: str,
+                  pixels: int = 0) -> LabeledData | None:
     """A folder of class folders streamed (:class:`tfkit.data.streams.FolderReader`) when
-    ``data.stream`` is true, or auto and its files hold over 256 MB; else None (read into
-    memory by Keras's directory reader)."""
+    ``data.stream`` is true, or auto and it would take over 256 MB in memory (images decoded
+    at ``pixels`` values each); else None (read into memory by Keras's directory reader)."""
     setting = str(config.stream).lower()
     if setting == "false":
         return None
@@ -549,7 +555,8 @@ def stream_folder(config: DataConfig, suffixes: tuple, kind: str) -> LabeledData
         if setting == "true":
             raise DataError(str(exc)) from None
         return None  # the reader into memory names the problem
-    if not should_stream(config, files):
+    estimate = memory_estimate(files_bytes(files), len(files), pixels)
+    if not should_stream(config, estimate, f"folder '{config.path}'"):
         return None
     if config.heads:
         raise DataError(f"folder '{config.path}': data.heads (multi-task) is not supported by "
@@ -559,7 +566,7 @@ def stream_folder(config: DataConfig, suffixes: tuple, kind: str) -> LabeledData
         return FolderReader(found, kind, columns[0])
 
     return load_files(config, "folder", f"folder '{config.path}'", reader,
-                      lambda folder, what: folder_files(folder, suffixes, what))
+                      lambda folder, what: folder_files(folder, suffixes, what), stream=True)
 
 
 def load_directory(config: DataConfig) -> LabeledData:
@@ -631,7 +638,12 @@ def load_image_directory(config: DataConfig) -> LabeledData:
     :func:`default_image_format`); images of other sizes are resized to it."""
     import keras
 
-    streamed = stream_folder(config, IMAGE_SUFFIXES, "image")
+    size, channels = config.image_size, config.channels
+    if not (size and channels) and str(config.stream).lower() != "true":
+        found_size, found_channels = default_image_format(config.path)  # one image decoded
+        size, channels = size or found_size, channels or found_channels
+    streamed = stream_folder(config, IMAGE_SUFFIXES, "image",
+                             pixels=int(np.prod(size)) * channels if size else 0)
     if streamed is not None:
         return streamed
 
@@ -645,16 +657,14 @@ def load_image_directory(config: DataConfig) -> LabeledData:
                 color_mode="grayscale" if channels == 1 else "rgb")
         except ValueError as exc:
             raise DataError(f"image folder '{path}': {exc}") from None
-        pairs = list(ds.as_numpy_iterator())
-        if not pairs:
+        images, labels = [], []
+        for image, label in ds.as_numpy_iterator():  # uint8 as read: a float32 copy of
+            images.append(image.round().clip(0, 255).astype(np.uint8))  # all is 4x larger
+            labels.append(ds.class_names[int(label)])
+        if not images:
             raise DataError(f"image folder '{path}' has no images in its class folders.")
-        x = np.stack([p[0] for p in pairs]).round().clip(0, 255).astype(np.uint8)
-        return x, [ds.class_names[int(p[1])] for p in pairs], list(ds.class_names)
+        return np.stack(images), labels, list(ds.class_names)
 
-    size, channels = config.image_size, config.channels
-    if not (size and channels):  # the config's own format needs no image decoded
-        found_size, found_channels = default_image_format(config.path)
-        size, channels = size or found_size, channels or found_channels
     x, y, names = read(config.path)
     test = read(config.test_path, names)[:2] if config.test_path else None
     return _split_arrays(x, y, config, f"image folder '{config.path}'", test)
