@@ -52,6 +52,9 @@ def test_auto_settings_and_their_refusals():
              "auto is not offered with train.strategy 'multi_worker'"),
             (["train.learning_rate=auto", "train.scale_learning_rate=true"],
              "auto is not offered with train.scale_learning_rate"),
+            (["train.warmup_epochs=-1"], "train.warmup_epochs must be a finite number >= 0"),
+            (["train.warmup_epochs=soon"], "or auto, got 'soon'"),
+            (["train.warmup_epochs=.nan"], "train.warmup_epochs must be a finite number"),
             (["data.max_len=long"], "data.max_len must be a number of tokens >= 1 or auto")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, sets)
@@ -114,6 +117,8 @@ def test_a_data_only_config_trains_the_linear_model_beside_its_baseline(workdir,
     assert LOWEST < rate["value"] < 1.0 and rate["steps"] >= 10
     saved = load_config(result.run_dir / "config.yaml")
     assert saved.train.learning_rate == rate["value"] and saved.model.name == "text_linear"
+    # the range test's rate is reached over a first epoch: auto's choice, recorded
+    assert saved.train.warmup_epochs == 1.0 == metrics["chosen"]["warmup_epochs"]["value"]
     assert metrics["baseline"]["model"] == "tfidf_logistic_regression"
     assert metrics["baseline"]["test_accuracy"] > 0.9
     assert json.loads((result.run_dir / "metrics.json").read_text())["baseline"] == \
@@ -122,3 +127,26 @@ def test_a_data_only_config_trains_the_linear_model_beside_its_baseline(workdir,
     assert "linear baseline" in closing[-1] and "on the same split" in closing[-1]
     scalars = summaries(result.run_dir / "logs" / "test", "epoch_baseline_accuracy")
     assert scalars["epoch_baseline_accuracy"]
+
+
+def test_the_schedule_warms_up_then_decays_over_the_remaining_steps(workdir):
+    from tfkit.compiling import learning_rate
+    from tfkit.optimizers import WarmUp
+
+    config = config_from_dict({"train": {"learning_rate": 0.1, "epochs": 4,
+                                         "lr_schedule": "cosine", "warmup_epochs": 1}})
+    schedule = learning_rate(config, steps_per_epoch=10)  # 10 warm-up steps, 30 of decay
+    values = [float(schedule(step)) for step in (0, 4, 9, 10, 25, 40)]
+    assert values == pytest.approx([0.01, 0.05, 0.1, 0.1, 0.05, 0.0], abs=1e-6)
+    constant = config_from_dict({"train": {"learning_rate": 0.1, "warmup_epochs": 0.5}})
+    assert [float(learning_rate(constant, steps_per_epoch=4)(s)) for s in range(4)] == \
+        pytest.approx([0.05, 0.1, 0.1, 0.1])
+    # no warm-up: Keras's own schedules (or the number) as before
+    assert learning_rate(config_from_dict({"train": {"learning_rate": 0.1}})) == 0.1
+    # saved with the model and loaded in safe mode
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(WarmUp(schedule.after, 10)), "mse")
+    model.save("warm.keras")
+    loaded = keras.models.load_model("warm.keras", safe_mode=True).optimizer
+    assert loaded.get_config()["learning_rate"]["config"]["steps"] == 10
+    assert float(loaded.learning_rate) == pytest.approx(0.01)  # step 0 of the warm-up

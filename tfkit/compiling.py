@@ -8,11 +8,11 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tfkit.config import Config, ConfigError
+from tfkit.config import Config, ConfigError, warmup_epochs
 from tfkit.data import LabeledData
 from tfkit.distillation import DistillationLoss, LabelAccuracy
 from tfkit.monitor import ClassCounts
-from tfkit.optimizers import LazyAdam
+from tfkit.optimizers import LazyAdam, WarmUp
 
 WEIGHTED_MEAN = "mean_with_sample_weight"  # a loss's mean over the rows that weigh
 
@@ -60,20 +60,22 @@ def epoch_steps(config: Config, dataset: tf.data.Dataset, examples: int, batch_s
 
 def learning_rate(config: Config, replicas: int = 1, steps_per_epoch: int = 1):
     """``train.learning_rate`` (times ``replicas`` with ``scale_learning_rate``), constant or
-    decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``).
+    decaying to 0 over ``train.epochs * steps_per_epoch`` steps (``train.lr_schedule``),
+    after a linear warm-up over the first ``train.warmup_epochs`` (:class:`WarmUp`).
 
     The TensorBoard callback logs the rate each epoch, whichever schedule.
     """
     rate = config.train.learning_rate
     if config.train.scale_learning_rate:
         rate *= replicas  # the linear scaling rule for a global batch `replicas` x larger
-    steps = max(1, config.train.epochs * steps_per_epoch)
+    warm = round(warmup_epochs(config.train) * steps_per_epoch)
+    steps = max(1, config.train.epochs * steps_per_epoch - warm)
     if config.train.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
-    if config.train.lr_schedule == "linear":
-        return keras.optimizers.schedules.PolynomialDecay(rate, decay_steps=steps,
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+    elif config.train.lr_schedule == "linear":
+        rate = keras.optimizers.schedules.PolynomialDecay(rate, decay_steps=steps,
                                                           end_learning_rate=0.0)
-    return rate
+    return WarmUp(rate, warm) if warm else rate
 
 
 def compile_model(model: keras.Model, config: Config, heads: dict | None = None,

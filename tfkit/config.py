@@ -130,6 +130,9 @@ class TrainConfig:
     learning_rate: float | str = "auto"
     # constant | cosine | linear: cosine and linear decay learning_rate to 0 over the run's steps
     lr_schedule: str = "constant"
+    # epochs over which the rate first rises linearly from 0 to learning_rate (then lr_schedule
+    # applies); auto: 1 with learning_rate: auto, else 0 (recorded in config.yaml)
+    warmup_epochs: float | str = "auto"
     optimizer: str = "adam"
     strategy: str = "auto"
     devices: list | None = None  # mirrored/one_device: e.g. ["/gpu:0", "/gpu:1"] (default: all GPUs)
@@ -390,6 +393,20 @@ def score_monitor(data: DataConfig) -> str:
     return "val_micro_f1" if data.multi_label else "val_accuracy"
 
 
+def warmup_epochs(train: TrainConfig) -> float:
+    """``train.warmup_epochs`` as a number: auto is 1 epoch with ``learning_rate: auto`` (the
+    range test's rate, a tenth of the largest that still trains, is better reached than
+    started at), else 0 (a configured rate starts at once, as it always did).
+
+    Examples:
+        >>> warmup_epochs(TrainConfig()), warmup_epochs(TrainConfig(learning_rate=0.001))
+        (1.0, 0.0)
+    """
+    if train.warmup_epochs != "auto":
+        return float(train.warmup_epochs)
+    return 1.0 if train.learning_rate == "auto" else 0.0
+
+
 def monitor_direction(monitor: str) -> str:
     """``"min"`` for a loss (``val_loss``, a head's loss: lower is better), ``"max"`` for a
     score (accuracy, F1): how the best epoch, early stopping and a sweep's or tune's ranking
@@ -624,6 +641,10 @@ def _validate_ranges(config: Config) -> None:
                                                   and t.learning_rate > 0):
         raise ConfigError(f"train.learning_rate must be a finite number > 0 or auto, got "
                           f"{excerpt(t.learning_rate)}.")
+    if t.warmup_epochs != "auto" and (isinstance(t.warmup_epochs, str) or not (
+            math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0)):
+        raise ConfigError("train.warmup_epochs must be a finite number >= 0 (0: no warm-up) "
+                          f"or auto, got {excerpt(t.warmup_epochs)}.")
     if t.monitor != "val_loss" and d.heads:
         raise ConfigError(f"train.monitor '{t.monitor}': a multi-task model has per-head "
                           "metrics; use val_loss (the weighted sum of the heads' losses).")

@@ -58,3 +58,39 @@ class LazyAdam(keras.optimizers.Adam):
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         self.assign_sub(variable, tf.IndexedSlices(
             alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
+@keras.saving.register_keras_serializable(package="tfkit")
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear warm-up: over the first ``steps`` steps the rate rises in equal steps to
+    ``after``'s first rate (step ``i`` trains at ``(i + 1) / steps`` of it), then follows
+    ``after`` (a number, or a schedule started where the warm-up ends).
+
+    Examples:
+        >>> decay = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=100)
+        >>> warm = WarmUp(decay, steps=10)
+        >>> [round(float(warm(s)), 4) for s in (0, 5, 10, 60, 110)]
+        [0.01, 0.06, 0.1, 0.05, 0.0]
+    """
+
+    def __init__(self, after, steps: int):
+        self.after, self.steps = after, int(steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        later = self.after(tf.maximum(step - self.steps, 0.0)) if callable(self.after) \
+            else tf.constant(self.after, tf.float32)
+        rising = tf.cast(later, tf.float32) * (step + 1.0) / max(self.steps, 1)
+        return tf.where(step < self.steps, rising, tf.cast(later, tf.float32))
+
+    def get_config(self):
+        after = self.after if not callable(self.after) else keras.saving.serialize_keras_object(
+            self.after)
+        return {"after": after, "steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.saving.deserialize_keras_object(after)
+        return cls(after, config["steps"])

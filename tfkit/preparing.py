@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfkit.callbacks import monitored
 from tfkit.compiling import compile_model, epoch_steps, head_specs, jit_setting
-from tfkit.config import Config, ConfigError, load_config
+from tfkit.config import Config, ConfigError, load_config, warmup_epochs
 from tfkit.data import LabeledData, load_data, load_preprocessor, load_word_vectors
 from tfkit.datasets import (
     class_weights,
@@ -255,14 +255,16 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
     steps = epoch_steps(config, run.train_ds, len(run.data.train), run.batch_size)
     if config.train.learning_rate == "auto":  # a range test on a copy: the rate from the data
         constant = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, learning_rate=1.0, lr_schedule="constant"))
+            config.train, learning_rate=1.0, lr_schedule="constant", warmup_epochs=0))
         try:
             found = find_learning_rate(model, lambda copy: compile_model(
                 copy, constant, run.heads, replicas, steps), run.train_ds)
         except ValueError as exc:
             raise ConfigError(f"train.learning_rate: auto: {exc}") from None
         run.chosen["learning_rate"] = found
+        run.chosen["warmup_epochs"] = {"value": warmup_epochs(config.train)}
         run.config = config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, learning_rate=found["value"]))
+            config.train, learning_rate=found["value"],
+            warmup_epochs=warmup_epochs(config.train)))  # auto's choice, in config.yaml
     compile_model(model, config, run.heads, replicas, steps)
     return model, vectors
