@@ -366,7 +366,7 @@ def test_image_and_text_folders_stream_by_path(workdir):
 
 def test_auto_streams_by_the_memory_the_data_would_take(workdir, monkeypatch, caplog):
     """data.stream: auto decides by an estimate of the data read into memory, not by its
-    files' size: a CSV by ~8x its bytes, images by their decoded pixels (a folder of small,
+    files' size: a CSV by ~12x its bytes, images by their decoded pixels (a folder of small,
     well-compressed PNGs can take hundreds of times its files' size once decoded)."""
     import logging
 
@@ -388,9 +388,10 @@ def test_auto_streams_by_the_memory_the_data_would_take(workdir, monkeypatch, ca
     assert not small.streamed and small.train.x.dtype == np.uint8  # 49,152 bytes: in memory
     write_tiny_csv("reviews.csv", n=60)
     csv_bytes = Path("reviews.csv").stat().st_size
-    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", 4 * csv_bytes)  # 8x the file is over
+    factor = streams.TEXT_MEMORY_FACTOR
+    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", (factor - 1) * csv_bytes)
     assert load_data(csv_config("reviews.csv")).streamed
-    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", 8 * csv_bytes)
+    monkeypatch.setattr(streams, "STREAM_ABOVE_BYTES", factor * csv_bytes)
     assert not load_data(csv_config("reviews.csv")).streamed
     assert not load_data(csv_config("reviews.csv", stream="false")).streamed
 

@@ -89,7 +89,7 @@ class DataConfig:
     max_words: int = 40
     bucket_by_length: bool = True
     # reading: auto streams data that would take over 256 MB in memory through tf.data
-    # (memory stays flat; ~8x a text file's bytes, images decoded), true always streams,
+    # (memory stays flat; ~12x a text file's bytes, images decoded), true always streams,
     # false reads the data into memory (csv, tfrecord, directory, image_directory, tfds)
     stream: str = "auto"
     compression: str | None = None  # tfrecord: GZIP | ZLIB | none (default: GZIP for *.gz)

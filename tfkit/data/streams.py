@@ -42,8 +42,9 @@ log = logging.getLogger("tfkit")
 HASH_RANGE = 2**62  # split hashes fall in [0, HASH_RANGE)
 TEACHER_SALT = 3  # the hash salt of the key a teacher's answers are looked up by
 STREAM_ABOVE_BYTES = 256 * 2**20  # data.stream: auto streams data whose memory_estimate is larger
-TEXT_MEMORY_FACTOR = 8  # read into memory, texts and records take ~7.4x their files' bytes
-# (peak resident memory of one epoch of the default preset, 20,000 -> 200,000 reviews)
+TEXT_MEMORY_FACTOR = 12  # read into memory, texts and records take ~12x their files' bytes
+# (one epoch of the default preset: its peak grew 402 MB for 33.7 MB more CSV, 20,000 ->
+# 200,000 reviews; docs/benchmarks.md)
 CHUNK_ROWS = 20_000  # rows of a CSV read at a time
 RECORD_BATCH = 1024  # records parsed at a time
 PROGRESS_SECONDS = 5.0
@@ -111,8 +112,8 @@ def memory_estimate(file_bytes: int, images: int = 0, pixels: int = 0) -> int:
     far less in its file than decoded, a text about the same).
 
     Examples:
-        >>> memory_estimate(60 * 2**20) // 2**20  # a 60 MB CSV (200,000 reviews)
-        480
+        >>> memory_estimate(int(37.5 * 2**20)) // 2**20  # a 37.5 MB CSV (200,000 reviews)
+        450
         >>> memory_estimate(150 * 2**20, images=5000, pixels=256 * 256 * 3) // 2**20
         1875
     """
