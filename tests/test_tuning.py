@@ -37,6 +37,20 @@ def test_the_default_space_fits_the_data_and_refuses_what_does_not(tmp_path):
     bad = csv_config(tmp_path / "r.csv", ["tune.space={train.batch_size: [0, 8]}"])
     with pytest.raises(ConfigError, match="tune.space.train.batch_size = 0 .*must be >= 1"):
         search_space(bad, "text")
+    # a model that wraps a text encoder: searched over the encoder and its own layers, the
+    # first trial being the config's; a configured encoder_params keeps its encoder
+    table = load_config("tate_table", ["model.params={encoder: text_cnn, table_units: 64}"])
+    (dimensions,) = search_space(table, "text").families.values()
+    first = {d.key: d.default for d in dimensions}
+    assert first["model.params.encoder"] == "text_cnn" and first["model.params.table_units"] == 64
+    assert {"text_fasttext", "text_bilstm"} <= set(next(
+        d.values for d in dimensions if d.key == "model.params.encoder"))
+    fixed = load_config("tate_table", ["model.params={encoder_params: {embedding_dim: 8}}"])
+    keys = {d.key for d in search_space(fixed, "text").families["text_table"]}
+    assert "model.params.encoder" not in keys and "model.params.table_units" in keys
+    tasks = search_space(load_config("tate_multitask", ["model.params={encoder: text_cnn}"]),
+                         "text").families["multitask"]
+    assert "model.params.encoder" in {d.key for d in tasks}
 
 
 def test_tune_settings_are_refused_before_anything_runs(tiny_csv, capsys):

@@ -72,6 +72,11 @@ FAMILY_SPACE = {
     "image_cnn": {"model.params.dense_units": [64, 128], "model.params.dropout": [0.0, 0.3],
                   "model.params.batch_norm": [True, False]},
     "sequence_lstm": {"model.params.hidden_size": [64, 128], "model.params.num_layers": [1, 2]},
+    # models that wrap a text encoder: which encoder (unless model.params.encoder_params
+    # configures one), and their own layers
+    "text_table": {"model.params.encoder": ["text_fasttext", "text_cnn", "text_bilstm"],
+                   "model.params.table_units": [16, 32, 64]},
+    "multitask": {"model.params.encoder": ["text_bilstm", "text_fasttext", "text_cnn"]},
 }
 # every trial: the learning rate from a range test on its own model (tfkit.lr_range), unless
 # tune.space says otherwise
@@ -161,8 +166,10 @@ def objective_of(config: Config) -> tuple[str, str]:
 def search_space(config: Config, data_kind: str, documents: bool = False) -> SearchSpace:
     """The search space for ``config``: ``tune.models`` (default: the families for
     ``data_kind``, plus ``han`` when ``documents``) with their parameters, the common ones and
-    ``tune.space`` on top. A model wrapping another (``multitask``, ``text_table``) or a
-    pretrained backbone is searched as it is, over the common keys and ``tune.space``.
+    ``tune.space`` on top. A model wrapping a text encoder (``multitask``, ``text_table``) is
+    searched over its encoder (unless ``model.params.encoder_params`` configures one) and its
+    own layers, starting from the config's values; a pretrained backbone as it is, over the
+    common keys and ``tune.space``.
 
     Raises:
         ConfigError: for a family that does not fit the data, a key that no searched family
@@ -192,11 +199,14 @@ def search_space(config: Config, data_kind: str, documents: bool = False) -> Sea
                                      "text" if gives_text else f"{data_kind} arrays")
         if problem:
             raise ConfigError(f"tune.models: {problem}")
-        own = {} if fixed else FAMILY_SPACE.get(name, {})
+        own = dict(FAMILY_SPACE.get(name, {}))
+        configured = dict(config.model.params) if name == config.model.name else {}
+        if "encoder_params" in configured:  # parameters of one encoder: that encoder only
+            own.pop("model.params.encoder", None)
         dimensions = {**{k: Dimension.parse(k, v) for k, v in {**COMMON_SPACE, **own}.items()},
                       **extra}
         takes = model_params(name)  # the first trial: the model's own defaults, the config's
-        defaults = {f"model.params.{k}": v for k, v in takes.items()}
+        defaults = {f"model.params.{k}": v for k, v in {**takes, **configured}.items()}
         defaults.update({"data.max_len": "auto", "train.learning_rate": "auto"})
         space[name] = [dataclasses.replace(d, default=defaults.get(d.key))
                        for d in dimensions.values()
