@@ -146,6 +146,7 @@ def test_the_schedule_warms_up_then_decays_over_the_remaining_steps(workdir):
     # saved with the model and loaded in safe mode
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(WarmUp(schedule.after, 10)), "mse")
+    model.optimizer.build(model.trainable_variables)  # saved with its slots, as after fit
     model.save("warm.keras")
     loaded = keras.models.load_model("warm.keras", safe_mode=True).optimizer
     assert loaded.get_config()["learning_rate"]["config"]["steps"] == 10
