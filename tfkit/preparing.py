@@ -261,10 +261,9 @@ def build(run: Prepared) -> tuple[keras.Model, dict | None]:
                 copy, constant, run.heads, replicas, steps), run.train_ds)
         except ValueError as exc:
             raise ConfigError(f"train.learning_rate: auto: {exc}") from None
-        run.chosen["learning_rate"] = found
-        run.chosen["warmup_epochs"] = {"value": warmup_epochs(config.train)}
+        warmup = warmup_epochs(config.train)  # auto's choice, into config.yaml
+        run.chosen.update(learning_rate=found, warmup_epochs={"value": warmup})
         run.config = config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, learning_rate=found["value"],
-            warmup_epochs=warmup_epochs(config.train)))  # auto's choice, in config.yaml
+            config.train, learning_rate=found["value"], warmup_epochs=warmup))
     compile_model(model, config, run.heads, replicas, steps)
     return model, vectors
